@@ -1,0 +1,44 @@
+# Quick start:  make demo   (train on DATA, show predictions)   and   make test
+PYTHON ?= python3
+VENV   ?= .venv
+DATA   ?= tfds:tf_flowers
+OUT    ?= runs/demo
+BACKBONE ?= mobilenet_v2_0.35
+# Optional: a folder of Keras weight files to use offline (linked into a local KERAS_HOME).
+WEIGHTS ?=
+
+BIN := $(VENV)/bin
+ifneq ($(WEIGHTS),)
+export KERAS_HOME := $(CURDIR)/.keras-home
+endif
+
+.PHONY: demo test install dev clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+dev: $(BIN)/.installed-dev
+
+demo: $(BIN)/.installed
+ifneq ($(WEIGHTS),)
+	mkdir -p .keras-home/models
+	for f in $(abspath $(WEIGHTS))/*.h5; do ln -sf "$$f" .keras-home/models/; done
+endif
+	@if grep -qs '"complete"' $(OUT)/run.json; then \
+	  echo "$(OUT) is already trained (delete it or set OUT=... to train again)"; \
+	else $(BIN)/transferkit train $(DATA) --out $(OUT) --backbone $(BACKBONE); fi
+	$(BIN)/transferkit predict $(OUT) --samples 8
+
+test: $(BIN)/.installed-dev
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .keras-home runs

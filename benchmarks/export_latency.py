@@ -1,0 +1,160 @@
+"""Exported SavedModel vs the Keras model: parity on unseen photos, batch-1 latency.
+
+    .venv/bin/python benchmarks/export_latency.py                 # trains on flowers5 first
+    .venv/bin/python benchmarks/export_latency.py --run runs/flowers
+
+Trains (or reuses, or takes `--run`) a MobileNetV2-0.35 run on the flowers folder
+(`$TRANSFERKIT_FLOWERS`, default `../shared/data/flowers5`), exports it (SavedModel +
+TFLite; the exporter checks parity on 200 test-split images the model never saw), then
+times batch-1 calls, interleaved round-robin so that background load hits every method
+alike, and reports medians and ratios against the Keras model's plain call:
+
+    keras_call             model(x, training=False), x float32 [1, S, S, 3] (resized)
+    keras_tf_function      the same call wrapped in a tf.function (traced once)
+    savedmodel_uint8       serving_default on the original uint8 image (resize inside)
+    savedmodel_bytes       serve_bytes on the JPEG file's bytes (decode + resize inside)
+    tflite_invoke          the TFLite interpreter on x (float32)
+
+Acceptance target: savedmodel_uint8 <= 1.2 x keras_call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from transferkit.testing import flowers_dir, use_local_weights
+
+use_local_weights()  # Before the first `import keras`.
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import transferkit  # noqa: E402
+from transferkit.data.images import load_image  # noqa: E402
+from transferkit.export import export_run  # noqa: E402
+from transferkit.predictor import SavedModelPredictor, TFLitePredictor  # noqa: E402
+from transferkit.run import load_run, run_state  # noqa: E402
+
+TARGET_RATIO = 1.2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, help="a finished run directory (default: "
+                        "train one on the flowers folder)")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/transferkit-bench/export"),
+                        help="work folder: the trained run and the export go here")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--calls", type=int, default=100, help="timed calls per method")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--n-parity", type=int, default=200)
+    args = parser.parse_args(argv)
+
+    run_dir = args.run or args.out / "run"
+    if args.run is None and run_state(run_dir) != "complete":
+        print(f"Training on {flowers_dir()} into {run_dir}", flush=True)
+        transferkit.train(flowers_dir(), run_dir, backbone="mobilenet_v2_0.35",
+                          image_size=args.image_size, quiet=True)  # Resumes if killed.
+    run = load_run(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    print(f"Run {run_dir}: {run.config.backbone} at {run.image_size} px, test accuracy "
+          f"{metrics.get('accuracy', float('nan')):.3f}")
+
+    export_dir = args.out / "export" if args.run is None else args.out / "export_of_run"
+    start = time.perf_counter()
+    report = export_run(run_dir, export_dir, formats=("savedmodel", "tflite"),
+                        overwrite=True, n_parity=args.n_parity, verbose=False)
+    export_seconds = time.perf_counter() - start
+    print(f"\nExported to {export_dir} in {export_seconds:.1f} s; parity on "
+          f"{report['images']}:")
+    for name, result in report["savedmodel"].items():
+        print(f"  SavedModel {name:16s} max |diff| {result['max_abs_diff']:.2e}  "
+              f"top-1 agreement {result['top1_agreement']:.1%}")
+    print(f"  TFLite float32              max |diff| {report['tflite']['max_abs_diff']:.2e}"
+          f"  top-1 agreement {report['tflite']['top1_agreement']:.1%}")
+
+    latency = measure_latency(run, export_dir, args.calls, args.warmup)
+    base, graph = latency["keras_call"]["median_ms"], latency["keras_tf_function"]["median_ms"]
+    print(f"\nBatch-1 latency, median (p90) of {args.calls} interleaved calls after "
+          f"{args.warmup} warm-up, {os.cpu_count()} CPUs:")
+    for name, stats in latency.items():
+        print(f"  {name:20s} {stats['median_ms']:8.2f} ms ({stats['p90_ms']:7.2f})  "
+              f"{stats['median_ms'] / base:5.2f}x keras_call  "
+              f"{stats['median_ms'] / graph:5.2f}x keras_tf_function")
+    ratio = latency["savedmodel_uint8"]["median_ms"] / base
+    passed = ratio <= TARGET_RATIO
+    print(f"\nSavedModel serving_default / keras_call = {ratio:.2f} (target <= "
+          f"{TARGET_RATIO}): {'PASS' if passed else 'FAIL'}")
+
+    results = {"run": str(run_dir), "image_size": run.image_size, "parity": report,
+               "export_seconds": round(export_seconds, 1), "latency": latency,
+               "savedmodel_over_keras_call": round(ratio, 3), "target": TARGET_RATIO,
+               "passed": passed, "cpus": os.cpu_count(), "python": platform.python_version(),
+               "tensorflow": tf.__version__}
+    (args.out / "latency.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"Results: {args.out / 'latency.json'}")
+    return 0 if passed else 1
+
+
+def measure_latency(run, export_dir: Path, calls: int, warmup: int) -> dict[str, dict]:
+    """Median and p90 wall time (ms) of batch-1 calls of each method, interleaved."""
+    import pandas as pd
+
+    splits = pd.read_csv(run.path / "splits.csv", keep_default_na=False)
+    path = Path(run.config.data) / splits.loc[splits["split"] == "test", "path"].iloc[0]
+    data = path.read_bytes()
+    pixels = load_image(data)
+    x = tf.constant(run.preprocess([pixels]))
+    model = run.model
+    graph_call = tf.function(lambda images: model(images, training=False),
+                             input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+    saved_model = SavedModelPredictor(export_dir / "saved_model")
+    serve = saved_model.loaded.signatures["serving_default"]
+    serve_bytes = saved_model.loaded.signatures["serve_bytes"]
+    uint8 = tf.constant(pixels[None])
+    encoded = tf.constant([data])
+    tflite = TFLitePredictor(export_dir / "model.tflite")
+    x_numpy = x.numpy()
+
+    methods = {
+        "keras_call": lambda: model(x, training=False).numpy(),
+        "keras_tf_function": lambda: graph_call(x).numpy(),
+        "savedmodel_uint8": lambda: serve(images=uint8)["probabilities"].numpy(),
+        "savedmodel_bytes": lambda: serve_bytes(image_bytes=encoded)["probabilities"]
+        .numpy(),
+        "tflite_invoke": lambda: tflite.invoke(x_numpy),
+    }
+    reference = methods["keras_call"]()
+    for name, method in methods.items():  # Same answers, or the timing means nothing.
+        np.testing.assert_allclose(method(), reference, atol=1e-4, err_msg=name)
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for i in range(warmup + calls):
+        for name, method in methods.items():
+            start = time.perf_counter()
+            method()
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: {"median_ms": round(float(np.median(t)), 3),
+                   "p90_ms": round(float(np.percentile(t, 90)), 3),
+                   "input": _INPUTS[name].format(s=run.image_size, h=pixels.shape[0],
+                                                 w=pixels.shape[1])}
+            for name, t in times.items()}
+
+
+_INPUTS = {
+    "keras_call": "float32 [1, {s}, {s}, 3]",
+    "keras_tf_function": "float32 [1, {s}, {s}, 3]",
+    "savedmodel_uint8": "uint8 [1, {h}, {w}, 3], resized inside",
+    "savedmodel_bytes": "one JPEG file ({h}x{w}), decoded and resized inside",
+    "tflite_invoke": "float32 [1, {s}, {s}, 3]",
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Load test of the web demo: N concurrent gradio_client clients x M requests each.
+
+    python benchmarks/load_demo.py --run runs/flowers                      # 8 x 50 /predict
+    python benchmarks/load_demo.py --run runs/flowers --clients 1 --endpoint explain
+    python benchmarks/load_demo.py --url http://127.0.0.1:7860 --images photos/
+
+Starts the demo in its own process on a free 127.0.0.1 port (or uses --url), sends each
+client's requests one after the other (every request uploads its image, as a real client
+does), and prints, per endpoint: requests, errors, latency p50 / p95 / max,
+throughput and, when it started the server, the server's CPU time per request (a cost
+that other processes competing for the CPU do not inflate). One untimed request per endpoint first, so graph tracing is not counted.
+Images: the run's test split (splits.csv + the data folder), else --images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", help="run directory (or export) to serve")
+    p.add_argument("--url", help="benchmark a demo already running at this URL instead")
+    p.add_argument("--images", help="folder of images to send (default: the run's test "
+                                    "split)")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    p.add_argument("--requests", type=int, default=50,
+                   help="requests per client and endpoint (default 50)")
+    p.add_argument("--endpoint", choices=("predict", "explain", "both"), default="predict")
+    p.add_argument("--method", default="gradcam", help="/explain method (default gradcam)")
+    p.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = p.parse_args(argv)
+    if not args.run and not args.url:
+        p.error("give --run (a run directory to serve) or --url (a running demo)")
+    if args.url and not args.images:
+        p.error("--url needs --images (the run's test split is not known)")
+    return args
+
+
+def find_images(args: argparse.Namespace, limit: int = 200) -> list[str]:
+    if args.images:
+        paths = sorted(str(p) for p in Path(args.images).rglob("*")
+                       if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        import pandas as pd
+
+        run = Path(args.run)
+        config = json.loads((run / "config.json").read_text())
+        splits = pd.read_csv(run / "splits.csv")
+        test = splits[splits["split"] == "test"]["path"]
+        paths = [str(Path(config["data"]) / p) for p in test]
+        paths = [p for p in paths if os.path.isfile(p)]
+    if not paths:
+        sys.exit("no images found: pass --images FOLDER")
+    return paths[:limit]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run: str) -> tuple[subprocess.Popen, str]:
+    """The demo in a child process (as deployed), and its URL once it answers."""
+    import urllib.request
+
+    port = free_port()
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), TF_CPP_MIN_LOG_LEVEL="2",
+               GRADIO_ANALYTICS_ENABLED="False")
+    server = subprocess.Popen([sys.executable, "-m", "transferkit.demo", run, "--port",
+                               str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"the demo exited ({server.returncode}):\n{server.stderr.read()}")
+        try:
+            with urllib.request.urlopen(url + "config", timeout=2):
+                return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    sys.exit("the demo did not start within 300 s")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far (Linux), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def call(client, endpoint: str, image: str, method: str):
+    from gradio_client import handle_file
+
+    if endpoint == "predict":
+        return client.predict(handle_file(image), api_name="/predict")
+    return client.predict(handle_file(image), method, "", api_name="/explain")
+
+
+def run_load(url: str, endpoint: str, images: list[str], clients: int, requests: int,
+             method: str, server_pid: int | None = None) -> dict:
+    from gradio_client import Client
+
+    pool = [Client(url, verbose=False) for _ in range(clients)]
+    call(pool[0], endpoint, images[0], method)  # warm-up, untimed
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[list[str]] = [[] for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+
+    def worker(i: int) -> None:
+        start.wait()
+        for r in range(requests):
+            image = images[(i * requests + r) % len(images)]
+            t = time.perf_counter()
+            try:
+                call(pool[i], endpoint, image, method)
+                latencies[i].append(time.perf_counter() - t)
+            except Exception as e:  # noqa: BLE001  every failure counts as an error
+                errors[i].append(f"{type(e).__name__}: {e}"[:200])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    cpu0 = cpu_seconds(server_pid) if server_pid else None
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    cpu1 = cpu_seconds(server_pid) if server_pid else None
+    for client in pool:
+        client.close()
+    ms = np.array([x for row in latencies for x in row]) * 1000
+    failed = [e for row in errors for e in row]
+    return {
+        "endpoint": f"/{endpoint}" + (f" ({method})" if endpoint == "explain" else ""),
+        "clients": clients, "requests": clients * requests, "errors": len(failed),
+        "p50_ms": float(np.percentile(ms, 50)) if ms.size else None,
+        "p95_ms": float(np.percentile(ms, 95)) if ms.size else None,
+        "max_ms": float(ms.max()) if ms.size else None,
+        "throughput_rps": len(ms) / wall, "wall_s": wall,
+        # Contention-free cost: the server's CPU time per request (all threads).
+        "server_cpu_ms_per_request": (cpu1 - cpu0) * 1000 / (clients * requests)
+        if cpu0 is not None and cpu1 is not None else None,
+        "first_errors": sorted(set(failed))[:3],
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    images = find_images(args)
+    server, url = (None, args.url) if args.url else start_server(args.run)
+    try:
+        endpoints = ("predict", "explain") if args.endpoint == "both" else (args.endpoint,)
+        results = []
+        for endpoint in endpoints:
+            r = run_load(url, endpoint, images, args.clients, args.requests, args.method,
+                         server.pid if server is not None else None)
+            results.append(r)
+            fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
+            print(f"{r['endpoint']:<20} {r['clients']} clients x {args.requests}: "
+                  f"{r['requests']} requests, {r['errors']} errors | latency p50 "
+                  f"{fmt(r['p50_ms'])} ms, p95 {fmt(r['p95_ms'])} ms, max "
+                  f"{fmt(r['max_ms'])} ms | {r['throughput_rps']:.1f} req/s "
+                  f"({r['wall_s']:.1f} s)" + (
+                      f" | server CPU {r['server_cpu_ms_per_request']:.0f} ms/request"
+                      if r["server_cpu_ms_per_request"] is not None else ""), flush=True)
+            for e in r["first_errors"]:
+                print(f"    error: {e}")
+        if args.json:
+            print(json.dumps(results, indent=2))
+        return 1 if any(r["errors"] for r in results) else 0
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Shared fixtures. Keras must see KERAS_HOME before it is imported: set it here, first."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from transferkit.testing import flowers_dir, make_color_folder, use_local_weights
+
+KERAS_HOME = use_local_weights()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(KERAS_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def flowers():
+    """The real photo dataset (../shared/data/flowers5 or $TRANSFERKIT_FLOWERS)."""
+    path = flowers_dir()
+    assert path.is_dir(), f"flowers dataset not found at {path}; set TRANSFERKIT_FLOWERS"
+    return path
+
+
+@pytest.fixture(scope="session")
+def color_folder(tmp_path_factory):
+    """A small learnable folder: red / green / blue, 12 PNGs each."""
+    return make_color_folder(tmp_path_factory.mktemp("colors") / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, color_folder):
+    """A finished run (MobileNetV2-0.35 ImageNet weights, 96 px, head only): ~10 s."""
+    import transferkit
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    return transferkit.train(color_folder, out, backbone="mobilenet_v2_0.35", image_size=96,
+                             strategy="feature-extract", augment_copies=1, quiet=True)

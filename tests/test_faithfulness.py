@@ -1,0 +1,223 @@
+"""Faithfulness checks: deletion/insertion on a case whose true map is known, the
+model-randomization sanity check, and the explain_check report."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from transferkit.errors import ConfigError, DataError
+from transferkit.explain import (
+    GradCAM, deletion_insertion, explain_check, random_heatmaps, randomization_check,
+    randomize_model, rank_correlation)
+from transferkit.model import backbone_blocks
+
+SIZE = 32
+SIGMA = 4.0
+
+
+class TopLeft(keras.layers.Layer):
+    """Keeps the top-left quadrant of the image, zeroes the rest."""
+
+    def call(self, x):
+        h, w = x.shape[1], x.shape[2]
+        rows, cols = np.mgrid[:h, :w]
+        return x * ((rows < h // 2) & (cols < w // 2)).astype("float32")[..., None]
+
+
+def region_model(image: np.ndarray) -> keras.Model:
+    """p(class 0) rises with the top-left quadrant's brightness; nothing else matters.
+
+    Calibrated on `image` so that the image itself gives p0 ≈ 0.98 and its blurred copy
+    (what deletion puts in place of a pixel) p0 ≈ 0.02. Class 1's logit is constant,
+    so no other region can move p0 through the softmax.
+    """
+    inputs = keras.Input((SIZE, SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(TopLeft()(inputs))
+    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(pooled)
+    model = keras.Model(inputs, outputs)
+    blurred = ndimage.gaussian_filter(image, (SIGMA, SIGMA, 0), mode="reflect")
+    sharp_level = image[:SIZE // 2, :SIZE // 2].mean() / 4  # the pooled channel mean
+    blurred_level = blurred[:SIZE // 2, :SIZE // 2].mean() / 4
+    assert sharp_level - blurred_level > 5  # the blur really removes evidence
+    gain = 8.0 / (sharp_level - blurred_level)
+    kernel = np.zeros((3, 2))
+    kernel[:, 0] = gain / 3
+    bias = np.array([-gain * (sharp_level + blurred_level) / 2, 0.0])
+    model.get_layer("predictions").set_weights([kernel, bias])
+    return model
+
+
+@pytest.fixture(scope="module")
+def bright_corner():
+    """A bright, textured top-left quadrant on a dark image."""
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 30, (SIZE, SIZE, 3))
+    image[:SIZE // 2, :SIZE // 2] = rng.uniform(200, 255, (SIZE // 2, SIZE // 2, 3))
+    return image.astype(np.float32)
+
+
+def test_true_map_beats_random_and_reversed(bright_corner):
+    model = region_model(bright_corner)
+    assert model.predict_on_batch(bright_corner[None])[0, 0] > 0.95
+    truth = np.zeros((SIZE, SIZE), np.float32)
+    truth[:SIZE // 2, :SIZE // 2] = 1.0
+    maps = np.stack([truth, 1.0 - truth, random_heatmaps(1, SIZE, SIZE, seed=3)[0]])
+    images = np.repeat(bright_corner[None], 3, axis=0)
+    deletion, insertion = deletion_insertion(model, images, maps, [0, 0, 0],
+                                             blur_sigma=SIGMA)
+    true_del, reversed_del, random_del = deletion
+    true_ins, reversed_ins, random_ins = insertion
+    assert true_del < random_del < reversed_del
+    assert true_ins > random_ins > reversed_ins
+    # The evidence is a quarter of the pixels: gone (or back) within the first quarter.
+    assert true_del < 0.25 and true_ins > 0.75
+    assert reversed_del > 0.75 and reversed_ins < 0.25
+    assert 0.3 < random_del < 0.7 and 0.3 < random_ins < 0.7
+
+
+def test_auc_of_a_constant_model_is_its_probability(bright_corner):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(2, activation="softmax")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.zeros((3, 2)), np.array([1.0, 0.0])])
+    p = np.exp(1) / (np.exp(1) + 1)
+    for steps in (1, 7, 20):  # the x-axis is the fraction of pixels, whatever the steps
+        deletion, insertion = deletion_insertion(
+            model, bright_corner[None], random_heatmaps(1, SIZE, SIZE), [0], steps=steps)
+        np.testing.assert_allclose([deletion[0], insertion[0]], p, rtol=1e-5)
+
+
+def test_all_steps_of_an_image_run_in_one_predict_call(bright_corner):
+    model = region_model(bright_corner)
+    sizes = []
+    predict = model.predict_on_batch
+
+    def counting(batch):
+        sizes.append(len(batch))
+        return predict(batch)
+
+    model.predict_on_batch = counting
+    deletion_insertion(model, np.stack([bright_corner] * 2), random_heatmaps(2, SIZE, SIZE),
+                       [0, 0], steps=10)
+    assert sizes == [22, 22]  # (steps + 1) deletion + (steps + 1) insertion images
+
+
+def test_deletion_insertion_defaults_and_errors(bright_corner):
+    model = region_model(bright_corner)
+    maps = random_heatmaps(1, SIZE, SIZE, seed=1)
+    np.testing.assert_array_equal(maps, random_heatmaps(1, SIZE, SIZE, seed=1))
+    assert maps.min() >= 0 and maps.max() < 1 and maps.std() > 0.2
+    # class_indices=None: the top prediction (class 0 here).
+    default = deletion_insertion(model, bright_corner[None], maps)
+    explicit = deletion_insertion(model, bright_corner[None], maps, [0])
+    np.testing.assert_allclose(default, explicit)
+    with pytest.raises(ConfigError, match="heatmaps have shape"):
+        deletion_insertion(model, bright_corner[None], maps[:, :8], [0])
+    with pytest.raises(ConfigError, match="class indices"):
+        deletion_insertion(model, bright_corner[None], maps, [2])
+
+
+def test_rank_correlation():
+    rng = np.random.default_rng(0)
+    maps = rng.random((2, 8, 8))
+    np.testing.assert_allclose(rank_correlation(maps, maps), 1.0)
+    np.testing.assert_allclose(rank_correlation(maps, -maps), -1.0)
+    np.testing.assert_allclose(rank_correlation(maps, maps ** 3), 1.0)  # ranks only
+    assert rank_correlation(maps, np.zeros_like(maps)).tolist() == [0.0, 0.0]
+    with pytest.raises(ConfigError):
+        rank_correlation(maps, maps[:1])
+
+
+def test_randomize_model_reinitializes_head_and_top_blocks_only(tiny_run):
+    model = tiny_run.model
+    before = [w.copy() for w in model.get_weights()]
+    copy = randomize_model(model, n_blocks=3, seed=0)
+    for old, new in zip(before, model.get_weights()):  # the original is untouched
+        np.testing.assert_array_equal(old, new)
+    blocks = backbone_blocks(copy)
+    changed = {layer.name for block in blocks[-3:] for layer in block} | {"predictions"}
+
+    def differs(layer_name: str) -> bool:
+        ours = model.get_layer(layer_name).get_weights()
+        theirs = copy.get_layer(layer_name).get_weights()
+        return any(not np.array_equal(a, b) for a, b in zip(ours, theirs))
+
+    for layer in copy.layers:
+        if layer.weights:
+            assert differs(layer.name) == (layer.name in changed), layer.name
+    # BatchNormalization gets its initial statistics back; kernels their initializers.
+    bn = next(layer for layer in blocks[-1] if isinstance(layer, keras.layers.BatchNormalization))
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), 1.0)
+    # Seeded: the same seed gives the same weights, another seed others.
+    again = randomize_model(model, n_blocks=3, seed=0)
+    other = randomize_model(model, n_blocks=3, seed=1)
+    kernel = copy.get_layer("predictions").get_weights()[0]
+    np.testing.assert_array_equal(kernel, again.get_layer("predictions").get_weights()[0])
+    assert not np.array_equal(kernel, other.get_layer("predictions").get_weights()[0])
+
+
+def test_randomize_model_handles_layers_without_a_known_initializer():
+    # ConvNeXt's LayerScale has a bare weight; it is redrawn like the original's.
+    from transferkit.backbones import BACKBONES
+    from transferkit.model import build_classifier
+
+    model = build_classifier(BACKBONES["convnext_tiny"], 2, 32, weights=None)
+    copy = randomize_model(model, n_blocks=1, seed=0)
+    top = backbone_blocks(copy)[-1]
+    scale = next(layer for layer in top if type(layer).__name__ == "LayerScale")
+    original = model.get_layer(scale.name).get_weights()[0]
+    new = scale.get_weights()[0]
+    assert not np.array_equal(original, new) and np.isfinite(new).all()
+    assert all(np.isfinite(w).all() for w in copy.get_weights())
+
+
+@pytest.fixture(scope="module")
+def flower_images(flowers):
+    paths = [sorted((flowers / c).iterdir())[i] for c in ("daisy", "rose", "tulip")
+             for i in range(2)]
+    arrays = [np.asarray(Image.open(p).convert("RGB").resize(
+        (96, 96), Image.Resampling.BILINEAR)) for p in paths]
+    return np.stack(arrays).astype(np.float32)
+
+
+def test_randomization_check(tiny_run, flower_images):
+    model = tiny_run.model
+    identical = randomize_model(model, n_blocks=0, head=False)
+    same = randomization_check(model, "gradcam", flower_images, randomized=identical)
+    np.testing.assert_allclose(same, 1.0, atol=1e-6)
+    different = randomization_check(model, GradCAM, flower_images, seed=0)
+    assert different.shape == (len(flower_images),)
+    assert different.mean() < 0.5, different
+
+
+def test_explain_check(tiny_run, color_folder, tmp_path, capsys):
+    table = explain_check(tiny_run.path, color_folder, n=3, methods=["gradcam", "saliency"],
+                          out=tmp_path)
+    assert list(table.columns) == [
+        "method", "deletion_auc", "insertion_auc", "random_deletion_auc",
+        "random_insertion_auc", "randomization_spearman", "seconds_per_image"]
+    assert table["method"].tolist() == ["gradcam", "saliency"]
+    aucs = table[["deletion_auc", "insertion_auc", "random_deletion_auc",
+                  "random_insertion_auc"]].to_numpy()
+    assert ((aucs >= 0) & (aucs <= 1)).all()
+    assert table["random_deletion_auc"].nunique() == 1  # one shared baseline
+    assert (table["randomization_spearman"].abs() <= 1).all()
+    assert (table["seconds_per_image"] > 0).all()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "explain_check.csv"), table)
+    err = capsys.readouterr().err
+    assert "gradcam (1/2)" in err and "saliency (2/2)" in err
+
+    with pytest.raises(ConfigError, match="unknown explanation method"):
+        explain_check(tiny_run.path, color_folder, methods=["lime"], out=tmp_path)
+    with pytest.raises(ConfigError, match="n must be"):
+        explain_check(tiny_run.path, color_folder, n=0, out=tmp_path)
+    strange = tmp_path / "strange"
+    (strange / "purple").mkdir(parents=True)
+    Image.new("RGB", (16, 16), (128, 0, 128)).save(strange / "purple" / "a.png")
+    with pytest.raises(DataError, match="purple"):
+        explain_check(tiny_run.path, strange, n=1, out=tmp_path)

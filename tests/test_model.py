@@ -1,0 +1,101 @@
+"""The registry, the flat classifier graph, its blocks, and weight loading."""
+
+import keras
+import numpy as np
+import pytest
+
+from transferkit.backbones import BACKBONES, get_backbone, weights_file
+from transferkit.errors import ConfigError, WeightsError
+from transferkit.model import ImagePreprocessing, backbone_blocks, build_classifier, \
+    feature_layer_name, set_trainable_blocks
+
+
+def _size(backbone):
+    return max(backbone.min_size, 64)
+
+
+def test_registry_has_the_promised_names():
+    for name in ["mobilenet_0.25", "mobilenet_v2_0.35", "mobilenet_v2", "mobilenet_v2_1.4",
+                 "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
+                 "efficientnet_b3", "efficientnet_v2_b2", "efficientnet_v2_s", "resnet50",
+                 "resnet50_v2", "inception_v3", "xception", "convnext_tiny", "densenet121"]:
+        assert name in BACKBONES
+    with pytest.raises(ConfigError, match="mobilenet_v2_0.35"):
+        get_backbone("mobilenet_v9")
+
+
+@pytest.mark.parametrize("mode", ["tf", "caffe", "torch"])
+def test_preprocessing_matches_keras(mode):
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    expected = keras.applications.imagenet_utils.preprocess_input(x.copy(), mode=mode)
+    np.testing.assert_allclose(ImagePreprocessing(mode)(x), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_builds_flat_with_known_feature_layer(name):
+    backbone = BACKBONES[name]
+    model = build_classifier(backbone, 3, _size(backbone), weights=None)
+    feature = feature_layer_name(model)
+    if backbone.last_conv_layer is not None:
+        assert feature == backbone.last_conv_layer
+    # Flat: a model to an inner layer (and its gradient) can be built from the input.
+    probe = keras.Model(model.inputs, [model.get_layer(feature).output, model.output])
+    fmap, probs = probe(np.zeros((1, _size(backbone), _size(backbone), 3), "float32"))
+    assert fmap.shape.rank == 4 and probs.shape == (1, 3)
+    # Blocks never cut a residual branch from its shortcut: the top of the network,
+    # from any block boundary, is a model with a single input.
+    blocks = backbone_blocks(model)
+    assert len(blocks) >= 4
+    for block in blocks[-3:]:
+        keras.Model(block[0].input, model.output)
+
+
+def test_set_trainable_blocks_keeps_batchnorm_frozen():
+    model = build_classifier(get_backbone("mobilenet_v2_0.35"), 4, 96, weights=None)
+    counts = []
+    for n in (0, 1, 3):
+        counts.append(set_trainable_blocks(model, n))
+        assert all(not layer.trainable for layer in model.layers
+                   if isinstance(layer, keras.layers.BatchNormalization))
+        assert model.get_layer("predictions").trainable
+    assert counts[0] == 2  # head kernel and bias only
+    assert counts[0] < counts[1] < counts[2]
+    top = backbone_blocks(model)[-1]
+    assert any(layer.trainable for layer in top)
+    assert not any(layer.trainable for layer in backbone_blocks(model)[0])
+
+
+def test_imagenet_weights_come_from_the_224_file_at_any_size():
+    backbone = get_backbone("mobilenet_v2_0.35")
+    model = build_classifier(backbone, 2, 160, weights="imagenet")
+    reference = keras.applications.MobileNetV2(input_shape=(224, 224, 3), alpha=0.35,
+                                               include_top=False, weights="imagenet")
+    np.testing.assert_array_equal(model.get_layer("Conv_1").get_weights()[0],
+                                  reference.get_layer("Conv_1").get_weights()[0])
+
+
+def test_offline_without_cached_weights_names_the_file(monkeypatch):
+    from keras.src.utils import file_utils
+
+    def no_network(fname, origin=None, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- no network")
+
+    monkeypatch.setattr(file_utils, "get_file", no_network)
+    backbone = get_backbone("mobilenet_v2_1.4")
+    with pytest.raises(WeightsError) as error:
+        build_classifier(backbone, 2, 96)
+    assert weights_file(backbone) in str(error.value)
+    assert "models" in str(error.value) and "--weights none" in str(error.value)
+
+
+def test_weights_path_is_loaded(tmp_path):
+    backbone = get_backbone("mobilenet_0.25")
+    source = backbone.build(weights=None)
+    source.layers[1].set_weights([w + 1.0 for w in source.layers[1].get_weights()])
+    path = tmp_path / "backbone.weights.h5"
+    source.save_weights(path)
+    model = build_classifier(backbone, 2, 96, weights=str(path))
+    np.testing.assert_array_equal(model.get_layer(source.layers[1].name).get_weights()[0],
+                                  source.layers[1].get_weights()[0])
+    with pytest.raises(WeightsError, match="not found"):
+        build_classifier(backbone, 2, 96, weights=str(tmp_path / "missing.h5"))

@@ -1,0 +1,219 @@
+"""Killed runs resume: kill -9 a training process in phase 1 (caching features) or in
+phase 2 (fine-tuning), run the same command again, and it continues where it stopped.
+
+The killed runs are real `python -m transferkit train` processes; the same command is
+then run again in-process (`transferkit.cli.main`), where the test can watch what is
+recomputed.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+import transferkit
+import transferkit.features
+import transferkit.training
+from transferkit.cli import main
+from transferkit.config import TrainConfig
+from transferkit.errors import RunError
+from transferkit.run import prepare_run_dir, run_state
+from transferkit.testing import make_color_folder
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")  # KERAS_HOME: conftest
+PHASE1 = ["--image-size", "64", "--strategy", "feature-extract", "--augment-copies", "1",
+          "--head-epochs", "30"]
+FINE_TUNE_EPOCHS = 2
+PHASE2 = ["--image-size", "64", "--unfreeze", "1", "--fine-tune-epochs", str(FINE_TUNE_EPOCHS),
+          "--augment-copies", "0", "--head-epochs", "30"]
+
+# `transferkit train ...` that kills itself (SIGKILL, as `kill -9`) at the end of the first
+# fine-tuning epoch, the moment BackupAndRestore has written that epoch's backup.
+KILL_AFTER_FIRST_BACKUP = """
+import os, signal, sys
+import keras
+backup = keras.callbacks.BackupAndRestore.on_epoch_end
+def on_epoch_end(self, epoch, logs=None):
+    backup(self, epoch, logs)
+    os.kill(os.getpid(), signal.SIGKILL)
+keras.callbacks.BackupAndRestore.on_epoch_end = on_epoch_end
+from transferkit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def colors(tmp_path_factory):
+    return make_color_folder(tmp_path_factory.mktemp("colors") / "data", n_per_class=30,
+                             size=48)
+
+
+def train_again(capsys, colors, run, options, *extra) -> str:
+    """The same command again, in-process; returns what it printed."""
+    assert main(["train", str(colors), "--out", str(run), *options, *extra]) == 0
+    return capsys.readouterr().out
+
+
+def cached_files(run) -> dict[str, int]:
+    """Finished feature caches (not the temporary files being written): name → mtime."""
+    return {p.name: p.stat().st_mtime_ns for p in (run / "cache").glob("*.npy")
+            if not p.name.startswith(".")}
+
+
+def assert_finished_well(run, phases: dict[int, int]) -> None:
+    """Complete, learned the colours, and one history row per epoch (no gaps, no repeats)."""
+    assert run_state(run) == "complete"
+    assert transferkit.load_run(run).class_names == ["blue", "green", "red"]
+    assert json.loads((run / "metrics.json").read_text())["accuracy"] >= 0.8
+    history = pd.read_csv(run / "history.csv")
+    for phase, n_epochs in phases.items():
+        epochs = history.loc[history["phase"] == phase, "epoch"].tolist()
+        want = n_epochs or len(epochs)  # phase 1 may stop early
+        assert epochs == list(range(1, want + 1)), (phase, epochs)
+    assert not (run / "checkpoints").exists() and not (run / "cache").exists()
+
+
+def test_kill_while_caching_features_then_the_same_command_resumes(colors, tmp_path,
+                                                                   capsys, monkeypatch):
+    run = tmp_path / "run"
+    with open(tmp_path / "killed.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "transferkit", "train", str(colors), "--out", str(run),
+             *PHASE1], stdout=log, stderr=subprocess.STDOUT, env=ENV)
+        deadline = time.monotonic() + 240
+        while not (run / "cache").is_dir() or not cached_files(run):
+            assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no feature cache after 240 s"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL
+    before = cached_files(run)
+    assert not (run / "checkpoints" / "phase1_head.npz").exists()  # killed in phase 1
+    assert run_state(run) == "running"
+
+    # Watch which caches the resumed run recomputes, and their mtimes when it reads them.
+    computed, seen = [], {}
+    dataset = transferkit.features.image_dataset
+    monkeypatch.setattr(transferkit.features, "image_dataset",
+                        lambda *a, **k: computed.append(1) or dataset(*a, **k))
+    cached_features = transferkit.training.cached_features
+
+    def spy(extractor, paths, cache_file, *args, **kwargs):
+        n, mtime = len(computed), before.get(cache_file.name)
+        features = cached_features(extractor, paths, cache_file, *args, **kwargs)
+        seen[cache_file.name] = (len(computed) > n, mtime, cache_file.stat().st_mtime_ns)
+        return features
+
+    monkeypatch.setattr(transferkit.training, "cached_features", spy)
+    out = train_again(capsys, colors, run, PHASE1)
+
+    assert f"Resuming the unfinished run in {run}" in out
+    assert sorted(seen) == ["train_0.npy", "train_1.npy", "val_0.npy"]
+    for name, (recomputed, mtime_at_kill, mtime_now) in seen.items():
+        if name in before:  # cached before the kill: read back, not recomputed
+            assert not recomputed and mtime_now == mtime_at_kill, name
+        else:
+            assert recomputed, name
+    assert_finished_well(run, {1: 0})
+
+
+@pytest.fixture(scope="module")
+def killed_in_fine_tuning(colors, tmp_path_factory):
+    """A run killed at the end of its first fine-tuning epoch (do not modify: copy it)."""
+    run = tmp_path_factory.mktemp("killed") / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_FIRST_BACKUP, "train", str(colors), "--out",
+         str(run), *PHASE2], capture_output=True, text=True, env=ENV, timeout=400)
+    assert result.returncode == -signal.SIGKILL, (result.stdout + result.stderr)[-3000:]
+    assert run_state(run) == "running"
+    assert (run / "checkpoints" / "phase1_head.npz").is_file()
+    metadata = run / "checkpoints" / "phase2_backup" / "training_metadata.json"
+    assert json.loads(metadata.read_text())["epoch"] == 1
+    return run
+
+
+@pytest.fixture
+def killed_copy(killed_in_fine_tuning, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(killed_in_fine_tuning, run, symlinks=True)
+    return run
+
+
+def test_kill_while_fine_tuning_then_the_same_command_continues(colors, killed_copy,
+                                                                capsys):
+    """Phase 1 is reused, phase 2 goes on from epoch 2, and history.csv has each epoch
+    once. (The kill comes right after the epoch-1 backup: if the history row of that
+    epoch is written only after the backup, it is lost here.)"""
+    out = train_again(capsys, colors, killed_copy, PHASE2)
+    assert f"Resuming the unfinished run in {killed_copy}" in out
+    assert "Phase 1: reusing the trained head" in out
+    epochs_run = re.findall(rf"^Epoch (\d+)/{FINE_TUNE_EPOCHS}$", out, re.MULTILINE)
+    assert epochs_run == [str(e) for e in range(2, FINE_TUNE_EPOCHS + 1)]  # not from 1
+    assert_finished_well(killed_copy, {1: 0, 2: FINE_TUNE_EPOCHS})
+
+
+def test_backup_cut_short_by_the_kill_does_not_block_the_run(colors, killed_copy, capsys):
+    """Keras writes the backup in place: kill -9 while it is written leaves a truncated
+    file. Running the same command again must still finish (phase 2 from its start)."""
+    weights = killed_copy / "checkpoints" / "phase2_backup" / "latest.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    out = train_again(capsys, colors, killed_copy, PHASE2)
+    assert "Phase 1: reusing the trained head" in out
+    assert_finished_well(killed_copy, {1: 0, 2: FINE_TUNE_EPOCHS})
+
+
+def test_an_unfinished_run_cannot_be_loaded(killed_in_fine_tuning, colors, capsys):
+    with pytest.raises(RunError, match="is unfinished .*run the same train command again"):
+        transferkit.load_run(killed_in_fine_tuning)
+    image = sorted((colors / "red").glob("*.png"))[0]
+    assert main(["predict", str(killed_in_fine_tuning), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is unfinished" in err
+
+
+def test_an_unfinished_run_with_other_options_is_refused(colors, killed_copy, capsys):
+    files = sorted(p.relative_to(killed_copy) for p in killed_copy.rglob("*"))
+    options = [*PHASE2[:-1], "20"]  # --head-epochs 20 instead of 30
+    assert main(["train", str(colors), "--out", str(killed_copy), *options]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "holds an unfinished run with other options (head_epochs)" in err
+    assert "--overwrite" in err
+    assert sorted(p.relative_to(killed_copy) for p in killed_copy.rglob("*")) == files
+
+
+def test_overwrite_starts_an_unfinished_run_again(colors, killed_copy, capsys, monkeypatch):
+    """Stopped as soon as phase 1 would train: it does, so nothing old was reused."""
+    class Reached(Exception):
+        pass
+
+    def train_head(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr(transferkit.training, "_train_head", train_head)
+    with pytest.raises(Reached):
+        main(["train", str(colors), "--out", str(killed_copy), *PHASE2, "--overwrite"])
+    assert "Resuming" not in capsys.readouterr().out
+    assert not (killed_copy / "checkpoints").exists()
+    assert run_state(killed_copy) == "running"
+
+
+def test_run_stopped_before_writing_its_options_starts_afresh(tmp_path, colors):
+    """run.json is written before config.json: "running" without config.json means no
+    work was done yet, so it is a new run, not "not a run directory"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"state": "running"}')
+    config = TrainConfig(data=str(colors), image_size=64).resolved()
+    assert prepare_run_dir(run, config, overwrite=False) is False
+    assert json.loads((run / "config.json").read_text())["image_size"] == 64
+    (run / "config.json").write_text("{trunc")
+    with pytest.raises(RunError, match="config.json cannot be read.*--overwrite"):
+        prepare_run_dir(run, config, overwrite=False)

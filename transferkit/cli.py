@@ -1,0 +1,324 @@
+"""The `transferkit` command: argument parsing and nothing else; the work is in the API.
+
+Every error transferkit raises on purpose (`TransferkitError`), and any OSError (a full
+disk, a folder that cannot be written), is printed as one line, `transferkit: error: ...`,
+with exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from transferkit.config import TrainConfig
+from transferkit.errors import TransferkitError
+
+_DEFAULTS = TrainConfig()
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a classifier from a folder (or tfds:NAME)")
+    p.add_argument("data", help="folder with one subfolder per class, or tfds:NAME")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--backbone", default=_DEFAULTS.backbone,
+                   help=f"registry name (default {_DEFAULTS.backbone}; see `backbones`)")
+    p.add_argument("--weights", default=_DEFAULTS.weights,
+                   help="imagenet (default), none, or a path to a .h5/.weights.h5 file")
+    p.add_argument("--image-size", type=int, help="input side (default: the backbone's)")
+    p.add_argument("--val-split", type=_fraction, default=_DEFAULTS.val_split)
+    p.add_argument("--test-split", type=_fraction, default=_DEFAULTS.test_split)
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    p.add_argument("--strategy", choices=["auto", "feature-extract", "fine-tune"],
+                   default="auto", help="override the plan")
+    p.add_argument("--unfreeze", type=int, help="fine-tune this many top blocks")
+    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
+    p.add_argument("--head-epochs", type=int, default=_DEFAULTS.head_epochs)
+    p.add_argument("--fine-tune-epochs", type=int, default=_DEFAULTS.fine_tune_epochs)
+    p.add_argument("--augment-copies", type=int, default=_DEFAULTS.augment_copies)
+    p.add_argument("--min-per-class", type=int, default=_DEFAULTS.min_per_class)
+    p.add_argument("--workers", type=int, default=_DEFAULTS.workers)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    p.add_argument("--resume", action="store_true",
+                   help="resume an unfinished run (the default when one is found)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _train(args) -> int:
+    from transferkit.training import train
+
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+               if f.name != "data" and hasattr(args, f.name)}
+    run = train(args.data, args.out, overwrite=args.overwrite, **options)
+    if args.quiet:
+        print(json.dumps(json.loads((run.path / "metrics.json").read_text())))
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a run on another folder")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--data", required=True, help="folder whose classes are a subset of the run's")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _evaluate(args) -> int:
+    from transferkit.run import load_run
+
+    metrics = load_run(args.run).evaluate(args.data)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+              f"on {metrics['n_images']} images ({metrics['n_skipped']} skipped)")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="classify images with a run, SavedModel or .tflite")
+    p.add_argument("model", help="run directory, exported SavedModel directory or .tflite")
+    p.add_argument("images", nargs="*", help="image files")
+    p.add_argument("--samples", type=int, default=0,
+                   help="also predict N images of the run's test split (run directories)")
+    p.add_argument("--top-k", type=_positive_int, default=3)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _predict(args) -> int:
+    from transferkit.data.images import load_image
+    from transferkit.errors import ConfigError, ImageError
+    from transferkit.predictor import load_predictor
+
+    images = list(args.images)
+    if args.samples:
+        from transferkit.run import test_samples
+        images += [str(p) for p in test_samples(args.model, args.samples)]
+    if not images:
+        raise ConfigError("nothing to predict: give image files or --samples N")
+    predictor = load_predictor(args.model)
+    results, failed = [], 0
+    for path in images:
+        try:
+            load_image(path)
+        except ImageError as e:
+            failed += 1
+            results.append({"path": path, "error": e.reason})
+            continue
+        probabilities = predictor.predict([path])
+        results.append({"path": path, "top_k": predictor.top_k(probabilities, args.top_k)[0]})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" in r:  # stderr, so stdout holds only predictions
+                print(f"transferkit: error: {r['path']}: {r['error']}", file=sys.stderr)
+            else:
+                best = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top_k"])
+                print(f"{r['path']}: {best}")
+    return 1 if failed else 0
+
+
+def _add_audit(sub) -> None:
+    p = sub.add_parser("audit", help="what would be used or skipped, and why")
+    p.add_argument("data", help="folder with one subfolder per class")
+    p.add_argument("--csv", help="also write the audit to this CSV file")
+    p.add_argument("--json", action="store_true", help="print JSON records")
+    p.add_argument("--workers", type=int, default=_DEFAULTS.workers)
+
+
+def _audit(args) -> int:
+    from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
+        write_audit_csv
+
+    index = scan_folder(args.data, workers=args.workers, progress=not args.json)
+    if args.csv:
+        write_audit_csv(index, args.csv)
+    if args.json:
+        print(index[["path", "class", "status", "reason"]].to_json(orient="records"))
+        return 0
+    print(audit_report(index))
+    classes, warnings = summarize_classes(index)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print(f"usable classes: {', '.join(classes)}")
+    return 0
+
+
+def _add_backbones(sub) -> None:
+    p = sub.add_parser("backbones", help="the backbone zoo, and which weights are cached")
+    p.add_argument("--json", action="store_true")
+
+
+def _backbones(args) -> int:
+    from transferkit.backbones import BACKBONES, is_cached, keras_cache_dir
+
+    rows = [{"name": b.name, "keras": b.constructor, "default_size": b.default_size,
+             "preprocessing": b.preprocessing, "last_conv_layer": b.last_conv_layer,
+             "cached": is_cached(b)} for b in BACKBONES.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"Keras weight cache: {keras_cache_dir()}")
+    print(f"{'name':22} {'keras.applications':20} {'size':>4}  cached")
+    for r in rows:
+        cached = {True: "yes", False: "no", None: "?"}[r["cached"]]
+        print(f"{r['name']:22} {r['keras']:20} {r['default_size']:>4}  {cached}")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a SavedModel / TFLite / Keras file")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--format", default="savedmodel",
+                   help="comma-separated: savedmodel,tflite,keras (default savedmodel)")
+    p.add_argument("--quantize", choices=["dynamic", "float16"], help="TFLite quantization")
+    p.add_argument("--out", help="export folder (default RUN/export)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.add_argument("--json", action="store_true", help="print the parity report as JSON")
+
+
+def _export(args) -> int:
+    from transferkit.export import export_run
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    report = export_run(args.run, out=args.out, formats=formats, quantize=args.quantize,
+                        overwrite=args.overwrite, verbose=not args.json)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+def _add_explain(sub) -> None:
+    p = sub.add_parser("explain", help="heat maps: which pixels drove a prediction")
+    p.add_argument("run", help="run directory")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--method", default="gradcam",
+                   help="gradcam, gradcam++, scorecam, saliency, smoothgrad, "
+                        "integrated-gradients, or all")
+    p.add_argument("--class", dest="class_name", help="class to explain (default: top)")
+    p.add_argument("--out", default="explain", help="output folder (default ./explain)")
+    p.add_argument("--json", action="store_true")
+
+
+def _explain(args) -> int:
+    from transferkit.explain.report import explain_files
+
+    methods = [m.strip() for m in args.method.split(",")]
+    records = explain_files(args.run, args.images, methods=methods,
+                            class_name=args.class_name, out_dir=args.out)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        for r in records:
+            print(f"{r['path']}: {r['method']}: {r['label']} {r['probability']:.3f} "
+                  f"→ {r['overlay']}")
+    return 0
+
+
+def _add_explain_check(sub) -> None:
+    p = sub.add_parser("explain-check", help="are the heat maps faithful to the model?")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--data", required=True, help="folder of images the model never saw")
+    p.add_argument("--n", type=int, default=50, help="number of images")
+    p.add_argument("--method", default="all", help="comma-separated methods, or all")
+    p.add_argument("--out", help="folder for explain_check.csv (default: the run directory)")
+    p.add_argument("--json", action="store_true")
+
+
+def _explain_check(args) -> int:
+    from transferkit.explain.faithfulness import explain_check
+
+    methods = None if args.method == "all" else [m.strip() for m in args.method.split(",")]
+    table = explain_check(args.run, args.data, n=args.n, methods=methods, out=args.out)
+    if args.json:
+        print(table.to_json(orient="records"))
+    else:
+        print(table.to_string(index=False))
+    return 0
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="the Gradio web demo")
+    p.add_argument("model", help="run directory or exported SavedModel directory")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="create a public Gradio link")
+    p.add_argument("--max-file-size", default="10mb", help="upload cap (default 10mb)")
+
+
+def _serve(args) -> int:
+    from transferkit.demo import launch
+
+    launch(args.model, host=args.host, port=args.port, share=args.share,
+           max_file_size=args.max_file_size)
+    return 0
+
+
+COMMANDS = {
+    "train": (_add_train, _train), "evaluate": (_add_evaluate, _evaluate),
+    "predict": (_add_predict, _predict), "audit": (_add_audit, _audit),
+    "backbones": (_add_backbones, _backbones), "export": (_add_export, _export),
+    "explain": (_add_explain, _explain), "explain-check": (_add_explain_check, _explain_check),
+    "serve": (_add_serve, _serve),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transferkit",
+        description="A folder of images → a trustworthy, explainable, deployable classifier.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `transferkit` and `python -m transferkit`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ banners
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except TransferkitError as e:
+        print(f"transferkit: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # Disk full, permissions... raised outside transferkit.fileio.
+        from transferkit.fileio import readable_error
+
+        message = readable_error(e) if e.errno == errno.ENOSPC else \
+            f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        print(f"transferkit: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("transferkit: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Training options, as one dataclass serialized to `config.json` in the run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from transferkit.backbones import get_backbone, validate_size
+from transferkit.errors import ConfigError, DataError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every option of `transferkit.train`, with its default.
+
+    Attributes:
+        data: Data folder, or `tfds:NAME` for a TensorFlow Datasets dataset.
+        backbone: Registry name (see `transferkit backbones`).
+        weights: `"imagenet"`, `"none"` or a path to a backbone weights file.
+        image_size: Square input side; None means the backbone's native size.
+        val_split: Fraction of each class held out for validation (early stopping).
+        test_split: Fraction of each class held out for the final evaluation.
+        seed: Seed for the split, initialization, augmentation and shuffling.
+        strategy: `"auto"` (the plan decides), `"feature-extract"` or `"fine-tune"`.
+        unfreeze: Number of top backbone blocks to fine-tune; None lets the plan decide.
+        batch_size: Images per training step.
+        head_epochs: Maximum epochs of phase 1 (the head on cached features).
+        fine_tune_epochs: Maximum epochs of phase 2 (fine-tuning).
+        head_learning_rate: Adam learning rate of phase 1.
+        fine_tune_learning_rate: Adam learning rate of phase 2 (lower: small steps keep
+            the pretrained features).
+        augment_copies: Augmented copies of each training image whose features are
+            cached for phase 1 (0: none).
+        dropout: Dropout rate before the classification layer.
+        label_smoothing: Label smoothing of the cross-entropy loss.
+        patience: Early-stopping patience (epochs without a better validation loss).
+        min_per_class: Fewest usable images a class may have.
+        workers: Threads decoding images.
+        quiet: No progress bars.
+    """
+
+    data: str = ""
+    backbone: str = "mobilenet_v2_0.35"
+    weights: str = "imagenet"
+    image_size: int | None = None
+    val_split: float = 0.15
+    test_split: float = 0.15
+    seed: int = 42
+    strategy: str = "auto"
+    unfreeze: int | None = None
+    batch_size: int = 32
+    head_epochs: int = 60
+    fine_tune_epochs: int = 6
+    head_learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    augment_copies: int = 2
+    dropout: float = 0.2
+    label_smoothing: float = 0.1
+    patience: int = 5
+    min_per_class: int = 5
+    workers: int = 2
+    quiet: bool = False
+
+    def resolved(self) -> "TrainConfig":
+        """Returns a validated copy with defaults (image size) filled in.
+
+        Raises:
+            ConfigError: An option is out of range; the message names it.
+            DataError: The data folder is missing or is a file.
+        """
+        backbone = get_backbone(self.backbone)
+        # `is None`, not `or`: an explicit 0 is an error, not "the default size".
+        size = backbone.default_size if self.image_size is None else self.image_size
+        config = dataclasses.replace(self, image_size=size)
+        validate_size(backbone, config.image_size)
+        _check_data(config.data)
+        if not 0 <= config.seed < 2 ** 32:
+            raise ConfigError(f"--seed must be between 0 and 2**32 - 1, got {config.seed}")
+        for name in ("val_split", "test_split"):
+            value = getattr(config, name)
+            if not 0 < value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be between 0 and 1 "
+                                  f"(exclusive), got {value}")
+        if config.val_split + config.test_split >= 0.9:
+            raise ConfigError("--val-split plus --test-split must leave at least 10% of the "
+                              "images for training")
+        if config.strategy not in ("auto", "feature-extract", "fine-tune"):
+            raise ConfigError("--strategy must be auto, feature-extract or fine-tune, got "
+                              f"{config.strategy!r}")
+        if config.unfreeze is not None and config.unfreeze < 0:
+            raise ConfigError(f"--unfreeze must be 0 or more, got {config.unfreeze}")
+        for name in ("batch_size", "head_epochs", "min_per_class", "workers"):
+            if getattr(config, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if config.augment_copies < 0 or config.fine_tune_epochs < 0:
+            raise ConfigError("--augment-copies and --fine-tune-epochs must be 0 or more")
+        if config.patience < 0:
+            raise ConfigError(f"patience must be 0 or more, got {config.patience}")
+        for name in ("dropout", "label_smoothing"):
+            if not 0 <= getattr(config, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(config, name)}")
+        for name in ("head_learning_rate", "fine_tune_learning_rate"):
+            if not getattr(config, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Builds a config from a dict, ignoring keys this version does not know."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _check_data(data: str) -> None:
+    """Fails early on a missing data folder, before a run directory is created for it.
+
+    (Otherwise the half-made run directory would remember the wrong path, and the
+    corrected command would be refused as "an unfinished run with other options".)
+    """
+    if not data or data.startswith("tfds:"):
+        return
+    path = Path(data)
+    if not path.exists():
+        raise DataError(f"data folder not found: {path}")
+    if not path.is_dir():
+        raise DataError(f"{path} is a file, not a folder; pass the folder that holds one "
+                        "subfolder per class")

@@ -1,0 +1,107 @@
+"""`tfds:NAME`: a TensorFlow Datasets image-classification dataset, as a class folder.
+
+The dataset is downloaded and prepared by tensorflow-datasets in its own data dir, then
+written once as `<cache>/<name>/<class>/<split>_<index>.<ext>` (the original encoded
+bytes, not re-encoded), so that the audit, the split and the run directory are exactly
+those of a folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from transferkit.errors import DataError
+from transferkit.fileio import replace_dir
+
+_MAGIC = {b"\xff\xd8\xff": ".jpg", b"\x89PNG": ".png", b"GIF8": ".gif", b"BM": ".bmp",
+          b"RIFF": ".webp"}
+
+
+def cache_root() -> Path:
+    """`$TRANSFERKIT_CACHE/tfds`, default `~/.cache/transferkit/tfds`."""
+    base = os.environ.get("TRANSFERKIT_CACHE") or Path.home() / ".cache" / "transferkit"
+    return Path(base) / "tfds"
+
+
+def dataset_folder(name: str) -> Path:
+    """Where `materialize` writes the TFDS dataset `name`."""
+    return cache_root() / name.replace(":", "_").replace("/", "_")
+
+
+def materialize(name: str, data_dir: str | None = None) -> Path:
+    """Writes every split of a TFDS dataset as a class folder (once) and returns it.
+
+    Args:
+        name: TFDS name, e.g. `"tf_flowers"` (a version may follow: `"tf_flowers:3.*.*"`).
+        data_dir: tensorflow-datasets' data dir (default: its own).
+
+    Returns:
+        The folder, with one subfolder per class.
+
+    Raises:
+        DataError: Unknown dataset, download failure, or not image classification.
+    """
+    import tensorflow_datasets as tfds
+
+    folder = dataset_folder(name)
+    if (folder / ".complete").exists():
+        return folder
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        builder.download_and_prepare()
+    except Exception as e:  # tfds raises many types (DatasetNotFoundError, network...)
+        raise DataError(f"cannot get TFDS dataset {name!r}: {e}. Check the name "
+                        "(https://www.tensorflow.org/datasets/catalog) and the network, "
+                        "or train from a folder instead") from e
+    keys = builder.info.supervised_keys
+    if not keys or len(keys) != 2:
+        raise DataError(f"TFDS dataset {name!r} has no (image, label) supervised keys; "
+                        "it is not an image classification dataset")
+    image_key, label_key = keys
+    class_names = builder.info.features[label_key].names
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=_ensure(folder.parent)))
+    try:
+        # (Mocked builders report no splits; every real one has at least "train".)
+        for split in list(builder.info.splits) or ["train"]:
+            ds = builder.as_dataset(split=split, decoders={
+                image_key: tfds.decode.SkipDecoding()})
+            for i, example in enumerate(tfds.as_numpy(ds)):
+                data = _encoded(example[image_key])
+                target = tmp / class_names[int(example[label_key])]
+                target.mkdir(exist_ok=True)
+                (target / f"{split}_{i:06d}{_extension(data)}").write_bytes(data)
+        (tmp / ".complete").write_text("")
+        replace_dir(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _encoded(value) -> bytes:
+    """The image's encoded bytes (SkipDecoding), or a PNG of a decoded array (mock data)."""
+    if isinstance(value, bytes):
+        return value
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(value)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(array.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _extension(data: bytes) -> str:
+    return next((ext for magic, ext in _MAGIC.items() if data.startswith(magic)), ".jpg")

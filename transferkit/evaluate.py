@@ -1,0 +1,107 @@
+"""Evaluation: accuracy, macro-F1, per-class table, confusion matrix, top losses.
+
+Metrics come from scikit-learn (well-tested definitions of precision, recall, F1 and
+the confusion matrix); this module only arranges them into the run directory's files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, \
+    precision_recall_fscore_support
+
+from transferkit.fileio import atomic_path, write_csv
+
+
+def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray,
+                           class_names: Sequence[str]) -> dict:
+    """Accuracy and macro-F1 over the classes present in `y_true` or predicted.
+
+    Args:
+        y_true: True class indices.
+        probabilities: `[N, C]` predicted probabilities.
+        class_names: The C class names.
+
+    Returns:
+        `{"accuracy", "macro_f1", "n_images"}`.
+    """
+    y_pred = np.argmax(probabilities, axis=1)
+    present = sorted(set(np.asarray(y_true).tolist()) | set(y_pred.tolist()))
+    return {"accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro",
+                                       zero_division=0)),
+            "n_images": int(len(y_true))}
+
+
+def write_report(run_dir: Path, y_true: Sequence[int], probabilities: np.ndarray,
+                 class_names: Sequence[str], paths: Sequence[str], top_n: int = 20) -> dict:
+    """Writes per_class.csv, confusion_matrix.csv/.png and top_losses.csv.
+
+    Args:
+        run_dir: Run directory.
+        y_true: True class indices of the test images.
+        probabilities: `[N, C]` predicted probabilities.
+        class_names: Class names.
+        paths: Test image paths (relative to the data folder), for top_losses.csv.
+        top_n: How many of the most confidently wrong images to list.
+
+    Returns:
+        Accuracy and macro-F1 (see `classification_metrics`).
+    """
+    y_true = np.asarray(y_true)
+    y_pred = np.argmax(probabilities, axis=1)
+    labels = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    write_csv(run_dir / "per_class.csv", pd.DataFrame({
+        "class": class_names, "precision": precision, "recall": recall, "f1": f1,
+        "support": support}))
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    frame = pd.DataFrame(matrix, index=pd.Index(class_names, name="true \\ predicted"),
+                         columns=class_names)
+    with atomic_path(run_dir / "confusion_matrix.csv") as tmp:
+        frame.to_csv(tmp)
+    plot_confusion_matrix(matrix, class_names, run_dir / "confusion_matrix.png")
+
+    true_probability = probabilities[np.arange(len(y_true)), y_true]
+    wrong = np.flatnonzero(y_pred != y_true)
+    wrong = wrong[np.argsort(true_probability[wrong])][:top_n]
+    write_csv(run_dir / "top_losses.csv", pd.DataFrame({
+        "path": [paths[i] for i in wrong],
+        "true": [class_names[y_true[i]] for i in wrong],
+        "predicted": [class_names[y_pred[i]] for i in wrong],
+        "probability": probabilities[wrong, y_pred[wrong]],
+        "true_probability": true_probability[wrong],
+        "loss": -np.log(np.clip(true_probability[wrong], 1e-7, 1.0))}))
+    return classification_metrics(y_true, probabilities, class_names)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path) -> None:
+    """Saves the confusion matrix (counts, row-normalized colours) as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    size = max(4.0, 0.6 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                        color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
+    ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

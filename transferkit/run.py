@@ -1,0 +1,277 @@
+"""The run directory: the contract between training and everything that reads its result.
+
+    config.json          every option, defaults filled in
+    labels.json          class names, in output order
+    plan.json            freeze or fine-tune, and why
+    audit.csv            every file seen: path, class, status, reason
+    splits.csv           path, class, split (train / val / test)
+    history.csv          both training phases, one row per epoch
+    metrics.json         test accuracy, macro-F1, counts, timings
+    per_class.csv, confusion_matrix.{csv,png}, top_losses.csv
+    model.keras          the trained classifier (raw 0-255 RGB in, probabilities out)
+    run.json             {"state": "running" | "complete"}: written first and last
+
+`load_run` gives a `Run`, the Python face of a finished run directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from transferkit.config import TrainConfig
+from transferkit.errors import DataError, ImageError, RunError
+from transferkit.fileio import read_json, readable_error, write_json
+
+STATE_FILE = "run.json"
+MODEL_FILE = "model.keras"
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Loads a `.keras` file with `safe_mode=True` (no arbitrary code from the file).
+
+    Raises:
+        RunError: The file is missing, not a Keras model, or contains code (a Lambda
+            layer: the file has been tampered with, or was not written by transferkit).
+    """
+    import transferkit.model  # noqa: F401  registers ImagePreprocessing
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"model file not found: {path}")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as e:  # Keras raises ValueError, TypeError, OSError... from deep inside
+        if "lambda" in str(e).lower() or "safe_mode" in str(e):
+            raise RunError(f"refusing to load {path}: it contains Python code (a Lambda "
+                           "layer), which transferkit never writes; it may have been "
+                           "tampered with. Retrain, or load it yourself only if you trust "
+                           "its source") from e
+        raise RunError(f"cannot load {path}: not a valid Keras model file ({e})") from e
+
+
+def run_state(run_dir: Path) -> str | None:
+    """`"complete"`, `"running"` (unfinished or killed) or None (not a run directory)."""
+    try:
+        return read_json(run_dir / STATE_FILE).get("state")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool:
+    """Makes `run_dir` ready for training; decides between a new run and a resume.
+
+    Args:
+        run_dir: The output folder.
+        config: The resolved options of this invocation.
+        overwrite: Replace a finished or unfinished run.
+
+    Returns:
+        True when resuming an unfinished run with the same options.
+
+    Raises:
+        RunError: A finished run (without `overwrite`), an unfinished run with other
+            options, a non-empty folder that is no run directory, or an unwritable path.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--out {run_dir} is a file; choose a folder")
+    state = run_state(run_dir)
+    try:
+        if state is not None and overwrite:
+            shutil.rmtree(run_dir)
+            state = None
+        elif state == "complete":
+            raise RunError(f"{run_dir} holds a finished run; pass --overwrite to replace it, "
+                           "or choose another --out")
+        elif state is None and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise RunError(f"{run_dir} is not empty and is not a transferkit run directory; "
+                           "choose a new or empty --out folder")
+    except OSError as e:  # Unreadable folder, or a link where a folder should be.
+        raise RunError(f"cannot use {run_dir} as the run directory: {e.strerror or e}; "
+                       "choose another --out folder") from e
+    # run.json is written before config.json, so a run marked "running" without a
+    # config.json was stopped before doing any work: it starts again from scratch.
+    resuming = state == "running" and (run_dir / "config.json").exists()
+    if resuming:
+        try:
+            previous = TrainConfig.from_dict(read_json(run_dir / "config.json"))
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            raise RunError(f"{run_dir} holds an unfinished run whose config.json cannot be "
+                           "read; pass --overwrite to start again") from e
+        if _comparable(previous) != _comparable(config):
+            changed = [k for k, v in _comparable(config).items()
+                       if _comparable(previous).get(k) != v]
+            raise RunError(f"{run_dir} holds an unfinished run with other options "
+                           f"({', '.join(changed)}); run the same command as before to "
+                           "resume it, or pass --overwrite to start again")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise readable_error(e, run_dir) from e
+    write_json(run_dir / STATE_FILE, {"state": "running"})
+    write_json(run_dir / "config.json", config.to_dict())
+    return resuming
+
+
+def mark_complete(run_dir: Path) -> None:
+    """Marks the run finished; done last, after every other file is written."""
+    write_json(run_dir / STATE_FILE, {"state": "complete"})
+
+
+def _comparable(config: TrainConfig) -> dict[str, Any]:
+    values = config.to_dict()
+    for key in ("quiet", "workers"):  # do not change the result
+        values.pop(key)
+    return values
+
+
+class Run:
+    """A trained classifier and what it knows about itself.
+
+    Attributes:
+        path: The run directory.
+        model: The Keras classifier (raw 0-255 RGB `[N, S, S, 3]` → probabilities).
+        class_names: Output class names.
+        config: The training options.
+    """
+
+    def __init__(self, path: Path, model: keras.Model, class_names: list[str],
+                 config: TrainConfig):
+        self.path = path
+        self.model = model
+        self.class_names = class_names
+        self.config = config
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.image_size)
+
+    def preprocess(self, images: Sequence[Any]) -> np.ndarray:
+        """Loads and resizes images (paths, bytes or HxWx3 arrays) to a float32 batch."""
+        from transferkit.data.images import load_image
+        from transferkit.data.pipeline import resize
+
+        batch = []
+        for image in images:
+            if isinstance(image, np.ndarray):
+                array = _as_rgb(image)
+            else:
+                array = load_image(image)
+            batch.append(resize(array, self.image_size).numpy())
+        return np.stack(batch) if batch else np.zeros((0, self.image_size,
+                                                       self.image_size, 3), np.float32)
+
+    def predict(self, images: Sequence[Any], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities `[N, C]` for images given as paths, bytes or arrays.
+
+        Raises:
+            ImageError: An image cannot be decoded (the message names it).
+        """
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = self.preprocess(images[start:start + batch_size])
+            out.append(np.asarray(self.model.predict_on_batch(batch)))
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)))
+
+    def top_k(self, probabilities: np.ndarray, k: int = 3) -> list[list[dict]]:
+        """The k most probable labels of each row: `[{"label", "probability"}, ...]`."""
+        k = min(k, len(self.class_names))
+        order = np.argsort(-probabilities, axis=1)[:, :k]
+        return [[{"label": self.class_names[j], "probability": float(p[j])} for j in row]
+                for p, row in zip(probabilities, order)]
+
+    def evaluate(self, data_dir: str | Path, batch_size: int = 32) -> dict:
+        """Accuracy and macro-F1 on a folder whose classes are a subset of the run's.
+
+        Returns:
+            `{"accuracy", "macro_f1", "n_images", "n_skipped"}`.
+
+        Raises:
+            DataError: The folder has classes the model does not know, or no images.
+        """
+        from transferkit.data.scan import scan_folder
+        from transferkit.evaluate import classification_metrics
+
+        index = scan_folder(data_dir, progress=not self.config.quiet)
+        ok = index[index["status"] == "ok"]
+        unknown = sorted(set(ok["class"]) - set(self.class_names))
+        if unknown:
+            raise DataError(f"{data_dir} has classes the model was not trained on: "
+                            f"{unknown}; the run knows {self.class_names}")
+        if ok.empty:
+            raise DataError(f"{data_dir} has no usable images")
+        root = Path(data_dir)
+        probabilities = self.predict([root / p for p in ok["path"]], batch_size)
+        y_true = [self.class_names.index(c) for c in ok["class"]]
+        metrics = classification_metrics(y_true, probabilities, self.class_names)
+        metrics["n_skipped"] = int((index["status"] != "ok").sum())
+        return metrics
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+        raise ImageError(f"expected an HxWx3 RGB array, got shape {image.shape}")
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return image[..., :3]
+
+
+def test_samples(run_dir: str | Path, n: int) -> list[Path]:
+    """Up to `n` test-split images of a run, spread over the classes (for demos).
+
+    Raises:
+        RunError: Not a run directory, or its data folder has moved.
+    """
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "splits.csv").is_file():
+        raise RunError(f"--samples needs a run directory with splits.csv; {run_dir} has none")
+    config = TrainConfig.from_dict(read_json(run_dir / "config.json"))
+    root = _data_root(config.data)
+    test = pd.read_csv(run_dir / "splits.csv", keep_default_na=False)
+    test = test[test["split"] == "test"]
+    # Round-robin over classes so a few samples still show every class.
+    order = test.assign(rank=test.groupby("class").cumcount()).sort_values(["rank", "class"])
+    files = [root / p for p in order["path"] if (root / p).is_file()][:n]
+    if not files:
+        raise RunError(f"the run's test images are not under {root} any more")
+    return files
+
+
+def _data_root(data: str) -> Path:
+    if data.startswith("tfds:"):
+        from transferkit.data.tfds import dataset_folder
+        return dataset_folder(data[len("tfds:"):])
+    return Path(data)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Opens a finished run directory.
+
+    Args:
+        run_dir: Folder written by `transferkit.train`.
+
+    Returns:
+        The `Run`.
+
+    Raises:
+        RunError: Missing, unfinished or unsafe run directory.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory not found: {run_dir}")
+    state = run_state(run_dir)
+    if state != "complete":
+        what = "unfinished (run the same train command again to resume it)" \
+            if state == "running" else "not a transferkit run directory"
+        raise RunError(f"{run_dir} is {what}")
+    config = TrainConfig.from_dict(read_json(run_dir / "config.json"))
+    class_names = read_json(run_dir / "labels.json")
+    return Run(run_dir, load_model(run_dir / MODEL_FILE), class_names, config)

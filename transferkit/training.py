@@ -1,0 +1,258 @@
+"""Training: a folder of images → a finished run directory.
+
+    audit (data/scan.py) → split (data/splits.py) → classifier (model.py) → plan (plan.py)
+    → phase 1: the head on cached features (features.py)
+    → phase 2: fine-tune the planned top blocks, end to end with augmentation
+    → evaluate on the test split (evaluate.py) → model.keras, metrics.json, run.json
+
+Every step writes its files atomically and a killed run resumes where it stopped: the
+audit and split are reused, cached features are reloaded, phase 1 is skipped once its
+weights are saved, and phase 2 continues from its last finished epoch
+(`keras.callbacks.BackupAndRestore`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from transferkit.backbones import get_backbone
+from transferkit.config import TrainConfig
+from transferkit.data.pipeline import image_dataset
+from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
+    write_audit_csv
+from transferkit.data.splits import make_splits
+from transferkit.evaluate import write_report
+from transferkit.features import cached_features, feature_extractor
+from transferkit.fileio import atomic_path, write_csv, write_json
+from transferkit.model import backbone_blocks, build_classifier, set_trainable_blocks
+from transferkit.plan import make_plan
+from transferkit.run import MODEL_FILE, Run, load_run, mark_complete, prepare_run_dir
+
+IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-weighted
+
+
+def train(data: str | Path, out_dir: str | Path, overwrite: bool = False,
+          **options) -> Run:
+    """Trains a classifier on a folder with one subfolder per class (or `tfds:NAME`).
+
+    Args:
+        data: The data folder, or `tfds:NAME`.
+        out_dir: The run directory to write (see `transferkit.run`).
+        overwrite: Replace a finished (or unfinished) run in `out_dir`.
+        **options: Any field of `TrainConfig` (e.g. `backbone="mobilenet_v2_0.35"`).
+
+    Returns:
+        The finished `Run`.
+
+    Raises:
+        TransferkitError: Bad data, options or output folder; the message says what to do.
+    """
+    start = time.time()
+    config = TrainConfig(data=str(data), **options).resolved()
+    out_dir = Path(out_dir)
+    source = _resolve_source(config.data)
+    resuming = prepare_run_dir(out_dir, config, overwrite)
+    say = (lambda *a: None) if config.quiet else (lambda *a: print(*a, flush=True))
+    verbose = 0 if config.quiet else (1 if sys.stdout.isatty() else 2)
+    if resuming:
+        say(f"Resuming the unfinished run in {out_dir}")
+    keras.utils.set_random_seed(config.seed)
+
+    # 1. Audit and split.
+    index = scan_folder(source, workers=config.workers, progress=not config.quiet)
+    write_audit_csv(index, out_dir / "audit.csv")
+    say(audit_report(index))
+    classes, warnings = summarize_classes(index, config.min_per_class)
+    for warning in warnings:
+        say(f"warning: {warning}")
+    write_json(out_dir / "labels.json", classes)
+    splits = _splits(out_dir, index, classes, config, resuming)
+    paths = {name: [str(source / p) for p in part["path"]]
+             for name, part in splits.groupby("split")}
+    labels = {name: [classes.index(c) for c in part["class"]]
+              for name, part in splits.groupby("split")}
+
+    # 2. Model and plan.
+    backbone = get_backbone(config.backbone)
+    weights = None if config.weights == "none" else config.weights
+    model = build_classifier(backbone, len(classes), config.image_size, weights,
+                             config.dropout)
+    train_counts = splits[splits["split"] == "train"]["class"].value_counts().to_dict()
+    plan = make_plan(train_counts, len(backbone_blocks(model)), config)
+    write_json(out_dir / "plan.json", plan.to_dict())
+    say(f"Plan: {plan.strategy} ({plan.reason})")
+    class_weight = _class_weight(labels["train"], len(classes))
+
+    # 3. Phase 1: the head on cached features.
+    checkpoints = out_dir / "checkpoints"
+    head_weights = checkpoints / "phase1_head.npz"
+    if head_weights.exists():
+        with np.load(head_weights) as saved:
+            model.get_layer("predictions").set_weights([saved["kernel"], saved["bias"]])
+        say("Phase 1: reusing the trained head")
+    else:
+        _train_head(model, out_dir, paths, labels, config, class_weight, verbose, say)
+    history = [pd.read_csv(checkpoints / "phase1_history.csv")]
+
+    # 4. Phase 2: fine-tune the top blocks.
+    if plan.unfreeze_blocks:
+        _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, config,
+                   class_weight, verbose, say)
+        history.append(pd.read_csv(checkpoints / "phase2_history.csv"))
+    write_csv(out_dir / "history.csv", pd.concat(history, ignore_index=True))
+
+    # 5. Evaluate on the test split and finish.
+    say("Evaluating on the test split")
+    test_ds = image_dataset(paths["test"], None, config.image_size, config.batch_size,
+                            workers=config.workers)
+    probabilities = model.predict(test_ds, verbose=0)
+    test_rel = splits.loc[splits["split"] == "test", "path"].tolist()
+    metrics = write_report(out_dir, labels["test"], probabilities, classes, test_rel)
+    model.trainable = True  # saved as fully trainable; BatchNorm stays in inference mode
+    with atomic_path(out_dir / MODEL_FILE, suffix=".keras") as tmp:
+        model.save(tmp)
+    metrics.pop("n_images")
+    metrics.update(n_train=len(paths["train"]), n_val=len(paths["val"]),
+                   n_test=len(paths["test"]), n_classes=len(classes),
+                   n_skipped=int((index["status"] != "ok").sum()),
+                   strategy=plan.strategy, unfreeze_blocks=plan.unfreeze_blocks,
+                   train_seconds=round(time.time() - start, 1))
+    write_json(out_dir / "metrics.json", metrics)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    shutil.rmtree(out_dir / "cache", ignore_errors=True)
+    mark_complete(out_dir)
+    say(f"Test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
+        f"on {metrics['n_test']} images; {metrics['train_seconds']:.0f} s. Run: {out_dir}")
+    return load_run(out_dir)
+
+
+def _resolve_source(data: str) -> Path:
+    if data.startswith("tfds:"):
+        from transferkit.data.tfds import materialize
+        return materialize(data[len("tfds:"):])
+    return Path(data)
+
+
+def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: TrainConfig,
+            resuming: bool) -> pd.DataFrame:
+    path = out_dir / "splits.csv"
+    if resuming and path.exists():
+        return pd.read_csv(path, keep_default_na=False)
+    splits = make_splits(index, classes, config.val_split, config.test_split, config.seed)
+    write_csv(path, splits)
+    return splits
+
+
+def _class_weight(labels: list[int], n_classes: int) -> dict[int, float] | None:
+    """'Balanced' class weights (n / (C * count)) when the classes are imbalanced."""
+    counts = np.bincount(labels, minlength=n_classes)
+    if counts.max() <= IMBALANCE_RATIO * counts.min():
+        return None
+    return {i: float(len(labels) / (n_classes * c)) for i, c in enumerate(counts)}
+
+
+def _loss(config: TrainConfig) -> keras.losses.Loss:
+    # Label smoothing needs one-hot targets; sparse labels are one-hot encoded in _one_hot.
+    return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+
+def _one_hot(labels, n_classes: int) -> np.ndarray:
+    return keras.utils.to_categorical(np.asarray(labels), n_classes)
+
+
+def _train_head(model: keras.Model, out_dir: Path, paths: dict, labels: dict,
+                config: TrainConfig, class_weight, verbose: int, say) -> None:
+    """Phase 1: trains dropout + dense on pooled features cached once per image."""
+    say("Phase 1: caching backbone features "
+        f"({len(paths['train'])} training images x {1 + config.augment_copies} views, "
+        f"{len(paths['val'])} validation images)")
+    extractor = feature_extractor(model)
+    cache = out_dir / "cache"
+
+    def features(split: str, copy: int = 0) -> np.ndarray:
+        return cached_features(extractor, paths[split], cache / f"{split}_{copy}.npy",
+                               config.image_size, config.batch_size,
+                               augment_seed=config.seed + copy if copy else None,
+                               workers=config.workers, verbose=verbose)
+
+    n_classes = model.output_shape[-1]
+    x_train = np.concatenate([features("train", c) for c in range(1 + config.augment_copies)])
+    y_train = _one_hot(labels["train"] * (1 + config.augment_copies), n_classes)
+    x_val, y_val = features("val"), _one_hot(labels["val"], n_classes)
+
+    head = keras.Sequential([
+        keras.Input(x_train.shape[1:]),
+        keras.layers.Dropout(config.dropout, name="head_dropout"),
+        keras.layers.Dense(n_classes, activation="softmax", name="predictions"),
+    ])
+    head.compile(keras.optimizers.Adam(config.head_learning_rate), _loss(config),
+                 metrics=["accuracy"])
+    say("Phase 1: training the head on cached features")
+    fit = head.fit(x_train, y_train, validation_data=(x_val, y_val),
+                   epochs=config.head_epochs, batch_size=64, class_weight=class_weight,
+                   verbose=verbose, callbacks=[keras.callbacks.EarlyStopping(
+                       patience=config.patience, restore_best_weights=True)])
+    dense = model.get_layer("predictions")
+    dense.set_weights(head.get_layer("predictions").get_weights())
+    checkpoints = out_dir / "checkpoints"
+    kernel, bias = dense.get_weights()
+    with atomic_path(checkpoints / "phase1_head.npz", suffix=".tmp.npz") as tmp:
+        np.savez(tmp, kernel=kernel, bias=bias)
+    frame = pd.DataFrame(fit.history)
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    frame.insert(0, "phase", 1)
+    write_csv(checkpoints / "phase1_history.csv", frame)
+
+
+def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_blocks: int,
+               config: TrainConfig, class_weight, verbose: int, say) -> None:
+    """Phase 2: unfreezes the top blocks and trains end to end on augmented images."""
+    checkpoints = out_dir / "checkpoints"
+    done = checkpoints / "phase2.weights.h5"
+    set_trainable_blocks(model, n_blocks)
+    if done.exists():
+        model.load_weights(done)
+        say("Phase 2: reusing the fine-tuned weights")
+        return
+    n_classes = model.output_shape[-1]
+    say(f"Phase 2: fine-tuning the top {n_blocks} blocks "
+        f"({len(model.trainable_weights)} weight tensors) at learning rate "
+        f"{config.fine_tune_learning_rate:g}")
+    train_ds = image_dataset(paths["train"], _one_hot(labels["train"], n_classes),
+                             config.image_size, config.batch_size, shuffle_seed=config.seed,
+                             augment_seed=config.seed, workers=config.workers)
+    val_ds = image_dataset(paths["val"], _one_hot(labels["val"], n_classes),
+                           config.image_size, config.batch_size, workers=config.workers)
+    # Cosine decay: large enough steps early to adapt, tiny ones at the end to settle.
+    steps = config.fine_tune_epochs * -(-len(paths["train"]) // config.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(config.fine_tune_learning_rate, steps)
+    model.compile(keras.optimizers.Adam(schedule), _loss(config), metrics=["accuracy"])
+    log = checkpoints / "phase2_history.csv"
+    model.fit(train_ds, validation_data=val_ds, epochs=config.fine_tune_epochs,
+              class_weight=class_weight, verbose=verbose, callbacks=[
+                  keras.callbacks.BackupAndRestore(str(checkpoints / "phase2_backup")),
+                  keras.callbacks.EarlyStopping(patience=config.patience,
+                                                restore_best_weights=True),
+                  keras.callbacks.CSVLogger(str(log), append=True),
+              ])
+    _tidy_history(log, phase=2)
+    with atomic_path(done, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+
+
+def _tidy_history(log: Path, phase: int) -> None:
+    """Numbers epochs from 1, keeps the last row of an epoch logged twice (resume)."""
+    frame = pd.read_csv(log)
+    frame = frame[frame["epoch"] != "epoch"]  # header lines appended on resume
+    frame["epoch"] = frame["epoch"].astype(int) + 1
+    frame = frame.drop_duplicates("epoch", keep="last")
+    frame.insert(0, "phase", phase)
+    write_csv(log, frame)
+
