@@ -27,8 +27,9 @@ SIZE = 32
 NAMES = ("gradcam", "gradcam++", "scorecam", "saliency", "smoothgrad",
          "integrated-gradients")
 # Settings that keep the tests fast; defaults are exercised on the known-answer model.
-FAST = {"scorecam": {"top_k": 8}, "smoothgrad": {"samples": 2},
-        "integrated-gradients": {"steps": 4, "tolerance": None}}
+# Batch size 1 throughout: each new batch shape costs TensorFlow seconds on first use.
+FAST = {"scorecam": {"top_k": 4}, "smoothgrad": {"samples": 2, "batch_size": 1},
+        "integrated-gradients": {"steps": 2, "tolerance": None, "batch_size": 1}}
 
 
 class QuadrantSplit(keras.layers.Layer):
@@ -108,8 +109,8 @@ def images():
 def flower_images(flowers):
     """Three real photos at 96 px (the tiny run's size), one per class folder."""
     paths = [next(iter(sorted((flowers / c).iterdir()))) for c in ("daisy", "rose", "tulip")]
-    arrays = [np.asarray(Image.open(p).convert("RGB").resize((96, 96), Image.Resampling.BILINEAR))
-              for p in paths]
+    arrays = [np.asarray(Image.open(p).convert("RGB").resize(
+        (96, 96), Image.Resampling.BILINEAR)) for p in paths]
     return np.stack(arrays).astype(np.float32)
 
 
@@ -141,12 +142,27 @@ def test_default_class_is_the_top_prediction(model, name):
     images[1, SIZE // 2:, SIZE // 2:] = 250.0
     images += np.random.default_rng(2).uniform(0, 5, images.shape).astype(np.float32)
     assert model.predict_on_batch(images).argmax(axis=-1).tolist() == [0, 1]
-    explainer = METHODS[name](model, **FAST.get(name, {}))
+    explainer = METHODS[name](model)  # defaults: Score-CAM uses all 8 channels
     default = explainer(images)
     np.testing.assert_allclose(default, explainer(images, [0, 1]), atol=1e-6)
     swapped = explainer(images, [1, 0])
     assert np.abs(default - swapped).max() > 0.5
     assert top_left_mass(default)[0] > 0.7 and bottom_right_mass(default)[1] > 0.7
+
+
+def test_make_explainers_share_one_graph_and_agree_with_standalone(model, images):
+    explainers = make_explainers(model, options={"smoothgrad": {"samples": 3}})
+    assert list(explainers) == list(NAMES)
+    graphs = {id(e._traced) for e in explainers.values()}
+    assert len(graphs) == 1
+    for name, explainer in explainers.items():
+        standalone = METHODS[name](model, **({"samples": 3} if name == "smoothgrad" else {}))
+        np.testing.assert_allclose(explainer(images, 1), standalone(images, 1), atol=1e-5,
+                                   err_msg=name)
+    assert explainers["gradcam"]._traced.backward.experimental_get_tracing_count() == 1
+    assert list(make_explainers(model, ["saliency", "gradcam"])) == ["saliency", "gradcam"]
+    with pytest.raises(ConfigError, match="unknown explanation method 'lime'.*gradcam"):
+        make_explainers(model, ["gradcam", "lime"])
 
 
 def test_layer_defaults_and_choice(model):
@@ -168,15 +184,26 @@ def test_gradcam_traces_once(model, images):
     assert explainer._traced.backward.experimental_get_tracing_count() == 1
 
 
-def test_gradcam_matches_a_hand_computed_map(model, images):
+def test_cams_match_hand_computed_maps(model, images):
     feature = keras.Model(model.inputs, model.get_layer("conv2").output)
-    acts = np.asarray(feature.predict_on_batch(images[:1]))[0]
+    acts = np.asarray(feature.predict_on_batch(images[:1]))[0]  # [h, w, 8]
     # conv2 → GAP → dense is linear, so d logit_0 / d A_k = w_k0 / (h * w) everywhere.
-    weights = model.get_layer("predictions").get_weights()[0][:, 0] / acts[..., 0].size
-    cam = np.maximum((acts * weights).sum(axis=-1), 0)
-    cam = np.asarray(keras.ops.image.resize(cam[None, ..., None], (SIZE, SIZE)))[0, ..., 0]
-    expected = (cam - cam.min()) / (cam.max() - cam.min())
-    np.testing.assert_allclose(GradCAM(model)(images[:1], 0)[0], expected, atol=1e-4)
+    grad = model.get_layer("predictions").get_weights()[0][:, 0] / acts[..., 0].size
+
+    def as_heatmap(weights):
+        cam = np.maximum((acts * weights).sum(axis=-1), 0)
+        cam = keras.ops.image.resize(cam[None, ..., None], (SIZE, SIZE))
+        cam = np.asarray(cam)[0, ..., 0]
+        return (cam - cam.min()) / (cam.max() - cam.min())
+
+    # Grad-CAM: the mean gradient.
+    np.testing.assert_allclose(GradCAM(model)(images[:1], 0)[0], as_heatmap(grad), atol=1e-4)
+    # Grad-CAM++: alpha = g^2 / (2 g^2 + sum(A) g^3), weight = sum_ij alpha * relu(g).
+    alpha = np.divide(grad ** 2, 2 * grad ** 2 + acts.sum(axis=(0, 1)) * grad ** 3 + 1e-7,
+                      out=np.zeros_like(grad), where=grad != 0)
+    weights = acts[..., 0].size * alpha * np.maximum(grad, 0)
+    np.testing.assert_allclose(GradCAMPlusPlus(model)(images[:1], 0)[0], as_heatmap(weights),
+                               atol=1e-4)
 
 
 def test_integrated_gradients_completeness(tiny_run, flower_images):
@@ -215,8 +242,12 @@ def test_integrated_gradients_rule_and_refinement(model, images):
 
 def test_integrated_gradients_warns_when_it_cannot_converge(tiny_run, flower_images):
     explainer = IntegratedGradients(tiny_run.model, steps=2, max_steps=4, tolerance=1e-6)
-    with pytest.warns(UserWarning, match="completeness missed.*max_steps=4"):
+    with pytest.warns(UserWarning, match="completeness missed.*max_steps=4") as caught:
         explainer(flower_images[:1])
+    assert caught[0].filename == __file__  # points at the caller
+    with pytest.warns(UserWarning, match="completeness missed") as caught:
+        explainer.attributions(flower_images[:1])
+    assert caught[0].filename == __file__
 
 
 def test_smoothgrad_is_saliency_without_noise_and_is_seeded(tiny_run, flower_images):
@@ -224,10 +255,13 @@ def test_smoothgrad_is_saliency_without_noise_and_is_seeded(tiny_run, flower_ima
     x = flower_images[:2]
     np.testing.assert_allclose(SmoothGrad(model, noise_level=0.0, samples=1)(x),
                                Saliency(model)(x), atol=1e-5)
-    first = SmoothGrad(model, samples=3, seed=1)(x)
-    np.testing.assert_array_equal(first, SmoothGrad(model, samples=3, seed=1)(x))
-    assert np.abs(first - SmoothGrad(model, samples=3, seed=2)(x)).max() > 0.05
-    assert np.abs(first - Saliency(model)(x)).max() > 0.05
+    smooth = SmoothGrad(model, samples=3, seed=1)
+    first = smooth(x)
+    assert np.abs(first - Saliency(model)(x)).max() > 0.05  # the noise does something
+    np.testing.assert_array_equal(first, smooth(x))  # seeded, no state between calls
+    np.testing.assert_allclose(first[1:], smooth(x[1:]), atol=1e-6)  # nor between images
+    smooth.seed = 2
+    assert np.abs(first - smooth(x)).max() > 0.05
 
 
 def test_scorecam_uses_top_k_channels(model, images):

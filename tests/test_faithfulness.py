@@ -129,6 +129,7 @@ def test_rank_correlation():
     np.testing.assert_allclose(rank_correlation(maps, -maps), -1.0)
     np.testing.assert_allclose(rank_correlation(maps, maps ** 3), 1.0)  # ranks only
     assert rank_correlation(maps, np.zeros_like(maps)).tolist() == [0.0, 0.0]
+    assert rank_correlation(np.zeros_like(maps), np.ones_like(maps)).tolist() == [1.0, 1.0]
     with pytest.raises(ConfigError):
         rank_correlation(maps, maps[:1])
 
@@ -151,7 +152,8 @@ def test_randomize_model_reinitializes_head_and_top_blocks_only(tiny_run):
         if layer.weights:
             assert differs(layer.name) == (layer.name in changed), layer.name
     # BatchNormalization gets its initial statistics back; kernels their initializers.
-    bn = next(layer for layer in blocks[-1] if isinstance(layer, keras.layers.BatchNormalization))
+    bn = next(layer for layer in blocks[-1]
+              if isinstance(layer, keras.layers.BatchNormalization))
     np.testing.assert_array_equal(bn.moving_variance.numpy(), 1.0)
     # Seeded: the same seed gives the same weights, another seed others.
     again = randomize_model(model, n_blocks=3, seed=0)
@@ -188,11 +190,18 @@ def flower_images(flowers):
 def test_randomization_check(tiny_run, flower_images):
     model = tiny_run.model
     identical = randomize_model(model, n_blocks=0, head=False)
-    same = randomization_check(model, "gradcam", flower_images, randomized=identical)
-    np.testing.assert_allclose(same, 1.0, atol=1e-6)
-    different = randomization_check(model, GradCAM, flower_images, seed=0)
-    assert different.shape == (len(flower_images),)
-    assert different.mean() < 0.5, different
+    randomized = randomize_model(model, n_blocks=3, seed=0)
+    for method in ("gradcam", "saliency"):
+        same = randomization_check(model, method, flower_images, randomized=identical)
+        np.testing.assert_allclose(same, 1.0, atol=1e-6)
+        # Adebayo et al.: maps that explain the model must change with its weights.
+        different = randomization_check(model, method, flower_images, randomized=randomized)
+        assert different.shape == (len(flower_images),)
+        assert different.mean() < 0.5, (method, different)
+    # The method may be a class; by default the copy is made (seeded) on demand.
+    on_demand = randomization_check(model, GradCAM, flower_images[:2], seed=0)
+    given = randomization_check(model, "gradcam", flower_images[:2], randomized=randomized)
+    np.testing.assert_allclose(on_demand, given)
 
 
 def test_explain_check(tiny_run, color_folder, tmp_path, capsys):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -23,11 +24,13 @@ import transferkit.features
 import transferkit.training
 from transferkit.cli import main
 from transferkit.config import TrainConfig
-from transferkit.errors import RunError
+from transferkit.errors import DataError, RunError
+from transferkit.features import cached_features
 from transferkit.run import prepare_run_dir, run_state
 from transferkit.testing import make_color_folder
 
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")  # KERAS_HOME: conftest
+# os.environ holds conftest's KERAS_HOME (offline ImageNet weights) for the subprocesses.
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 PHASE1 = ["--image-size", "64", "--strategy", "feature-extract", "--augment-copies", "1",
           "--head-epochs", "30"]
 FINE_TUNE_EPOCHS = 2
@@ -103,11 +106,11 @@ def test_kill_while_caching_features_then_the_same_command_resumes(colors, tmp_p
     dataset = transferkit.features.image_dataset
     monkeypatch.setattr(transferkit.features, "image_dataset",
                         lambda *a, **k: computed.append(1) or dataset(*a, **k))
-    cached_features = transferkit.training.cached_features
+    real_cached_features = transferkit.training.cached_features
 
     def spy(extractor, paths, cache_file, *args, **kwargs):
         n, mtime = len(computed), before.get(cache_file.name)
-        features = cached_features(extractor, paths, cache_file, *args, **kwargs)
+        features = real_cached_features(extractor, paths, cache_file, *args, **kwargs)
         seen[cache_file.name] = (len(computed) > n, mtime, cache_file.stat().st_mtime_ns)
         return features
 
@@ -217,3 +220,37 @@ def test_run_stopped_before_writing_its_options_starts_afresh(tmp_path, colors):
     (run / "config.json").write_text("{trunc")
     with pytest.raises(RunError, match="config.json cannot be read.*--overwrite"):
         prepare_run_dir(run, config, overwrite=False)
+
+
+class CountingExtractor:
+    """Stands in for the backbone: decodes the images, gives 4 features each."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, ds, verbose=0):
+        self.calls += 1
+        return np.ones((sum(int(batch.shape[0]) for batch in ds), 4), np.float32)
+
+
+def test_an_unreadable_feature_cache_is_computed_again(colors, tmp_path):
+    paths = [str(p) for p in sorted((colors / "red").glob("*.png"))[:3]]
+    cache = tmp_path / "train_0.npy"
+    cache.write_bytes(b"\x93NUMPY\x01\x00 cut short")
+    extractor = CountingExtractor()
+    assert cached_features(extractor, paths, cache, 32, 2, verbose=0).shape == (3, 4)
+    assert extractor.calls == 1 and np.load(cache).shape == (3, 4)
+    cached_features(extractor, paths, cache, 32, 2, verbose=0)
+    assert extractor.calls == 1  # now read back
+
+
+def test_images_deleted_since_the_audit_are_a_clear_error(colors, tmp_path):
+    """A resumed run reuses its split: "run it again" would fail again the same way."""
+    paths = []
+    for source in sorted((colors / "red").glob("*.png"))[:3]:
+        paths.append(tmp_path / source.name)
+        shutil.copy(source, paths[-1])
+    paths[1].unlink()
+    with pytest.raises(DataError, match="1 of 3 images can no longer be decoded.*--overwrite"):
+        cached_features(CountingExtractor(), paths, tmp_path / "val_0.npy", 32, 2, verbose=0)
+    assert not (tmp_path / "val_0.npy").exists()

@@ -214,3 +214,17 @@ def test_progress_is_printed_for_large_folders(tmp_path, capsys):
     assert 10 <= len(lines) <= 11
     scan_folder(tmp_path, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_file_name_that_is_not_utf8_is_skipped_with_reason(tmp_path):
+    import os
+    from transferkit.testing import make_color_folder
+
+    data = make_color_folder(tmp_path / "data", n_per_class=5)
+    bad = os.path.join(os.fsencode(data / "red"), b"caf\xe9.png")
+    with open(bad, "wb") as f:
+        f.write((data / "red" / "red_000.png").read_bytes())
+    index = scan_folder(data, progress=False)
+    row = index[index["reason"].str.contains("UTF-8")]
+    assert len(row) == 1 and row["status"].iloc[0] == "skipped"
+    assert (index["status"] == "ok").sum() == 15

@@ -13,7 +13,6 @@ import errno
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from transferkit.config import TrainConfig
@@ -161,7 +160,7 @@ def _audit(args) -> int:
     if args.json:
         print(index[["path", "class", "status", "reason"]].to_json(orient="records"))
         return 0
-    print(audit_report(index))
+    print(audit_report(index, max_files=None))
     classes, warnings = summarize_classes(index)
     for warning in warnings:
         print(f"warning: {warning}")

@@ -18,7 +18,7 @@ class TrainConfig:
         data: Data folder, or `tfds:NAME` for a TensorFlow Datasets dataset.
         backbone: Registry name (see `transferkit backbones`).
         weights: `"imagenet"`, `"none"` or a path to a backbone weights file.
-        image_size: Square input side; None means the backbone's native size.
+        image_size: Square input side; None lets the plan choose it from the data.
         val_split: Fraction of each class held out for validation (early stopping).
         test_split: Fraction of each class held out for the final evaluation.
         seed: Seed for the split, initialization, augmentation and shuffling.
@@ -51,9 +51,9 @@ class TrainConfig:
     unfreeze: int | None = None
     batch_size: int = 32
     head_epochs: int = 60
-    fine_tune_epochs: int = 6
+    fine_tune_epochs: int = 10
     head_learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-4
+    fine_tune_learning_rate: float = 3e-4
     augment_copies: int = 2
     dropout: float = 0.2
     label_smoothing: float = 0.1
@@ -70,10 +70,10 @@ class TrainConfig:
             DataError: The data folder is missing or is a file.
         """
         backbone = get_backbone(self.backbone)
-        # `is None`, not `or`: an explicit 0 is an error, not "the default size".
-        size = backbone.default_size if self.image_size is None else self.image_size
-        config = dataclasses.replace(self, image_size=size)
-        validate_size(backbone, config.image_size)
+        config = dataclasses.replace(self)
+        # None: chosen from the data after the audit (`plan.choose_image_size`).
+        if config.image_size is not None:
+            validate_size(backbone, config.image_size)
         _check_data(config.data)
         if not 0 <= config.seed < 2 ** 32:
             raise ConfigError(f"--seed must be between 0 and 2**32 - 1, got {config.seed}")

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from transferkit.data.pipeline import image_dataset
+from transferkit.errors import DataError
 from transferkit.fileio import atomic_path
 
 
@@ -40,17 +41,31 @@ def cached_features(extractor: keras.Model, paths: Sequence[str], cache_file: Pa
 
     Returns:
         A float32 array `[len(paths), D]`.
+
+    Raises:
+        DataError: Some images can no longer be decoded (changed or deleted since the
+            audit).
     """
-    if cache_file.exists():
-        features = np.load(cache_file)
-        if len(features) == len(paths):
-            return features
+    features = _load_cache(cache_file)
+    if features is not None and len(features) == len(paths):
+        return features
     ds = image_dataset(paths, None, image_size, batch_size, augment_seed=augment_seed,
                        workers=workers)
     features = extractor.predict(ds, verbose=verbose).astype(np.float32)
     if len(features) != len(paths):
-        raise RuntimeError(f"{len(paths) - len(features)} images could not be decoded "
-                           "since the audit; run the same command again to re-audit")
+        # A resumed run reuses its split, so running the same command again would not help.
+        raise DataError(f"{len(paths) - len(features)} of {len(paths)} images can no longer "
+                        "be decoded (changed or deleted since the audit); restore them, or "
+                        "pass --overwrite to audit and split the folder again")
     with atomic_path(cache_file, suffix=".tmp.npy") as tmp:
         np.save(tmp, features)
     return features
+
+
+def _load_cache(cache_file: Path) -> np.ndarray | None:
+    """The cached features, or None when there are none or they cannot be read."""
+    try:
+        features = np.load(cache_file, allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # missing, or not a whole .npy file
+        return None
+    return features if features.ndim == 2 else None

@@ -1,11 +1,21 @@
-"""The plan: from the dataset's size, what to freeze and how much to fine-tune, and why.
+"""The plan: from the dataset's size, what to freeze, how much to fine-tune, at what size.
 
-The classic transfer-learning rule (Yosinski et al., 2014; CS231n's "transfer learning"
-notes): with little data per class, a fine-tuned backbone overfits, so train only a new
-head on frozen features. With more data, also fine-tune the top of the backbone, whose
-features are the most specific to ImageNet; the more data, the deeper. Blocks are
-unfrozen whole (`transferkit.model.backbone_blocks`) so no residual branch is cut from
-its shortcut, and BatchNorm layers always stay frozen.
+The classic transfer-learning rule (Yosinski et al., 2014; CS231n's transfer-learning
+notes): with little data per class a fine-tuned backbone overfits, so train only a new
+head on frozen features; with more data also fine-tune the backbone from the top down,
+deeper the more data there is. Blocks are unfrozen whole (`model.backbone_blocks`) so no
+residual branch is cut from its shortcut, and BatchNorm layers always stay frozen.
+
+Measured on flowers5 (3,424 photos of 128 px, 405 training images in the smallest class,
+MobileNetV2-0.35, 2 CPU cores): head only 0.67-0.70 test accuracy, top 3 of 11 blocks
+0.71, all blocks 0.74 (see README). Hence all blocks from 400 images per class.
+
+Resolution: a frozen backbone is best at its native size (its ImageNet features were
+learned there). A fine-tuned one adapts, so it is trained nearer the data's own
+resolution: 1.25x the images' median side, at most native. Upsampling a little brings
+objects closer to the scale the pretrained filters know; upsampling all the way costs
+time that buys more epochs instead. On flowers5 (128 px photos), all blocks, 10 epochs:
+128 px 0.72, 160 px 0.78 test accuracy (README).
 """
 
 from __future__ import annotations
@@ -13,12 +23,15 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from transferkit.backbones import Backbone
 from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 
-FEATURE_EXTRACT_BELOW = 100  # training images per class
-BLOCKS_PER_DOUBLING = 1      # one more block each time the data per class doubles
-MAX_FRACTION = 0.5           # never fine-tune more than half the backbone's blocks
+FEATURE_EXTRACT_BELOW = 100  # training images in the smallest class
+# Fraction of the backbone's blocks to fine-tune, by training images per class.
+FINE_TUNE_FRACTIONS = ((400, 1.0), (200, 0.5), (FEATURE_EXTRACT_BELOW, 0.25))
+MIN_FINE_TUNE_SIZE = 96
+FINE_TUNE_UPSAMPLE = 1.25    # fine-tuning size / median image side
 
 
 @dataclasses.dataclass
@@ -26,10 +39,12 @@ class Plan:
     """What phase 2 does, with the numbers behind the decision (saved as plan.json)."""
 
     strategy: str              # "feature-extract" or "fine-tune"
+    fine_tune_fraction: float  # of the backbone's blocks
     unfreeze_blocks: int
     total_blocks: int
     train_images: int
     images_per_class: int      # training images of the smallest class
+    image_size: int
     reason: str
     overridden: bool = False
 
@@ -37,49 +52,98 @@ class Plan:
         return dataclasses.asdict(self)
 
 
-def make_plan(train_counts: dict[str, int], total_blocks: int, config: TrainConfig) -> Plan:
-    """Decides between feature extraction and fine-tuning, and how many top blocks.
+def fine_tune_fraction(per_class: int) -> float:
+    """The fraction of the backbone's blocks the rule fine-tunes (0: feature extraction)."""
+    return next((f for least, f in FINE_TUNE_FRACTIONS if per_class >= least), 0.0)
 
-    Rule: fewer than 100 training images in the smallest class → feature extraction.
-    Otherwise fine-tune 1 block at 100-199 images per class, one more per doubling
-    (2 at 200-399, 3 at 400-799, ...), at most half of the backbone's blocks.
-    `config.strategy` and `config.unfreeze` override it.
+
+def choose_image_size(backbone: Backbone, median_side: float, fine_tune: bool) -> int:
+    """The input side: native when frozen; when fine-tuning, near the images' own size.
+
+    Args:
+        backbone: Registry entry.
+        median_side: Median of the shorter side of the training images, in pixels.
+        fine_tune: Whether the plan fine-tunes the backbone.
+
+    Returns:
+        The square input side, a multiple of 32 for fine-tuning.
+    """
+    if not fine_tune:
+        return backbone.default_size
+    side = 32 * math.ceil(FINE_TUNE_UPSAMPLE * median_side / 32)
+    return int(min(backbone.default_size, max(side, MIN_FINE_TUNE_SIZE, backbone.min_size)))
+
+
+def make_plan(train_counts: dict[str, int], config: TrainConfig, backbone: Backbone,
+              median_side: float) -> Plan:
+    """Decides feature extraction or fine-tuning, how deep, and the image size.
+
+    Rule: fewer than 100 training images in the smallest class → feature extraction at the
+    backbone's native size. Otherwise fine-tune the top quarter of the blocks (100-199
+    images per class), half (200-399) or all of them (400+), at no more than the images'
+    own resolution (see `choose_image_size`). `config.strategy`, `config.unfreeze` and `config.image_size` override it.
+    The number of blocks is filled in by `with_blocks` once the model is built.
 
     Args:
         train_counts: Training images per class.
-        total_blocks: Number of blocks of the backbone (`backbone_blocks`).
         config: The run's options.
+        backbone: Registry entry.
+        median_side: Median shorter side of the training images (pixels).
 
     Returns:
-        The plan.
+        The plan (`unfreeze_blocks` still 0 and `total_blocks` 0).
     """
     per_class = min(train_counts.values())
-    n_train = sum(train_counts.values())
-    if per_class < FEATURE_EXTRACT_BELOW:
-        blocks = 0
+    fraction = fine_tune_fraction(per_class)
+    if fraction:
+        reason = (f"{per_class} training images in the smallest class: fine-tune "
+                  f"{fraction:.0%} of the backbone's blocks (a quarter from "
+                  f"{FEATURE_EXTRACT_BELOW} images per class, half from 200, all from 400)")
+    else:
         reason = (f"{per_class} training images in the smallest class (< "
                   f"{FEATURE_EXTRACT_BELOW}): fine-tuning would overfit, so only the head "
-                  "is trained on frozen ImageNet features")
-    else:
-        doublings = int(math.log2(per_class / FEATURE_EXTRACT_BELOW))
-        cap = max(1, int(total_blocks * MAX_FRACTION))
-        blocks = min(1 + BLOCKS_PER_DOUBLING * doublings, cap)
-        reason = (f"{per_class} training images in the smallest class (>= "
-                  f"{FEATURE_EXTRACT_BELOW}): after the head, fine-tune the top {blocks} of "
-                  f"{total_blocks} backbone blocks (1 block at {FEATURE_EXTRACT_BELOW}, one "
-                  "more per doubling, at most half)")
+                  "is trained, on frozen ImageNet features")
     overridden = False
     if config.strategy == "feature-extract" or config.unfreeze == 0:
-        if blocks:
-            reason += "; overridden: feature extraction only"
-        blocks, overridden = 0, True
+        reason += "; overridden: feature extraction only" if fraction else ""
+        fraction, overridden = 0.0, True
     elif config.unfreeze is not None or config.strategy == "fine-tune":
-        wanted = config.unfreeze if config.unfreeze is not None else max(blocks, 1)
-        if wanted > total_blocks:
-            raise ConfigError(f"--unfreeze {wanted} exceeds the backbone's {total_blocks} "
-                              "blocks")
-        if wanted != blocks:
-            reason += f"; overridden: fine-tune the top {wanted} blocks"
-        blocks, overridden = wanted, True
-    return Plan("fine-tune" if blocks else "feature-extract", blocks, total_blocks, n_train,
-                per_class, reason, overridden)
+        reason += "; overridden: fine-tune"
+        fraction, overridden = max(fraction, 0.25), True
+    fine_tune = fraction > 0
+    size = choose_image_size(backbone, median_side, fine_tune)
+    if config.image_size is not None:
+        size = config.image_size
+        reason += f"; image size {size} (--image-size)"
+    elif fine_tune and size < backbone.default_size:
+        reason += (f"; image size {size}: 1.25x the images' median side "
+                   f"({median_side:.0f} px) instead of {backbone.default_size}, for "
+                   f"{(backbone.default_size / size) ** 2:.1f}x the steps per second")
+    else:
+        reason += f"; image size {size} (the backbone's native size)"
+    return Plan("fine-tune" if fine_tune else "feature-extract", fraction, 0, 0,
+                sum(train_counts.values()), per_class, size, reason, overridden)
+
+
+def with_blocks(plan: Plan, total_blocks: int, unfreeze: int | None = None) -> Plan:
+    """Fills in how many of the model's `total_blocks` blocks phase 2 fine-tunes.
+
+    Args:
+        plan: From `make_plan`.
+        total_blocks: Number of blocks of the built model (`model.backbone_blocks`).
+        unfreeze: `--unfreeze N`, which overrides the fraction.
+
+    Returns:
+        The completed plan.
+
+    Raises:
+        ConfigError: `unfreeze` exceeds the backbone's blocks.
+    """
+    if unfreeze is not None and unfreeze > total_blocks:
+        raise ConfigError(f"--unfreeze {unfreeze} exceeds the backbone's {total_blocks} "
+                          "blocks")
+    blocks = unfreeze if unfreeze is not None else math.ceil(plan.fine_tune_fraction
+                                                             * total_blocks)
+    reason = plan.reason + (f"; top {blocks} of {total_blocks} blocks" if blocks else "")
+    return dataclasses.replace(plan, unfreeze_blocks=blocks, total_blocks=total_blocks,
+                               reason=reason)

@@ -102,9 +102,11 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool
         except (OSError, ValueError, TypeError, AttributeError) as e:
             raise RunError(f"{run_dir} holds an unfinished run whose config.json cannot be "
                            "read; pass --overwrite to start again") from e
-        if _comparable(previous) != _comparable(config):
-            changed = [k for k, v in _comparable(config).items()
-                       if _comparable(previous).get(k) != v]
+        ours, theirs = _comparable(config), _comparable(previous)
+        if config.image_size is None:  # "auto" matches the size the plan chose before
+            theirs["image_size"] = None
+        changed = [k for k, v in ours.items() if theirs.get(k) != v]
+        if changed:
             raise RunError(f"{run_dir} holds an unfinished run with other options "
                            f"({', '.join(changed)}); run the same command as before to "
                            "resume it, or pass --overwrite to start again")
@@ -184,6 +186,28 @@ class Run:
         return [[{"label": self.class_names[j], "probability": float(p[j])} for j in row]
                 for p, row in zip(probabilities, order)]
 
+    def known_images(self, data_dir: str | Path, progress: bool | None = None):
+        """Audits a labelled folder whose classes must be a subset of the run's.
+
+        Returns:
+            `(index, ok)`: the whole audit and its usable rows.
+
+        Raises:
+            DataError: The folder has classes the model does not know, or no images.
+        """
+        from transferkit.data.scan import scan_folder
+
+        progress = not self.config.quiet if progress is None else progress
+        index = scan_folder(data_dir, progress=progress)
+        ok = index[index["status"] == "ok"]
+        unknown = sorted(set(ok["class"]) - set(self.class_names))
+        if unknown:
+            raise DataError(f"{data_dir} has classes the model was not trained on: "
+                            f"{unknown}; the run knows {self.class_names}")
+        if ok.empty:
+            raise DataError(f"{data_dir} has no usable images")
+        return index, ok
+
     def evaluate(self, data_dir: str | Path, batch_size: int = 32) -> dict:
         """Accuracy and macro-F1 on a folder whose classes are a subset of the run's.
 
@@ -193,17 +217,9 @@ class Run:
         Raises:
             DataError: The folder has classes the model does not know, or no images.
         """
-        from transferkit.data.scan import scan_folder
         from transferkit.evaluate import classification_metrics
 
-        index = scan_folder(data_dir, progress=not self.config.quiet)
-        ok = index[index["status"] == "ok"]
-        unknown = sorted(set(ok["class"]) - set(self.class_names))
-        if unknown:
-            raise DataError(f"{data_dir} has classes the model was not trained on: "
-                            f"{unknown}; the run knows {self.class_names}")
-        if ok.empty:
-            raise DataError(f"{data_dir} has no usable images")
+        index, ok = self.known_images(data_dir)
         root = Path(data_dir)
         probabilities = self.predict([root / p for p in ok["path"]], batch_size)
         y_true = [self.class_names.index(c) for c in ok["class"]]

@@ -13,11 +13,14 @@ weights are saved, and phase 2 continues from its last finished epoch
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pandas as pd
@@ -28,11 +31,12 @@ from transferkit.data.pipeline import image_dataset
 from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
     write_audit_csv
 from transferkit.data.splits import make_splits
+from transferkit.errors import DataError
 from transferkit.evaluate import write_report
 from transferkit.features import cached_features, feature_extractor
 from transferkit.fileio import atomic_path, write_csv, write_json
 from transferkit.model import backbone_blocks, build_classifier, set_trainable_blocks
-from transferkit.plan import make_plan
+from transferkit.plan import make_plan, with_blocks
 from transferkit.run import MODEL_FILE, Run, load_run, mark_complete, prepare_run_dir
 
 IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-weighted
@@ -79,13 +83,18 @@ def train(data: str | Path, out_dir: str | Path, overwrite: bool = False,
     labels = {name: [classes.index(c) for c in part["class"]]
               for name, part in splits.groupby("split")}
 
-    # 2. Model and plan.
+    # 2. Plan, model.
     backbone = get_backbone(config.backbone)
+    train_rows = index.set_index("path").loc[splits.loc[splits["split"] == "train", "path"]]
+    median_side = float(np.median(np.minimum(train_rows["width"], train_rows["height"])))
+    train_counts = train_rows["class"].value_counts().to_dict()
+    plan = make_plan(train_counts, config, backbone, median_side)
+    config = dataclasses.replace(config, image_size=plan.image_size)
+    write_json(out_dir / "config.json", config.to_dict())
     weights = None if config.weights == "none" else config.weights
     model = build_classifier(backbone, len(classes), config.image_size, weights,
                              config.dropout)
-    train_counts = splits[splits["split"] == "train"]["class"].value_counts().to_dict()
-    plan = make_plan(train_counts, len(backbone_blocks(model)), config)
+    plan = with_blocks(plan, len(backbone_blocks(model)), config.unfreeze)
     write_json(out_dir / "plan.json", plan.to_dict())
     say(f"Plan: {plan.strategy} ({plan.reason})")
     class_weight = _class_weight(labels["train"], len(classes))
@@ -113,6 +122,9 @@ def train(data: str | Path, out_dir: str | Path, overwrite: bool = False,
     test_ds = image_dataset(paths["test"], None, config.image_size, config.batch_size,
                             workers=config.workers)
     probabilities = model.predict(test_ds, verbose=0)
+    if len(probabilities) != len(labels["test"]):
+        raise DataError(f"{len(labels['test']) - len(probabilities)} test images can no "
+                        "longer be read since the audit; pass --overwrite to audit again")
     test_rel = splits.loc[splits["split"] == "test", "path"].tolist()
     metrics = write_report(out_dir, labels["test"], probabilities, classes, test_rel)
     model.trainable = True  # saved as fully trainable; BatchNorm stays in inference mode
@@ -230,21 +242,46 @@ def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_b
                              augment_seed=config.seed, workers=config.workers)
     val_ds = image_dataset(paths["val"], _one_hot(labels["val"], n_classes),
                            config.image_size, config.batch_size, workers=config.workers)
-    # Cosine decay: large enough steps early to adapt, tiny ones at the end to settle.
-    steps = config.fine_tune_epochs * -(-len(paths["train"]) // config.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(config.fine_tune_learning_rate, steps)
+    # One epoch of linear warm-up (the new head's first gradients are large and would
+    # wreck the pretrained filters), then cosine decay to zero.
+    per_epoch = -(-len(paths["train"]) // config.batch_size)
+    warmup = min(per_epoch, config.fine_tune_epochs * per_epoch // 2)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.fine_tune_learning_rate / 10, config.fine_tune_epochs * per_epoch - warmup,
+        warmup_target=config.fine_tune_learning_rate, warmup_steps=warmup)
     model.compile(keras.optimizers.Adam(schedule), _loss(config), metrics=["accuracy"])
     log = checkpoints / "phase2_history.csv"
+    backup = checkpoints / "phase2_backup"
+    if not _backup_readable(backup):
+        if backup.exists():  # Keras writes it in place: a kill can cut it short
+            say("Phase 2: its last backup is incomplete (killed while it was written); "
+                "starting phase 2 again")
+        # Phase 2 starts from its first epoch: the backup's remains and any older log
+        # (say, of a phase 2 killed after its last epoch) are stale.
+        shutil.rmtree(backup, ignore_errors=True)
+        log.unlink(missing_ok=True)
     model.fit(train_ds, validation_data=val_ds, epochs=config.fine_tune_epochs,
               class_weight=class_weight, verbose=verbose, callbacks=[
-                  keras.callbacks.BackupAndRestore(str(checkpoints / "phase2_backup")),
+                  # The log before the backup: a kill between the two then repeats an
+                  # epoch's row (_tidy_history keeps the last) instead of losing it.
+                  keras.callbacks.CSVLogger(str(log), append=True),
                   keras.callbacks.EarlyStopping(patience=config.patience,
                                                 restore_best_weights=True),
-                  keras.callbacks.CSVLogger(str(log), append=True),
+                  keras.callbacks.BackupAndRestore(str(backup)),
               ])
     _tidy_history(log, phase=2)
     with atomic_path(done, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
+
+
+def _backup_readable(backup: Path) -> bool:
+    """Whether `BackupAndRestore` can resume from `backup`: both of its files are whole."""
+    try:
+        json.loads((backup / "training_metadata.json").read_text())
+        with h5py.File(backup / "latest.weights.h5", "r"):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _tidy_history(log: Path, phase: int) -> None:

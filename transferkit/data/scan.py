@@ -74,6 +74,11 @@ def scan_folder(data_dir: str | os.PathLike, *, workers: int = 2, progress: bool
         for file in _files_under(root / cls):
             rel = file.relative_to(root).as_posix()
             reason = _junk_reason(file)
+            if not _is_utf8(rel):
+                # Undecodable bytes (e.g. a zip made on Windows) cannot go into the CSVs;
+                # list the file under a readable version of its name.
+                rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                reason = "file name is not valid UTF-8; rename it"
             if reason:
                 rows.append(_Row(rel, cls, "skipped", reason))
             else:
@@ -146,16 +151,17 @@ def write_audit_csv(index: pd.DataFrame, path: str | os.PathLike) -> None:
     fileio.write_csv(path, index.loc[:, list(AUDIT_CSV_COLUMNS)])
 
 
-def audit_report(index: pd.DataFrame) -> str:
+def audit_report(index: pd.DataFrame, max_files: int | None = _REPORT_LINES) -> str:
     """A short human summary of an audit.
 
     Args:
         index: `scan_folder` output.
+        max_files: Most skipped files to list (then "... and N more"); None: all.
 
     Returns:
-        Counts per class, then the skipped files grouped by reason (at most 20 file
-        lines, then "... and N more").
+        Counts per class, then the skipped files grouped by reason.
     """
+    limit = len(index) if max_files is None else max_files
     classes = sorted(set(index.attrs.get("classes", [])) | set(index["class"]))
     is_ok = index["status"] == "ok"
     n_dup = int(index["reason"].str.startswith("duplicate of ").sum())
@@ -172,10 +178,10 @@ def audit_report(index: pd.DataFrame) -> str:
         lines.append("skipped files:")
         shown = 0
         for reason, group in sorted(skipped.groupby("reason"), key=lambda g: -len(g[1])):
-            if shown >= _REPORT_LINES:
+            if shown >= limit:
                 break
             lines.append(f"  {reason} ({len(group)} file{'s' if len(group) != 1 else ''}):")
-            for path in group["path"][:_REPORT_LINES - shown]:
+            for path in group["path"][:limit - shown]:
                 lines.append(f"    {path}")
                 shown += 1
         if len(skipped) > shown:
@@ -214,6 +220,14 @@ def _files_under(folder: Path) -> list[Path]:
         files.extend(Path(parent) / d for d in dirs if os.path.islink(Path(parent) / d))
         files.extend(Path(parent) / name for name in names)
     return files
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _junk_reason(file: Path) -> str:

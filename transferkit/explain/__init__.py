@@ -22,7 +22,8 @@ from transferkit.explain.report import explain_files
 METHODS: dict[str, type[Explainer]] = {cls.name: cls for cls in (
     GradCAM, GradCAMPlusPlus, ScoreCAM, Saliency, SmoothGrad, IntegratedGradients)}
 
-__all__ = ["METHODS", "Explainer", "make_explainers", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "Saliency",
-           "SmoothGrad", "IntegratedGradients", "overlay", "deletion_insertion",
+__all__ = ["METHODS", "Explainer", "make_explainers", "GradCAM", "GradCAMPlusPlus",
+           "ScoreCAM", "Saliency", "SmoothGrad", "IntegratedGradients", "overlay",
+           "deletion_insertion",
            "explain_check", "explain_files", "random_heatmaps", "randomization_check",
            "randomize_model", "rank_correlation"]

@@ -90,8 +90,10 @@ class Explainer:
         x = check_images(images, self.input_size)
         classes = self._check_classes(class_indices, len(x))
         height, width = x.shape[1:3]
-        maps = [self._explain(x[i:i + self.batch_size], classes[i:i + self.batch_size])
-                for i in range(0, len(x), self.batch_size)]
+        maps = []
+        for i in range(0, len(x), self.batch_size):  # a loop: warnings keep their stack
+            maps.append(self._explain(x[i:i + self.batch_size],
+                                      classes[i:i + self.batch_size]))
         if not maps:
             return np.zeros((0, height, width), np.float32)
         raw = tf.concat([tf.cast(m, tf.float32) for m in maps], axis=0)
@@ -269,8 +271,9 @@ def check_images(images: object, size: tuple[int | None, int | None] = (None, No
     try:
         array = np.asarray(images)
     except (ValueError, TypeError) as e:  # ragged lists
-        raise ImageError(f"expected a batch of images [N, H, W, 3] of one size ({e})") from None
-    if array.dtype.kind not in "uifb":
+        raise ImageError(f"expected a batch of images [N, H, W, 3] of one size ({e})"
+                         ) from None
+    if array.dtype.kind not in "uif":
         raise ImageError(f"expected a numeric array of images [N, H, W, 3], got dtype "
                          f"{array.dtype}; {hint}")
     if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
@@ -332,8 +335,9 @@ def resolve_methods(methods: str | Sequence[str] | None) -> list[str]:
     names = [methods] if isinstance(methods, str) else list(methods)
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
-        raise ConfigError(f"unknown explanation method {unknown[0] if unknown else ''!r}; "
-                          f"choose from: {', '.join(METHODS)} (or all)")
+        what = f"unknown explanation method {unknown[0]!r}" if unknown else \
+            "no explanation method given"
+        raise ConfigError(f"{what}; choose from: {', '.join(METHODS)} (or all)")
     return list(dict.fromkeys(names))
 
 

@@ -68,8 +68,9 @@ class ScoreCAM(Explainer):
     Only the `top_k` channels with the largest mean activation are used (every channel
     costs one forward pass; weak channels add little); the masked copies of an image run
     through the model `batch_size` at a time. The choice does not depend on the class,
-    so with a small `top_k` the maps of two classes are made of the same channels. The weight is the masked image's class
-    probability, as in the authors' implementation (masked-out pixels become black).
+    so with a small `top_k` the maps of two classes are made of the same channels. The
+    weight is the masked image's class probability, as in the authors' implementation
+    (masked-out pixels become black).
 
     Args:
         model: The classifier (see `Explainer`).
@@ -91,8 +92,9 @@ class ScoreCAM(Explainer):
         self.top_k = int(top_k)
 
     def _explain(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        # The backward pass is wasted here, but sharing Grad-CAM's graph saves a trace,
-        # and it costs less than one of the top_k masked forward passes.
+        # The shared traced graph (see make_explainers): its backward pass is wasted
+        # here, but costs about two of the top_k masked forward passes; a second graph
+        # would cost a trace.
         activations, _, classes, _ = self._gradients(images, classes)
         activations = activations.numpy()
         k = min(self.top_k, activations.shape[-1])

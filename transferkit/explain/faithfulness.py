@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
-from transferkit.errors import ConfigError, DataError
+from transferkit.errors import ConfigError
 from transferkit.explain.base import (
     Explainer, check_images, make_explainers, open_run, resolve_methods)
 
@@ -64,7 +64,7 @@ def deletion_insertion(model: keras.Model, images: np.ndarray, heatmaps: np.ndar
         ImageError: `images` is not a batch of RGB images.
         ConfigError: `heatmaps` does not match `images`, `steps` < 1, or a bad class.
     """
-    x = check_images(images)
+    x = check_images(images, tuple(model.input_shape[1:3]))
     maps = np.asarray(heatmaps, np.float32)
     if maps.shape != x.shape[:3]:
         raise ConfigError(f"heatmaps have shape {maps.shape}; expected {x.shape[:3]} (one "
@@ -102,9 +102,11 @@ def randomize_model(model: keras.Model, n_blocks: int = 3, seed: int = 0,
     """A copy of `model` with its head and top backbone blocks re-initialized.
 
     Each weight is redrawn from its layer's own initializer (seeded), e.g. Glorot for
-    kernels, zeros for biases, identity statistics for BatchNormalization; weights
-    without a known initializer (ConvNeXt's layer scale) are drawn from a normal with the
-    original's mean and standard deviation. `model` itself is not changed.
+    kernels, zeros for biases, identity statistics for BatchNormalization, as a freshly
+    built model would have them (so the randomized part's activations are small and its
+    predictions near uniform); weights without a known initializer (ConvNeXt's layer
+    scale) are drawn from a normal with the original's mean and standard deviation.
+    `model` itself is not changed.
 
     Args:
         model: A transferkit classifier (blocks from `backbone_blocks`), or any model
@@ -132,7 +134,8 @@ def randomize_model(model: keras.Model, n_blocks: int = 3, seed: int = 0,
 def rank_correlation(maps: np.ndarray, other: np.ndarray) -> np.ndarray:
     """Spearman rank correlation between paired heat maps, one value per image.
 
-    A constant map ranks nothing; its correlation is reported as 0 (scipy gives NaN).
+    A constant map ranks nothing (scipy gives NaN): two constant maps are reported as
+    identical (1), one constant map against a varying one as unrelated (0).
     """
     maps, other = np.asarray(maps), np.asarray(other)
     if maps.shape != other.shape:
@@ -141,7 +144,7 @@ def rank_correlation(maps: np.ndarray, other: np.ndarray) -> np.ndarray:
     for a, b in zip(maps, other):
         a, b = a.ravel(), b.ravel()
         if np.ptp(a) == 0 or np.ptp(b) == 0:
-            values.append(0.0)
+            values.append(float(np.ptp(a) == np.ptp(b) == 0))
         else:
             values.append(float(stats.spearmanr(a, b).statistic))
     return np.asarray(values)
@@ -205,21 +208,13 @@ def explain_check(run_dir, data_dir, n: int = 50, methods: Sequence[str] | None 
         DataError: No usable images, or classes the run does not know.
         ConfigError: Unknown method, or n < 1.
     """
-    from transferkit.data.scan import scan_folder
     from transferkit.fileio import write_csv
 
     names = resolve_methods(methods)
     if n < 1:
         raise ConfigError(f"n must be at least 1, got {n}")
     run = open_run(run_dir)
-    index = scan_folder(data_dir, progress=False)
-    ok = index[index["status"] == "ok"]
-    unknown = sorted(set(ok["class"]) - set(run.class_names))
-    if unknown:
-        raise DataError(f"{data_dir} has classes the model was not trained on: {unknown}; "
-                        f"the run knows {run.class_names}")
-    if ok.empty:
-        raise DataError(f"{data_dir} has no usable images")
+    _, ok = run.known_images(data_dir, progress=False)
     pick = np.sort(np.random.default_rng(seed).choice(len(ok), min(n, len(ok)),
                                                       replace=False))
     images = run.preprocess([Path(data_dir) / p for p in ok["path"].iloc[pick]])
@@ -261,9 +256,13 @@ def _classes(model: keras.Model, images: np.ndarray,
             return np.zeros(0, np.int64)
         return np.argmax(np.concatenate([np.asarray(model.predict_on_batch(images[i:i + 32]))
                                          for i in range(0, len(images), 32)]), axis=-1)
-    classes = np.broadcast_to(np.asarray(class_indices), (len(images),))
-    if classes.dtype.kind not in "iu" or ((classes < 0) | (classes >= num_classes)).any():
-        raise ConfigError(f"class indices must be integers in 0..{num_classes - 1}, got "
+    classes = np.asarray(class_indices)
+    if classes.ndim == 0:
+        classes = np.full(len(images), classes)
+    if classes.shape != (len(images),) or classes.dtype.kind not in "iu" or \
+            ((classes < 0) | (classes >= num_classes)).any():
+        raise ConfigError(f"class indices must be {len(images)} integers in "
+                          f"0..{num_classes - 1} (one per image), got "
                           f"{np.asarray(class_indices).tolist()}")
     return classes.astype(np.int64)
 

@@ -14,6 +14,7 @@ is raw 0-255 RGB, so the noise level and the baseline are in pixel units.
 from __future__ import annotations
 
 import warnings
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -53,7 +54,8 @@ class SmoothGrad(Explainer):
         noise_level: Gaussian noise standard deviation as a fraction of each image's
             value range (max - min), as in the paper (10-20% works best).
         samples: Noisy copies per image.
-        seed: Seed of the noise; every call with the same inputs gives the same map.
+        seed: Seed of the noise; an image gets the same map on every call, whatever
+            else is in the batch.
         batch_size: Noisy copies per forward/backward pass.
 
     Raises:
@@ -76,10 +78,11 @@ class SmoothGrad(Explainer):
     def _explain(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
         # The class is fixed on the clean image: a noisy copy may change the top class.
         classes = self._resolve_classes(images, classes)
-        # A fresh generator per batch of images: same input, same noise, same map.
-        rng = np.random.default_rng(self.seed)
         maps = []
         for image, cls in zip(images, classes):
+            # A fresh generator per image: an image's map does not depend on the others
+            # in the batch or on earlier calls.
+            rng = np.random.default_rng(self.seed)
             sigma = self.noise_level * float(image.max() - image.min())
             total = np.zeros_like(image)
             for start in range(0, self.samples, self.batch_size):
@@ -112,8 +115,8 @@ class IntegratedGradients(Explainer):
             a raw RGB image `[H, W, 3]`.
         steps: Intervals of the first pass (steps + 1 gradient evaluations).
         tolerance: Largest completeness error allowed, relative to
-            `|logit(image) - logit(baseline)|` (at least 0.1 logit, so a near-zero
-            difference does not demand the impossible); None: exactly `steps`.
+            `|logit(image) - logit(baseline)|`, or to 0.5 logit when that is smaller (a
+            near-zero difference would demand exactness); None: exactly `steps`.
         max_steps: Most intervals refinement may reach (64 → 128 → ... → 1024).
         batch_size: Path points per forward/backward pass.
 
@@ -140,7 +143,8 @@ class IntegratedGradients(Explainer):
         else:
             self.baseline = check_images(np.asarray(baseline)[None], self.input_size)[0]
 
-    def attributions(self, images: np.ndarray, class_indices=None) -> np.ndarray:
+    def attributions(self, images: np.ndarray,
+                     class_indices: int | Sequence[int] | None = None) -> np.ndarray:
         """Per-pixel, per-channel attributions `[N, H, W, 3]` (signed, in logit units).
 
         Args:
@@ -153,20 +157,27 @@ class IntegratedGradients(Explainer):
         """
         x = check_images(images, self.input_size)
         classes = self._check_classes(class_indices, len(x))
-        return np.concatenate(
-            [self._integrate(x[i:i + self.batch_size], classes[i:i + self.batch_size])
-             for i in range(0, len(x), self.batch_size)] or [x])
+        out, missed = np.zeros_like(x), []
+        for i in range(0, len(x), self.batch_size):
+            out[i:i + self.batch_size] = self._integrate(
+                x[i:i + self.batch_size], classes[i:i + self.batch_size], missed)
+        self._warn(missed, stacklevel=3)
+        return out
 
     def _explain(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        return np.abs(self._integrate(images, classes).sum(axis=-1))
+        missed = []
+        attributions = self._integrate(images, classes, missed)
+        self._warn(missed, stacklevel=4)  # → _explain → __call__ → the caller
+        return np.abs(attributions.sum(axis=-1))
 
-    def _integrate(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        """Attributions `[n, H, W, 3]`; classes of -1 are the clean image's top class."""
+    def _integrate(self, images: np.ndarray, classes: np.ndarray, missed: list[str]
+                   ) -> np.ndarray:
+        """Attributions `[n, H, W, 3]`; classes of -1 are the clean image's top class.
+        Images that miss completeness at `max_steps` are appended to `missed`."""
         # The class is fixed on the image itself: points near the baseline have their
         # own (meaningless) top class.
         classes = self._resolve_classes(images, classes)
         out = np.zeros_like(images)
-        missed = []
         for i, (image, cls) in enumerate(zip(images, classes)):
             baseline = np.broadcast_to(self.baseline, image.shape).astype(np.float32)
             delta = image - baseline
@@ -180,7 +191,7 @@ class IntegratedGradients(Explainer):
             while True:
                 out[i] = delta * total / intervals
                 error = abs(float(out[i].sum()) - gap)
-                if self.tolerance is None or error <= self.tolerance * max(abs(gap), 0.1):
+                if self.tolerance is None or error <= self.tolerance * max(abs(gap), 0.5):
                     break
                 if intervals * 2 > self.max_steps:
                     missed.append(f"{error:.3g} of {gap:.3g}")
@@ -189,11 +200,13 @@ class IntegratedGradients(Explainer):
                                             (np.arange(intervals) + 0.5) / intervals,
                                             np.ones(intervals), cls)[0]
                 intervals *= 2
+        return out
+
+    def _warn(self, missed: list[str], stacklevel: int) -> None:
         if missed:
             warnings.warn(f"integrated gradients: completeness missed by {', '.join(missed)}"
                           f" (logits) at max_steps={self.max_steps}; raise max_steps",
-                          stacklevel=3)
-        return out
+                          stacklevel=stacklevel)
 
     def _gradient_sum(self, baseline: np.ndarray, delta: np.ndarray, alphas: np.ndarray,
                       weights: np.ndarray, cls: int) -> tuple[np.ndarray, np.ndarray]:

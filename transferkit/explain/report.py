@@ -48,6 +48,7 @@ def explain_files(run_dir, paths: Sequence[str | os.PathLike],
     from transferkit.data.images import load_image
 
     names = resolve_methods(methods)
+    paths = list(paths)
     run = open_run(run_dir)
     if class_name is not None and class_name not in run.class_names:
         raise ConfigError(f"unknown class {class_name!r}; the run's classes are: "
