@@ -15,8 +15,12 @@ import os
 import sys
 from typing import Sequence
 
-from transferkit.config import TrainConfig
-from transferkit.errors import TransferkitError
+# Before TensorFlow is first imported (through transferkit.config): hide its C++ info and
+# warning banners, which mean nothing to a user of the command line.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from transferkit.config import TrainConfig  # noqa: E402
+from transferkit.errors import TransferkitError  # noqa: E402
 
 _DEFAULTS = TrainConfig()
 
@@ -299,7 +303,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `transferkit` and `python -m transferkit`."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ banners
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)

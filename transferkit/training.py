@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -58,6 +59,15 @@ def train(data: str | Path, out_dir: str | Path, overwrite: bool = False,
     Raises:
         TransferkitError: Bad data, options or output folder; the message says what to do.
     """
+    with warnings.catch_warnings():
+        # Keras warns about finite datasets ending (they are meant to) and about the
+        # shuffle flag tf.data pipelines ignore (they shuffle themselves): noise here.
+        warnings.filterwarnings("ignore", message=".*ran out of data.*")
+        warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
+        return _train(data, out_dir, overwrite, **options)
+
+
+def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) -> Run:
     start = time.time()
     config = TrainConfig(data=str(data), **options).resolved()
     out_dir = Path(out_dir)
