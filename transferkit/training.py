@@ -83,9 +83,9 @@ def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) ->
     index = scan_folder(source, workers=config.workers, progress=not config.quiet)
     write_audit_csv(index, out_dir / "audit.csv")
     say(audit_report(index))
-    classes, warnings = summarize_classes(index, config.min_per_class)
-    for warning in warnings:
-        say(f"warning: {warning}")
+    classes, notices = summarize_classes(index, config.min_per_class)
+    for notice in notices:
+        say(f"warning: {notice}")
     write_json(out_dir / "labels.json", classes)
     splits = _splits(out_dir, index, classes, config, resuming)
     paths = {name: [str(source / p) for p in part["path"]]
