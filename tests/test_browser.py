@@ -38,8 +38,9 @@ def browser():
         pytest.fail(f"chromium not found at {CHROMIUM}: install it (apt-get install -y "
                     "chromium) or set TRANSFERKIT_CHROMIUM; the browser test needs it",
                     pytrace=False)
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as p:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
