@@ -75,6 +75,9 @@ def test_image_to_label_and_heat_map_in_the_browser(browser, demo, served_run, a
                                                     tmp_path):
     from playwright.sync_api import expect
 
+    # expect() has its own 5 s default; model work on a busy 2-core machine can take longer.
+    expect.set_options(timeout=TIMEOUT_MS)
+
     # The test image the model is surest of (it makes the clearest screenshot).
     splits = pd.read_csv(served_run.path / "splits.csv")
     test = splits[splits["split"] == "test"].sort_values("path").iloc[:24]
