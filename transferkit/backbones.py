@@ -36,8 +36,6 @@ class Backbone:
         last_conv_layer: Name of the last convolutional feature map's layer, or None when
             Keras gives it an automatic name (then it is the backbone's output).
         min_size: Smallest input side the architecture accepts.
-        fixed_weights_size: For families whose weight files depend on the input size
-            (MobileNet v1/v2), the size whose file is always used (224).
     """
 
     name: str
@@ -47,7 +45,6 @@ class Backbone:
     last_conv_layer: str | None
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     min_size: int = 32
-    fixed_weights_size: int | None = None
 
     def build(self, input_tensor: Any = None, weights: str | None = None) -> keras.Model:
         """Builds the headless backbone (`include_top=False`, no pooling).
@@ -77,13 +74,13 @@ class Backbone:
 def _mobilenet_v2(alpha: float) -> Backbone:
     suffix = "" if alpha == 1.0 else f"_{alpha:g}"
     return Backbone(f"mobilenet_v2{suffix}", "MobileNetV2", 224, "tf", "out_relu",
-                    {"alpha": alpha}, fixed_weights_size=224)
+                    {"alpha": alpha})
 
 
 def _mobilenet_v1(alpha: float) -> Backbone:
     suffix = "" if alpha == 1.0 else f"_{alpha:g}"
     return Backbone(f"mobilenet{suffix}", "MobileNet", 224, "tf", "conv_pw_13_relu",
-                    {"alpha": alpha}, fixed_weights_size=224)
+                    {"alpha": alpha})
 
 
 _ENTRIES: list[Backbone] = [

@@ -246,11 +246,13 @@ def test_samples(run_dir: str | Path, n: int) -> list[Path]:
     """
     import pandas as pd
 
+    from transferkit.data.tfds import data_folder
+
     run_dir = Path(run_dir)
     if not (run_dir / "splits.csv").is_file():
         raise RunError(f"--samples needs a run directory with splits.csv; {run_dir} has none")
     config = TrainConfig.from_dict(read_json(run_dir / "config.json"))
-    root = _data_root(config.data)
+    root = data_folder(config.data, prepare=False)
     test = pd.read_csv(run_dir / "splits.csv", keep_default_na=False)
     test = test[test["split"] == "test"]
     # Round-robin over classes so a few samples still show every class.
@@ -259,13 +261,6 @@ def test_samples(run_dir: str | Path, n: int) -> list[Path]:
     if not files:
         raise RunError(f"the run's test images are not under {root} any more")
     return files
-
-
-def _data_root(data: str) -> Path:
-    if data.startswith("tfds:"):
-        from transferkit.data.tfds import dataset_folder
-        return dataset_folder(data[len("tfds:"):])
-    return Path(data)
 
 
 def load_run(run_dir: str | Path) -> Run:

@@ -32,6 +32,7 @@ from transferkit.data.pipeline import image_dataset
 from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
     write_audit_csv
 from transferkit.data.splits import make_splits
+from transferkit.data.tfds import data_folder
 from transferkit.errors import DataError
 from transferkit.evaluate import write_report
 from transferkit.features import cached_features, feature_extractor
@@ -71,7 +72,7 @@ def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) ->
     start = time.time()
     config = TrainConfig(data=str(data), **options).resolved()
     out_dir = Path(out_dir)
-    source = _resolve_source(config.data)
+    source = data_folder(config.data)
     resuming = prepare_run_dir(out_dir, config, overwrite)
     say = (lambda *a: None) if config.quiet else (lambda *a: print(*a, flush=True))
     verbose = 0 if config.quiet else (1 if sys.stdout.isatty() else 2)
@@ -153,13 +154,6 @@ def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) ->
     say(f"Test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
         f"on {metrics['n_test']} images; {metrics['train_seconds']:.0f} s. Run: {out_dir}")
     return load_run(out_dir)
-
-
-def _resolve_source(data: str) -> Path:
-    if data.startswith("tfds:"):
-        from transferkit.data.tfds import materialize
-        return materialize(data[len("tfds:"):])
-    return Path(data)
 
 
 def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: TrainConfig,

@@ -26,6 +26,20 @@ def cache_root() -> Path:
     return Path(base) / "tfds"
 
 
+def data_folder(data: str, prepare: bool = True) -> Path:
+    """The folder behind a `data` option: the path itself, or the folder of `tfds:NAME`.
+
+    Args:
+        data: A folder path or `tfds:NAME`.
+        prepare: For `tfds:NAME`, download and write the folder if needed (else only
+            say where it would be).
+    """
+    if not data.startswith("tfds:"):
+        return Path(data)
+    name = data[len("tfds:"):]
+    return materialize(name) if prepare else dataset_folder(name)
+
+
 def dataset_folder(name: str) -> Path:
     """Where `materialize` writes the TFDS dataset `name`."""
     return cache_root() / name.replace(":", "_").replace("/", "_")
