@@ -3,6 +3,9 @@ model-randomization sanity check, and the explain_check report."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import keras
 import numpy as np
 import pandas as pd
@@ -12,7 +15,7 @@ from scipy import ndimage
 
 from transferkit.errors import ConfigError, DataError
 from transferkit.explain import (
-    GradCAM, deletion_insertion, explain_check, random_heatmaps, randomization_check,
+    GradCAM, blur, deletion_insertion, explain_check, random_heatmaps, randomization_check,
     randomize_model, rank_correlation)
 from transferkit.model import backbone_blocks
 
@@ -220,6 +223,9 @@ def test_explain_check(tiny_run, color_folder, tmp_path, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "explain_check.csv"), table)
     err = capsys.readouterr().err
     assert "gradcam (1/2)" in err and "saliency (2/2)" in err
+    # How much evidence the blurred copies (the deletion substrate) still carry.
+    assert re.search(r"explained class [01]\.\d\d, of their blurred copies [01]\.\d\d "
+                     r"\(chance 0\.33\)", err)
 
     with pytest.raises(ConfigError, match="unknown explanation method"):
         explain_check(tiny_run.path, color_folder, methods=["lime"], out=tmp_path)
@@ -230,3 +236,39 @@ def test_explain_check(tiny_run, color_folder, tmp_path, capsys):
     Image.new("RGB", (16, 16), (128, 0, 128)).save(strange / "purple" / "a.png")
     with pytest.raises(DataError, match="purple"):
         explain_check(tiny_run.path, strange, n=1, out=tmp_path)
+
+
+def test_default_blur_removes_shapes_but_keeps_colour():
+    # Stripes 4 px wide on a 64 px image: the default blur (a tenth of the side) must
+    # flatten them, and the image's mean colour must stay.
+    image = np.zeros((64, 64, 3), np.float32)
+    image[:, ::8] = image[:, 1::8] = image[:, 2::8] = image[:, 3::8] = [200, 50, 10]
+    blurred = blur(image)
+    assert blurred.shape == image.shape
+    def stripes(picture):  # largest jump between neighbouring columns
+        return np.abs(np.diff(picture[..., 0], axis=1)).max()
+
+    assert stripes(image) == 200 and stripes(blurred) < 5
+    np.testing.assert_allclose(blurred.mean(axis=(0, 1)), image.mean(axis=(0, 1)), rtol=0.1)
+    # An explicit sigma is used as given: a small one keeps the stripes.
+    assert stripes(blur(image, sigma=0.5)) > 50
+
+
+def test_explain_check_cli_json_and_seed(tiny_run, color_folder, tmp_path, capsys):
+    from transferkit.cli import main
+
+    def check(seed: int) -> list[dict]:
+        assert main(["explain-check", str(tiny_run.path), "--data", str(color_folder),
+                     "--n", "2", "--method", "gradcam", "--seed", str(seed), "--json",
+                     "--out", str(tmp_path)]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    first, again, other = check(0), check(0), check(5)
+    assert [r["method"] for r in first] == ["gradcam"]
+    assert set(first[0]) == {"method", "deletion_auc", "insertion_auc", "random_deletion_auc",
+                             "random_insertion_auc", "randomization_spearman",
+                             "seconds_per_image"}
+    same = ("deletion_auc", "random_deletion_auc", "randomization_spearman")
+    assert [first[0][k] for k in same] == [again[0][k] for k in same]
+    # Another seed: other images and other random maps.
+    assert first[0]["random_deletion_auc"] != other[0]["random_deletion_auc"]

@@ -249,6 +249,8 @@ def _add_explain_check(sub) -> None:
     p.add_argument("--data", required=True, help="folder of images the model never saw")
     p.add_argument("--n", type=int, default=50, help="number of images")
     p.add_argument("--method", default="all", help="comma-separated methods, or all")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the image sample, random maps and randomized model")
     p.add_argument("--out", help="folder for explain_check.csv (default: the run directory)")
     p.add_argument("--json", action="store_true")
 
@@ -257,7 +259,8 @@ def _explain_check(args) -> int:
     from transferkit.explain.faithfulness import explain_check
 
     methods = None if args.method == "all" else [m.strip() for m in args.method.split(",")]
-    table = explain_check(args.run, args.data, n=args.n, methods=methods, out=args.out)
+    table = explain_check(args.run, args.data, n=args.n, methods=methods, seed=args.seed,
+                          out=args.out)
     if args.json:
         print(table.to_json(orient="records"))
     else:

@@ -13,7 +13,7 @@ builds several for one model, sharing their traced graphs.
 from transferkit.explain.base import Explainer, make_explainers
 from transferkit.explain.cam import GradCAM, GradCAMPlusPlus, ScoreCAM
 from transferkit.explain.faithfulness import (
-    deletion_insertion, explain_check, random_heatmaps, randomization_check,
+    blur, deletion_insertion, explain_check, random_heatmaps, randomization_check,
     randomize_model, rank_correlation)
 from transferkit.explain.gradients import IntegratedGradients, Saliency, SmoothGrad
 from transferkit.explain.overlay import overlay
@@ -24,6 +24,6 @@ METHODS: dict[str, type[Explainer]] = {cls.name: cls for cls in (
 
 __all__ = ["METHODS", "Explainer", "make_explainers", "GradCAM", "GradCAMPlusPlus",
            "ScoreCAM", "Saliency", "SmoothGrad", "IntegratedGradients", "overlay",
-           "deletion_insertion",
+           "blur", "deletion_insertion",
            "explain_check", "explain_files", "random_heatmaps", "randomization_check",
            "randomize_model", "rank_correlation"]

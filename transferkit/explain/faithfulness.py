@@ -6,6 +6,11 @@
   higher is better). Removed pixels are replaced by a blurred copy of the image rather
   than black, so the model sees fewer out-of-distribution edges. Compared with uniformly
   random heat maps scored the same way.
+  The blur must actually remove the evidence, or "deleted" pixels still carry it and
+  every map scores alike. Its standard deviation is a tenth of the image side: shapes
+  and texture are gone, only colour is left. On a flowers5 run (160 px) the top class's
+  mean probability falls from 0.73 on the photos to 0.31 on their blurred copies (chance
+  0.20); with a twentieth of the side it stays at 0.48. `explain_check` prints it.
 - Model randomization (Adebayo et al. 2018, "Sanity checks for saliency maps"):
   re-initialize the head and the top backbone blocks; a method that explains the
   model (not just the image's edges) must give different maps. Reported as the Spearman
@@ -31,6 +36,7 @@ from transferkit.explain.base import (
 CHECK_COLUMNS = ("method", "deletion_auc", "insertion_auc", "random_deletion_auc",
                  "random_insertion_auc", "randomization_spearman", "seconds_per_image")
 CHECK_FILE = "explain_check.csv"
+BLUR_FRACTION = 0.1  # blur standard deviation / image side (see the module docstring)
 
 
 def deletion_insertion(model: keras.Model, images: np.ndarray, heatmaps: np.ndarray,
@@ -54,7 +60,7 @@ def deletion_insertion(model: keras.Model, images: np.ndarray, heatmaps: np.ndar
             prediction on the unchanged image).
         steps: Number of deletion/insertion steps.
         blur_sigma: Gaussian blur standard deviation in pixels of the replacement image
-            (default: image side / 20, about 11 px at 224).
+            (default: `BLUR_FRACTION` of the image side, 22 px at 224).
         seed: Seed of the order among equally important pixels.
 
     Returns:
@@ -73,13 +79,12 @@ def deletion_insertion(model: keras.Model, images: np.ndarray, heatmaps: np.ndar
         raise ConfigError(f"steps must be at least 1, got {steps}")
     classes = _classes(model, x, class_indices)
     n, height, width = maps.shape
-    sigma = blur_sigma if blur_sigma is not None else max(height, width) / 20
     fractions = np.arange(steps + 1) / steps
     counts = np.rint(fractions * height * width).astype(np.int64)
     rng = np.random.default_rng(seed)
     deletion, insertion = np.zeros(n), np.zeros(n)
     for i in range(n):
-        blurred = ndimage.gaussian_filter(x[i], sigma=(sigma, sigma, 0), mode="reflect")
+        blurred = blur(x[i], blur_sigma)
         order = np.lexsort((rng.permutation(height * width), -maps[i].ravel()))
         rank = np.empty(height * width, np.int64)
         rank[order] = np.arange(height * width)
@@ -90,6 +95,21 @@ def deletion_insertion(model: keras.Model, images: np.ndarray, heatmaps: np.ndar
         deletion[i] = np.trapezoid(curve[:steps + 1], fractions)
         insertion[i] = np.trapezoid(curve[steps + 1:], fractions)
     return deletion, insertion
+
+
+def blur(image: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """The blurred copy that deletion puts in place of pixels (and insertion starts from).
+
+    Args:
+        image: `[H, W, 3]`.
+        sigma: Gaussian standard deviation in pixels; None: `BLUR_FRACTION` of the side.
+
+    Returns:
+        The blurred image, same shape.
+    """
+    if sigma is None:
+        sigma = BLUR_FRACTION * max(image.shape[:2])
+    return ndimage.gaussian_filter(image, sigma=(sigma, sigma, 0), mode="reflect")
 
 
 def random_heatmaps(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -222,7 +242,15 @@ def explain_check(run_dir, data_dir, n: int = 50, methods: Sequence[str] | None 
     classes = _classes(model, images, None)
     size = images.shape[1:3]
 
-    _progress(f"explain-check: {len(images)} images, random baseline")
+    def mean_probability(batch: np.ndarray) -> float:
+        probabilities = np.asarray(model.predict(batch, verbose=0))
+        return float(probabilities[np.arange(len(classes)), classes].mean())
+
+    blurred = np.stack([blur(image) for image in images])
+    _progress(f"explain-check: {len(images)} images; mean probability of the explained "
+              f"class {mean_probability(images):.2f}, of their blurred copies "
+              f"{mean_probability(blurred):.2f} (chance {1 / len(run.class_names):.2f})")
+    _progress("explain-check: random baseline")
     random_del, random_ins = deletion_insertion(
         model, images, random_heatmaps(len(images), *size, seed=seed), classes, seed=seed)
     randomized = randomize_model(model, seed=seed)
