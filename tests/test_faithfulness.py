@@ -231,6 +231,8 @@ def test_explain_check(tiny_run, color_folder, tmp_path, capsys):
         explain_check(tiny_run.path, color_folder, methods=["lime"], out=tmp_path)
     with pytest.raises(ConfigError, match="n must be"):
         explain_check(tiny_run.path, color_folder, n=0, out=tmp_path)
+    with pytest.raises(ConfigError, match="seed must be"):
+        explain_check(tiny_run.path, color_folder, seed=-1, out=tmp_path)
     strange = tmp_path / "strange"
     (strange / "purple").mkdir(parents=True)
     Image.new("RGB", (16, 16), (128, 0, 128)).save(strange / "purple" / "a.png")
@@ -245,6 +247,7 @@ def test_default_blur_removes_shapes_but_keeps_colour():
     image[:, ::8] = image[:, 1::8] = image[:, 2::8] = image[:, 3::8] = [200, 50, 10]
     blurred = blur(image)
     assert blurred.shape == image.shape
+
     def stripes(picture):  # largest jump between neighbouring columns
         return np.abs(np.diff(picture[..., 0], axis=1)).max()
 

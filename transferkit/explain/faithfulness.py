@@ -226,13 +226,15 @@ def explain_check(run_dir, data_dir, n: int = 50, methods: Sequence[str] | None 
     Raises:
         RunError: `run_dir` is not a finished run.
         DataError: No usable images, or classes the run does not know.
-        ConfigError: Unknown method, or n < 1.
+        ConfigError: Unknown method, n < 1 or a negative seed.
     """
     from transferkit.fileio import write_csv
 
     names = resolve_methods(methods)
     if n < 1:
         raise ConfigError(f"n must be at least 1, got {n}")
+    if seed < 0:
+        raise ConfigError(f"seed must be 0 or more, got {seed}")
     run = open_run(run_dir)
     _, ok = run.known_images(data_dir, progress=False)
     pick = np.sort(np.random.default_rng(seed).choice(len(ok), min(n, len(ok)),
