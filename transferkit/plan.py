@@ -81,8 +81,9 @@ def make_plan(train_counts: dict[str, int], config: TrainConfig, backbone: Backb
     Rule: fewer than 100 training images in the smallest class → feature extraction at the
     backbone's native size. Otherwise fine-tune the top quarter of the blocks (100-199
     images per class), half (200-399) or all of them (400+), at no more than the images'
-    own resolution (see `choose_image_size`). `config.strategy`, `config.unfreeze` and `config.image_size` override it.
-    The number of blocks is filled in by `with_blocks` once the model is built.
+    own resolution (see `choose_image_size`). `config.strategy`, `config.unfreeze` and
+    `config.image_size` override it. The number of blocks is filled in by `with_blocks`
+    once the model is built.
 
     Args:
         train_counts: Training images per class.
@@ -96,9 +97,9 @@ def make_plan(train_counts: dict[str, int], config: TrainConfig, backbone: Backb
     per_class = min(train_counts.values())
     fraction = fine_tune_fraction(per_class)
     if fraction:
+        steps = ", ".join(f"{f:.0%} from {least}" for least, f in reversed(FINE_TUNE_FRACTIONS))
         reason = (f"{per_class} training images in the smallest class: fine-tune "
-                  f"{fraction:.0%} of the backbone's blocks (a quarter from "
-                  f"{FEATURE_EXTRACT_BELOW} images per class, half from 200, all from 400)")
+                  f"{fraction:.0%} of the backbone's blocks ({steps} images per class)")
     else:
         reason = (f"{per_class} training images in the smallest class (< "
                   f"{FEATURE_EXTRACT_BELOW}): fine-tuning would overfit, so only the head "
@@ -116,7 +117,7 @@ def make_plan(train_counts: dict[str, int], config: TrainConfig, backbone: Backb
         size = config.image_size
         reason += f"; image size {size} (--image-size)"
     elif fine_tune and size < backbone.default_size:
-        reason += (f"; image size {size}: 1.25x the images' median side "
+        reason += (f"; image size {size}: {FINE_TUNE_UPSAMPLE:g}x the images' median side "
                    f"({median_side:.0f} px) instead of {backbone.default_size}, for "
                    f"{(backbone.default_size / size) ** 2:.1f}x the steps per second")
     else:
