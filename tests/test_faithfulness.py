@@ -16,7 +16,7 @@ from scipy import ndimage
 from transferkit.errors import ConfigError, DataError
 from transferkit.explain import (
     GradCAM, blur, deletion_insertion, explain_check, random_heatmaps, randomization_check,
-    randomize_model, rank_correlation)
+    randomize_model, rank_correlation, ratio_interval)
 from transferkit.model import backbone_blocks
 
 SIZE = 32
@@ -223,6 +223,9 @@ def test_explain_check(tiny_run, color_folder, tmp_path, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "explain_check.csv"), table)
     err = capsys.readouterr().err
     assert "gradcam (1/2)" in err and "saliency (2/2)" in err
+    # Each AUC against random, with its sampling interval.
+    assert re.search(r"gradcam: deletion [01]\.\d{3} \(\d+\.\d\dx random, 95% interval "
+                     r"\d+\.\d\d-\d+\.\d\d\), insertion", err)
     # How much evidence the blurred copies (the deletion substrate) still carry.
     assert re.search(r"explained class [01]\.\d\d, of their blurred copies [01]\.\d\d "
                      r"\(chance 0\.33\)", err)
@@ -238,6 +241,26 @@ def test_explain_check(tiny_run, color_folder, tmp_path, capsys):
     Image.new("RGB", (16, 16), (128, 0, 128)).save(strange / "purple" / "a.png")
     with pytest.raises(DataError, match="purple"):
         explain_check(tiny_run.path, strange, n=1, out=tmp_path)
+
+
+def test_ratio_interval_covers_the_true_ratio_and_narrows_with_more_images():
+    rng = np.random.default_rng(0)
+
+    def interval(n):  # a method whose AUCs are 1.3x the random maps', per image noisy
+        baseline = rng.uniform(0.3, 0.6, n)
+        return ratio_interval(1.3 * baseline + rng.normal(0, 0.1, n), baseline)
+
+    ratio, low, high = interval(50)
+    assert low < ratio < high and low < 1.3 < high
+    _, low_800, high_800 = interval(800)
+    assert high_800 - low_800 < (high - low) / 2  # about 1/sqrt(16) as wide
+    # Identical AUCs: exactly 1, no spread; the seed makes it reproducible.
+    same = rng.uniform(0.2, 0.8, 30)
+    assert ratio_interval(same, same) == (1.0, 1.0, 1.0)
+    values, baseline = rng.uniform(0, 1, (2, 40))
+    assert ratio_interval(values, baseline, seed=3) == ratio_interval(values, baseline, seed=3)
+    with pytest.raises(ConfigError, match="paired"):
+        ratio_interval(values, baseline[:10])
 
 
 def test_default_blur_removes_shapes_but_keeps_colour():

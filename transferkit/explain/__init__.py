@@ -14,7 +14,7 @@ from transferkit.explain.base import Explainer, make_explainers
 from transferkit.explain.cam import GradCAM, GradCAMPlusPlus, ScoreCAM
 from transferkit.explain.faithfulness import (
     blur, deletion_insertion, explain_check, random_heatmaps, randomization_check,
-    randomize_model, rank_correlation)
+    randomize_model, rank_correlation, ratio_interval)
 from transferkit.explain.gradients import IntegratedGradients, Saliency, SmoothGrad
 from transferkit.explain.overlay import overlay
 from transferkit.explain.report import explain_files
@@ -26,4 +26,4 @@ __all__ = ["METHODS", "Explainer", "make_explainers", "GradCAM", "GradCAMPlusPlu
            "ScoreCAM", "Saliency", "SmoothGrad", "IntegratedGradients", "overlay",
            "blur", "deletion_insertion",
            "explain_check", "explain_files", "random_heatmaps", "randomization_check",
-           "randomize_model", "rank_correlation"]
+           "randomize_model", "rank_correlation", "ratio_interval"]
