@@ -197,6 +197,23 @@ def test_predict_on_non_images_names_each_bad_file(capsys, tiny_run, color_folde
     assert out.startswith(f"{good}: red ")
 
 
+def test_explain_methods_repeated_or_comma_separated(capsys, tiny_run, color_folder, tmp_path):
+    image = sorted((color_folder / "red").glob("*.png"))[0]
+    code, out, _ = cli(capsys, "explain", tiny_run.path, image, "--method", "gradcam,saliency",
+                       "--method", "smoothgrad", "--out", tmp_path / "maps", "--json")
+    assert code == 0
+    records = json.loads(out)
+    assert [r["method"] for r in records] == ["gradcam", "saliency", "smoothgrad"]
+    assert all(Path(r["overlay"]).is_file() and Path(r["heatmap"]).is_file() for r in records)
+    # Without --method: Grad-CAM alone; human-readable lines.
+    code, out, _ = cli(capsys, "explain", tiny_run.path, image, "--out", tmp_path / "maps")
+    assert code == 0 and out.count("\n") == 1 and ": gradcam: red " in out
+    code, _, err = cli(capsys, "explain", tiny_run.path, image, "--method", "lime",
+                       "--out", tmp_path / "maps")
+    assert code != 0
+    assert_one_error_line(err, "unknown explanation method 'lime'")
+
+
 def test_predict_with_a_missing_run(capsys, color_folder, tmp_path):
     image = sorted((color_folder / "red").glob("*.png"))[0]
     code, out, err = cli(capsys, "predict", tmp_path / "no_run", image)

@@ -298,3 +298,9 @@ def test_explain_check_cli_json_and_seed(tiny_run, color_folder, tmp_path, capsy
     assert [first[0][k] for k in same] == [again[0][k] for k in same]
     # Another seed: other images and other random maps.
     assert first[0]["random_deletion_auc"] != other[0]["random_deletion_auc"]
+    # --method repeated and comma-separated: every method named, once, in order.
+    assert main(["explain-check", str(tiny_run.path), "--data", str(color_folder), "--n", "1",
+                 "--method", "saliency,gradcam", "--method", "saliency", "--json",
+                 "--out", str(tmp_path)]) == 0
+    assert [r["method"] for r in json.loads(capsys.readouterr().out)] == ["saliency",
+                                                                          "gradcam"]

@@ -220,9 +220,9 @@ def _add_explain(sub) -> None:
     p = sub.add_parser("explain", help="heat maps: which pixels drove a prediction")
     p.add_argument("run", help="run directory")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--method", default="gradcam",
-                   help="gradcam, gradcam++, scorecam, saliency, smoothgrad, "
-                        "integrated-gradients, or all")
+    p.add_argument("--method", action="append",
+                   help="gradcam (default), gradcam++, scorecam, saliency, smoothgrad, "
+                        "integrated-gradients, or all; comma-separated or repeated")
     p.add_argument("--class", dest="class_name", help="class to explain (default: top)")
     p.add_argument("--out", default="explain", help="output folder (default ./explain)")
     p.add_argument("--json", action="store_true")
@@ -231,8 +231,7 @@ def _add_explain(sub) -> None:
 def _explain(args) -> int:
     from transferkit.explain.report import explain_files
 
-    methods = [m.strip() for m in args.method.split(",")]
-    records = explain_files(args.run, args.images, methods=methods,
+    records = explain_files(args.run, args.images, methods=_methods(args.method, "gradcam"),
                             class_name=args.class_name, out_dir=args.out)
     if args.json:
         print(json.dumps(records, indent=2))
@@ -243,12 +242,19 @@ def _explain(args) -> int:
     return 0
 
 
+def _methods(values: list[str] | None, default: str) -> list[str]:
+    """`--method` values, repeated and/or comma-separated, as one list of names."""
+    return [m.strip() for value in (values or [default]) for m in value.split(",")
+            if m.strip()]
+
+
 def _add_explain_check(sub) -> None:
     p = sub.add_parser("explain-check", help="are the heat maps faithful to the model?")
     p.add_argument("run", help="run directory")
     p.add_argument("--data", required=True, help="folder of images the model never saw")
     p.add_argument("--n", type=int, default=50, help="number of images")
-    p.add_argument("--method", default="all", help="comma-separated methods, or all")
+    p.add_argument("--method", action="append",
+                   help="methods, comma-separated or repeated; default all")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the image sample, random maps and randomized model")
     p.add_argument("--out", help="folder for explain_check.csv (default: the run directory)")
@@ -258,9 +264,8 @@ def _add_explain_check(sub) -> None:
 def _explain_check(args) -> int:
     from transferkit.explain.faithfulness import explain_check
 
-    methods = None if args.method == "all" else [m.strip() for m in args.method.split(",")]
-    table = explain_check(args.run, args.data, n=args.n, methods=methods, seed=args.seed,
-                          out=args.out)
+    table = explain_check(args.run, args.data, n=args.n, methods=_methods(args.method, "all"),
+                          seed=args.seed, out=args.out)
     if args.json:
         print(table.to_json(orient="records"))
     else:
