@@ -119,6 +119,19 @@ def test_deletion_insertion_defaults_and_errors(bright_corner):
     default = deletion_insertion(model, bright_corner[None], maps)
     explicit = deletion_insertion(model, bright_corner[None], maps, [0])
     np.testing.assert_allclose(default, explicit)
+    # Blurred copies computed once and passed in (explain_check): the same scores.
+    given = deletion_insertion(model, bright_corner[None], maps,
+                               blurred=blur(bright_corner)[None])
+    np.testing.assert_allclose(given, default)
+    # ... while other replacement images give other scores.
+    black = deletion_insertion(model, bright_corner[None], maps,
+                               blurred=np.zeros_like(bright_corner)[None])
+    assert not np.allclose(black, default)
+    with pytest.raises(ConfigError, match="not both"):
+        deletion_insertion(model, bright_corner[None], maps, blur_sigma=2.0,
+                           blurred=bright_corner[None])
+    with pytest.raises(ConfigError, match="blurred images have shape"):
+        deletion_insertion(model, bright_corner[None], maps, blurred=bright_corner)
     with pytest.raises(ConfigError, match="heatmaps have shape"):
         deletion_insertion(model, bright_corner[None], maps[:, :8], [0])
     with pytest.raises(ConfigError, match="class indices"):

@@ -41,8 +41,8 @@ BLUR_FRACTION = 0.1  # blur standard deviation / image side (see the module docs
 
 def deletion_insertion(model: keras.Model, images: np.ndarray, heatmaps: np.ndarray,
                        class_indices: Sequence[int] | None = None, steps: int = 20,
-                       blur_sigma: float | None = None, seed: int = 0
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       blur_sigma: float | None = None, seed: int = 0,
+                       blurred: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Deletion and insertion AUCs of heat maps.
 
     At step k of `steps`, the top k/steps of the pixels (ranked by the heat map; ties in
@@ -62,15 +62,26 @@ def deletion_insertion(model: keras.Model, images: np.ndarray, heatmaps: np.ndar
         blur_sigma: Gaussian blur standard deviation in pixels of the replacement image
             (default: `BLUR_FRACTION` of the image side, 22 px at 224).
         seed: Seed of the order among equally important pixels.
+        blurred: The replacement images `[N, H, W, 3]`, when they are already at hand
+            (several methods scored on the same images); default: `blur` of each image
+            with `blur_sigma`.
 
     Returns:
         `(deletion_auc, insertion_auc)`, float arrays `[N]` in [0, 1].
 
     Raises:
         ImageError: `images` is not a batch of RGB images.
-        ConfigError: `heatmaps` does not match `images`, `steps` < 1, or a bad class.
+        ConfigError: `heatmaps` or `blurred` does not match `images`, both `blurred`
+            and `blur_sigma` are given, `steps` < 1, or a bad class.
     """
     x = check_images(images, tuple(model.input_shape[1:3]))
+    if blurred is None:
+        blurred = np.stack([blur(image, blur_sigma) for image in x]) if len(x) else x
+    elif blur_sigma is not None:
+        raise ConfigError("give blurred images or blur_sigma, not both")
+    elif np.shape(blurred) != x.shape:
+        raise ConfigError(f"blurred images have shape {np.shape(blurred)}; expected "
+                          f"{x.shape}, one per image")
     maps = np.asarray(heatmaps, np.float32)
     if maps.shape != x.shape[:3]:
         raise ConfigError(f"heatmaps have shape {maps.shape}; expected {x.shape[:3]} (one "
@@ -84,13 +95,12 @@ def deletion_insertion(model: keras.Model, images: np.ndarray, heatmaps: np.ndar
     rng = np.random.default_rng(seed)
     deletion, insertion = np.zeros(n), np.zeros(n)
     for i in range(n):
-        blurred = blur(x[i], blur_sigma)
         order = np.lexsort((rng.permutation(height * width), -maps[i].ravel()))
         rank = np.empty(height * width, np.int64)
         rank[order] = np.arange(height * width)
         changed = (rank[None, :] < counts[:, None]).reshape(steps + 1, height, width, 1)
-        batch = np.concatenate([np.where(changed, blurred, x[i]),    # deletion
-                                np.where(changed, x[i], blurred)])   # insertion
+        batch = np.concatenate([np.where(changed, blurred[i], x[i]),    # deletion
+                                np.where(changed, x[i], blurred[i])])   # insertion
         curve = np.asarray(model.predict_on_batch(batch.astype(np.float32)))[:, classes[i]]
         deletion[i] = np.trapezoid(curve[:steps + 1], fractions)
         insertion[i] = np.trapezoid(curve[steps + 1:], fractions)
@@ -272,16 +282,20 @@ def explain_check(run_dir, data_dir, n: int = 50, methods: Sequence[str] | None 
     model = run.model
     probabilities = np.asarray(model.predict(images, verbose=0))
     classes = probabilities.argmax(axis=-1)  # each image's top prediction is explained
-    blurred = np.asarray(model.predict(np.stack([blur(image) for image in images]),
-                                       verbose=0))
-    rows = np.arange(len(classes))
-    size = images.shape[1:3]
+    blurred = np.stack([blur(image) for image in images])  # shared by every method
+    blurred_probabilities = np.asarray(model.predict(blurred, verbose=0))
+    every = np.arange(len(classes))
     _progress(f"explain-check: {len(images)} images; mean probability of the explained "
-              f"class {probabilities[rows, classes].mean():.2f}, of their blurred copies "
-              f"{blurred[rows, classes].mean():.2f} (chance {1 / len(run.class_names):.2f})")
+              f"class {probabilities[every, classes].mean():.2f}, of their blurred copies "
+              f"{blurred_probabilities[every, classes].mean():.2f} "
+              f"(chance {1 / len(run.class_names):.2f})")
+
+    def scores(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return deletion_insertion(model, images, maps, classes, seed=seed, blurred=blurred)
+
     _progress("explain-check: random baseline")
-    random_del, random_ins = deletion_insertion(
-        model, images, random_heatmaps(len(images), *size, seed=seed), classes, seed=seed)
+    random_del, random_ins = scores(random_heatmaps(len(images), *images.shape[1:3],
+                                                    seed=seed))
     randomized = randomize_model(model, seed=seed)
     explainers = make_explainers(model, names)
     randomized_explainers = make_explainers(randomized, names)
@@ -292,7 +306,7 @@ def explain_check(run_dir, data_dir, n: int = 50, methods: Sequence[str] | None 
         start = time.perf_counter()
         maps = explainer(images, classes)
         seconds = (time.perf_counter() - start) / len(images)
-        deletion, insertion = deletion_insertion(model, images, maps, classes, seed=seed)
+        deletion, insertion = scores(maps)
         spearman = rank_correlation(maps, randomized_explainers[name](images, classes))
         rows.append((name, deletion.mean(), insertion.mean(), random_del.mean(),
                      random_ins.mean(), spearman.mean(), seconds))
