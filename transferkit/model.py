@@ -91,6 +91,18 @@ def build_classifier(backbone: Backbone, num_classes: int, image_size: int,
     return keras.Model(inputs, outputs, name=f"transferkit_{backbone.name}")
 
 
+def is_transferkit_classifier(model: keras.Model) -> bool:
+    """Whether `model` is a classifier built by `build_classifier` (or loaded from one).
+
+    Such a model has the named layers the rest of transferkit relies on (see the module
+    docstring), and its pooling layer's input is a 4-D feature map.
+    """
+    names = {layer.name for layer in model.layers}
+    if not ({"preprocess", *HEAD_LAYERS} <= names):
+        return False
+    return len(model.get_layer("head_pool").input.shape) == 4
+
+
 def feature_layer_name(model: keras.Model) -> str:
     """Name of the layer producing the last convolutional feature map (head_pool's input)."""
     tensor = model.get_layer("head_pool").input

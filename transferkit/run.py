@@ -1,17 +1,8 @@
 """The run directory: the contract between training and everything that reads its result.
 
-    config.json          every option, defaults filled in
-    labels.json          class names, in output order
-    plan.json            freeze or fine-tune, and why
-    audit.csv            every file seen: path, class, status, reason
-    splits.csv           path, class, split (train / val / test)
-    history.csv          both training phases, one row per epoch
-    metrics.json         test accuracy, macro-F1, counts, timings
-    per_class.csv, confusion_matrix.{csv,png}, top_losses.csv
-    model.keras          the trained classifier (raw 0-255 RGB in, probabilities out)
-    run.json             {"state": "running" | "complete"}: written first and last
-
-`load_run` gives a `Run`, the Python face of a finished run directory.
+Its files are named in `transferkit.layout`. `load_run` gives a `Run`, the Python face of
+a finished run directory and its one reader: the demo, the exporter, the explainers and
+the command line read the run's files, data and split images through it.
 """
 
 from __future__ import annotations
@@ -22,14 +13,14 @@ from typing import Any, Sequence
 
 import keras
 import numpy as np
+import pandas as pd
 
+from transferkit import layout
 from transferkit.config import TrainConfig
-from transferkit.errors import DataError, ImageError, RunError
+from transferkit.data.splits import SPLITS
+from transferkit.errors import DataError, RunError
 from transferkit.fileio import read_json, readable_error, write_json
-
-STATE_FILE = "run.json"
-MODEL_FILE = "model.keras"
-
+from transferkit.inference import DEFAULT_BATCH, in_batches, top_k
 
 def load_model(path: str | Path) -> keras.Model:
     """Loads a `.keras` file with `safe_mode=True` (no arbitrary code from the file).
@@ -57,7 +48,7 @@ def load_model(path: str | Path) -> keras.Model:
 def run_state(run_dir: Path) -> str | None:
     """`"complete"`, `"running"` (unfinished or killed) or None (not a run directory)."""
     try:
-        return read_json(run_dir / STATE_FILE).get("state")
+        return read_json(run_dir / layout.STATE_FILE).get("state")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -95,10 +86,10 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool
                        "choose another --out folder") from e
     # run.json is written before config.json, so a run marked "running" without a
     # config.json was stopped before doing any work: it starts again from scratch.
-    resuming = state == "running" and (run_dir / "config.json").exists()
+    resuming = state == "running" and (run_dir / layout.CONFIG_FILE).exists()
     if resuming:
         try:
-            previous = TrainConfig.from_dict(read_json(run_dir / "config.json"))
+            previous = TrainConfig.from_dict(read_json(run_dir / layout.CONFIG_FILE))
         except (OSError, ValueError, TypeError, AttributeError) as e:
             raise RunError(f"{run_dir} holds an unfinished run whose config.json cannot be "
                            "read; pass --overwrite to start again") from e
@@ -114,14 +105,14 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise readable_error(e, run_dir) from e
-    write_json(run_dir / STATE_FILE, {"state": "running"})
-    write_json(run_dir / "config.json", config.to_dict())
+    write_json(run_dir / layout.STATE_FILE, {"state": "running"})
+    write_json(run_dir / layout.CONFIG_FILE, config.to_dict())
     return resuming
 
 
 def mark_complete(run_dir: Path) -> None:
     """Marks the run finished; done last, after every other file is written."""
-    write_json(run_dir / STATE_FILE, {"state": "complete"})
+    write_json(run_dir / layout.STATE_FILE, {"state": "complete"})
 
 
 def _comparable(config: TrainConfig) -> dict[str, Any]:
@@ -135,7 +126,8 @@ class Run:
     """A trained classifier and what it knows about itself.
 
     Attributes:
-        path: The run directory.
+        path: The run directory (or an export folder holding `model.keras` and
+            `config.json`, which has no split or metrics files).
         model: The Keras classifier (raw 0-255 RGB `[N, S, S, 3]` → probabilities).
         class_names: Output class names.
         config: The training options.
@@ -143,48 +135,143 @@ class Run:
 
     def __init__(self, path: Path, model: keras.Model, class_names: list[str],
                  config: TrainConfig):
-        self.path = path
+        self.path = Path(path)
         self.model = model
-        self.class_names = class_names
+        self.class_names = list(class_names)
         self.config = config
 
     @property
     def image_size(self) -> int:
         return int(self.config.image_size)
 
+    # The data: where the images are, and which ones each split holds.
+
+    @property
+    def data_folder(self) -> Path:
+        """The folder the run was trained from (for `tfds:NAME`, its class folder)."""
+        from transferkit.data.tfds import data_folder
+
+        return data_folder(self.config.data, prepare=False)
+
+    @property
+    def splits(self) -> pd.DataFrame:
+        """`splits.csv`: `path` (relative to `data_folder`), `class`, `split`.
+
+        Raises:
+            RunError: The run has no readable `splits.csv`.
+        """
+        table = self._table(layout.SPLITS_FILE)
+        if table is None or not {"path", "class", "split"} <= set(table.columns):
+            raise RunError(f"{self.path} has no readable {layout.SPLITS_FILE}; it is not "
+                           "a run directory written by transferkit.train")
+        return table
+
+    def split_paths(self, split: str) -> list[Path]:
+        """The images of one split (`train`, `val` or `test`), in `splits.csv` order.
+
+        The paths are where the images were at training time; they may have moved.
+
+        Raises:
+            RunError: No `splits.csv`, or an unknown split name.
+        """
+        if split not in SPLITS:
+            raise RunError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        splits = self.splits
+        root = self.data_folder
+        return [root / p for p in splits.loc[splits["split"] == split, "path"]]
+
+    def test_samples(self, n: int) -> list[Path]:
+        """Up to `n` test-split images that are still on disk, taking the classes in turn.
+
+        Raises:
+            RunError: No `splits.csv`, or none of the test images is found.
+        """
+        splits = self.splits
+        test = splits[splits["split"] == "test"].sort_values("path", kind="stable")
+        # Round-robin over classes so a few samples still show every class.
+        order = test.assign(rank=test.groupby("class").cumcount()).sort_values(
+            ["rank", "class"], kind="stable")
+        root = self.data_folder
+        files = [root / p for p in order["path"] if (root / p).is_file()][:n]
+        if not files and n > 0:
+            raise RunError(f"the run's test images are not under {root} any more")
+        return files
+
+    # The run's other files; None when absent (an export's Keras model has none).
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """`metrics.json`: test accuracy, macro-F1, counts, timings."""
+        return self._json(layout.METRICS_FILE)
+
+    @property
+    def plan(self) -> dict[str, Any] | None:
+        """`plan.json`: strategy, blocks fine-tuned, image size, and why."""
+        return self._json(layout.PLAN_FILE)
+
+    @property
+    def history(self) -> pd.DataFrame | None:
+        """`history.csv`: one row per epoch of both phases."""
+        return self._table(layout.HISTORY_FILE)
+
+    @property
+    def per_class(self) -> pd.DataFrame | None:
+        """`per_class.csv`: precision, recall, F1 and support of each class."""
+        return self._table(layout.PER_CLASS_FILE)
+
+    @property
+    def top_losses(self) -> pd.DataFrame | None:
+        """`top_losses.csv`: the most confidently wrong test images."""
+        return self._table(layout.TOP_LOSSES_FILE)
+
+    @property
+    def confusion_matrix_image(self) -> Path | None:
+        """`confusion_matrix.png`, if the run has one."""
+        path = self.path / layout.CONFUSION_PNG
+        return path if path.is_file() else None
+
+    def _json(self, name: str) -> dict[str, Any] | None:
+        try:
+            value = read_json(self.path / name)
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def _table(self, name: str) -> pd.DataFrame | None:
+        try:
+            return pd.read_csv(self.path / name, keep_default_na=False)
+        except (OSError, ValueError):
+            return None
+
+    # The model.
+
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
-        """Loads and resizes images (paths, bytes or HxWx3 arrays) to a float32 batch."""
-        from transferkit.data.images import load_image
+        """Loads and resizes images (paths, bytes or HxWx3 arrays) to a float32 batch.
+
+        Raises:
+            ImageError: An image cannot be decoded, or an array is not 0-255 RGB.
+        """
+        from transferkit.data.images import as_rgb, load_image
         from transferkit.data.pipeline import resize
 
-        batch = []
-        for image in images:
-            if isinstance(image, np.ndarray):
-                array = _as_rgb(image)
-            else:
-                array = load_image(image)
-            batch.append(resize(array, self.image_size).numpy())
-        return np.stack(batch) if batch else np.zeros((0, self.image_size,
-                                                       self.image_size, 3), np.float32)
+        size = self.image_size
+        batch = [resize(as_rgb(image) if isinstance(image, np.ndarray) else
+                        load_image(image), size).numpy() for image in images]
+        return np.stack(batch) if batch else np.zeros((0, size, size, 3), np.float32)
 
-    def predict(self, images: Sequence[Any], batch_size: int = 32) -> np.ndarray:
+    def predict(self, images: Sequence[Any], batch_size: int = DEFAULT_BATCH
+                ) -> np.ndarray:
         """Class probabilities `[N, C]` for images given as paths, bytes or arrays.
 
         Raises:
             ImageError: An image cannot be decoded (the message names it).
         """
-        out = []
-        for start in range(0, len(images), batch_size):
-            batch = self.preprocess(images[start:start + batch_size])
-            out.append(np.asarray(self.model.predict_on_batch(batch)))
-        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)))
+        return in_batches(lambda part: self.model.predict_on_batch(self.preprocess(part)),
+                          list(images), batch_size, len(self.class_names))
 
     def top_k(self, probabilities: np.ndarray, k: int = 3) -> list[list[dict]]:
         """The k most probable labels of each row: `[{"label", "probability"}, ...]`."""
-        k = min(k, len(self.class_names))
-        order = np.argsort(-probabilities, axis=1)[:, :k]
-        return [[{"label": self.class_names[j], "probability": float(p[j])} for j in row]
-                for p, row in zip(probabilities, order)]
+        return top_k(probabilities, self.class_names, k)
 
     def known_images(self, data_dir: str | Path, progress: bool | None = None):
         """Audits a labelled folder whose classes must be a subset of the run's.
@@ -208,7 +295,7 @@ class Run:
             raise DataError(f"{data_dir} has no usable images")
         return index, ok
 
-    def evaluate(self, data_dir: str | Path, batch_size: int = 32) -> dict:
+    def evaluate(self, data_dir: str | Path, batch_size: int = DEFAULT_BATCH) -> dict:
         """Accuracy and macro-F1 on a folder whose classes are a subset of the run's.
 
         Returns:
@@ -226,41 +313,6 @@ class Run:
         metrics = classification_metrics(y_true, probabilities, self.class_names)
         metrics["n_skipped"] = int((index["status"] != "ok").sum())
         return metrics
-
-
-def _as_rgb(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-        raise ImageError(f"expected an HxWx3 RGB array, got shape {image.shape}")
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    return image[..., :3]
-
-
-def test_samples(run_dir: str | Path, n: int) -> list[Path]:
-    """Up to `n` test-split images of a run, spread over the classes (for demos).
-
-    Raises:
-        RunError: Not a run directory, or its data folder has moved.
-    """
-    import pandas as pd
-
-    from transferkit.data.tfds import data_folder
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "splits.csv").is_file():
-        raise RunError(f"--samples needs a run directory with splits.csv; {run_dir} has none")
-    config = TrainConfig.from_dict(read_json(run_dir / "config.json"))
-    root = data_folder(config.data, prepare=False)
-    test = pd.read_csv(run_dir / "splits.csv", keep_default_na=False)
-    test = test[test["split"] == "test"]
-    # Round-robin over classes so a few samples still show every class.
-    order = test.assign(rank=test.groupby("class").cumcount()).sort_values(["rank", "class"])
-    files = [root / p for p in order["path"] if (root / p).is_file()][:n]
-    if not files:
-        raise RunError(f"the run's test images are not under {root} any more")
-    return files
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -283,6 +335,6 @@ def load_run(run_dir: str | Path) -> Run:
         what = "unfinished (run the same train command again to resume it)" \
             if state == "running" else "not a transferkit run directory"
         raise RunError(f"{run_dir} is {what}")
-    config = TrainConfig.from_dict(read_json(run_dir / "config.json"))
-    class_names = read_json(run_dir / "labels.json")
-    return Run(run_dir, load_model(run_dir / MODEL_FILE), class_names, config)
+    config = TrainConfig.from_dict(read_json(run_dir / layout.CONFIG_FILE))
+    class_names = read_json(run_dir / layout.LABELS_FILE)
+    return Run(run_dir, load_model(run_dir / layout.MODEL_FILE), class_names, config)

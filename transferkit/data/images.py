@@ -113,22 +113,61 @@ def load_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS
     return array
 
 
-def image_size(source: str | os.PathLike | bytes) -> tuple[int, int]:
-    """Reads an image's dimensions from its header, without decoding pixels.
+def as_rgb(image: object) -> np.ndarray:
+    """An RGB array given by a caller, checked: the one rule for pixels not from a file.
 
-    The size is as stored: EXIF orientation may swap width and height on display.
+    Rule: uint8, or another integer or float type with values in 0-255. A float array
+    whose values all lie in [0, 1] (and are not all 0) was scaled and is refused: read
+    as 0-255 it would be an almost black image, and the model would answer nonsense.
 
     Args:
-        source: A file path, or the file's bytes.
+        image: `[H, W, 3]`, `[H, W, 4]` (alpha dropped), `[H, W, 1]` or `[H, W]` (gray).
 
     Returns:
-        `(width, height)` in pixels.
+        `[H, W, 3]`, C-contiguous: uint8 stays uint8, anything else becomes float32.
 
     Raises:
-        ImageError: The file cannot be read or is not a supported image.
+        ImageError: Not an image array, or its values are not 0-255 pixels.
     """
-    with _open(source) as im:
-        return im.size
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or 0 in array.shape:
+        raise ImageError(f"expected an HxWx3 RGB array, got shape {array.shape}")
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return check_pixels(array[..., :3])
+
+
+def check_pixels(array: np.ndarray) -> np.ndarray:
+    """Checks that an array (one image or a batch) holds 0-255 pixel values.
+
+    Args:
+        array: Any shape; the last axis is the channels.
+
+    Returns:
+        The array, C-contiguous: uint8 as it is, any other numeric type as float32.
+
+    Raises:
+        ImageError: Not numeric, not finite, outside 0-255, or floats scaled to [0, 1].
+    """
+    array = np.asarray(array)
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind not in "uif" or array.dtype == np.bool_:
+        raise ImageError(f"expected pixel values (uint8, or numbers in 0-255), got dtype "
+                         f"{array.dtype}")
+    if array.size == 0:
+        return np.ascontiguousarray(array, np.float32)
+    if not np.isfinite(array).all():
+        raise ImageError("the image contains NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise ImageError(f"pixel values must lie in 0-255, got {low:g} to {high:g}")
+    if array.dtype.kind == "f" and 0 < high <= 1:
+        raise ImageError(f"the pixel values all lie in [0, 1] (max {high:g}): the image "
+                         "was scaled; pass 0-255 values (multiply by 255) or uint8")
+    return np.ascontiguousarray(array, np.float32)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,49 @@
+"""File names of the run directory and of an export folder: the one place they are spelled.
+
+Training writes these files, `transferkit.run.Run` reads the run directory, the exporter
+writes the export folder and `transferkit.predictor` reads it. Nobody else names a file.
+
+    RUN_DIR/
+      run.json             {"state": "running" | "complete"}: written first and last
+      config.json          every option, defaults filled in
+      labels.json          class names, in output order
+      plan.json            freeze or fine-tune, and why
+      audit.csv            every file seen: path, class, status, reason
+      splits.csv           path, class, split (train / val / test)
+      history.csv          both training phases, one row per epoch
+      metrics.json         test accuracy, macro-F1, counts, timings
+      per_class.csv, confusion_matrix.csv, confusion_matrix.png, top_losses.csv
+      model.keras          the trained classifier (raw 0-255 RGB in, probabilities out)
+      features/            the feature store (`transferkit.features`)
+      checkpoints/         training's resumable state; removed when the run completes
+      export/              the default export folder
+
+    EXPORT/
+      saved_model/         TensorFlow SavedModel (assets/labels.txt, assets/config.json)
+      model.tflite, model.keras, labels.txt, config.json, parity.json
+"""
+
+# The run directory.
+STATE_FILE = "run.json"
+CONFIG_FILE = "config.json"
+LABELS_FILE = "labels.json"
+PLAN_FILE = "plan.json"
+AUDIT_FILE = "audit.csv"
+SPLITS_FILE = "splits.csv"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+PER_CLASS_FILE = "per_class.csv"
+CONFUSION_CSV = "confusion_matrix.csv"
+CONFUSION_PNG = "confusion_matrix.png"
+TOP_LOSSES_FILE = "top_losses.csv"
+MODEL_FILE = "model.keras"
+FEATURES_DIR = "features"
+CHECKPOINTS_DIR = "checkpoints"
+EXPORT_DIR = "export"
+
+# An export folder (CONFIG_FILE and MODEL_FILE as in the run directory).
+SAVED_MODEL_DIR = "saved_model"
+SAVED_MODEL_PB = "saved_model.pb"
+TFLITE_FILE = "model.tflite"
+LABELS_TXT = "labels.txt"
+PARITY_FILE = "parity.json"
