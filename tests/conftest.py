@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 
 import pytest
 
 from transferkit.testing import flowers_dir, make_color_folder, use_local_weights
 
 KERAS_HOME = use_local_weights()
+# TFDS datasets prepared by the tests, and their class folders, stay out of ~/.
+SCRATCH = tempfile.mkdtemp(prefix="transferkit-tests-")
+os.environ["TFDS_DATA_DIR"] = os.path.join(SCRATCH, "tensorflow_datasets")
+os.environ["TRANSFERKIT_CACHE"] = os.path.join(SCRATCH, "cache")
 
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(KERAS_HOME, ignore_errors=True)
+    shutil.rmtree(SCRATCH, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +44,19 @@ def tiny_run(tmp_path_factory, color_folder):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     return transferkit.train(color_folder, out, backbone="mobilenet_v2_0.35", image_size=96,
                              strategy="feature-extract", augment_copies=1, quiet=True)
+
+
+TFDS_NAME = "transferkit_test_colors"
+
+
+@pytest.fixture(scope="session")
+def tfds_run(tmp_path_factory, color_folder):
+    """A finished run trained from `tfds:NAME`: a real TFDS builder, prepared locally."""
+    import transferkit
+    from transferkit.testing import register_tfds_folder
+
+    register_tfds_folder(TFDS_NAME, color_folder)
+    out = tmp_path_factory.mktemp("runs") / "tfds"
+    return transferkit.train(f"tfds:{TFDS_NAME}", out, backbone="mobilenet_v2_0.35",
+                             image_size=96, strategy="feature-extract", augment_copies=0,
+                             quiet=True)

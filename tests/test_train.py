@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import transferkit
-from transferkit.errors import RunError
+from transferkit.errors import DataError, RunError
 from transferkit.testing import make_color_folder
 
 RUN_FILES = ["config.json", "labels.json", "plan.json", "audit.csv", "splits.csv",
@@ -79,17 +79,26 @@ def test_fine_tune_phase_and_history(tmp_path):
     assert plan["unfreeze_blocks"] == 1 and plan["overridden"]
 
 
-def test_tfds_source_is_treated_like_a_folder(tmp_path, monkeypatch):
-    import tensorflow_datasets as tfds
+def test_tfds_source_is_prepared_by_tfds_and_treated_like_a_folder(tfds_run, color_folder):
+    """A real TFDS builder (train and test splits), prepared from local files."""
+    audit = pd.read_csv(tfds_run.path / "audit.csv")
+    assert len(audit) == len(list(color_folder.glob("*/*.png")))
+    assert set(audit["status"]) == {"ok"}
+    assert tfds_run.class_names == sorted(p.name for p in color_folder.iterdir())
+    # Both TFDS splits were written, as the original encoded files.
+    assert {p.split("_")[0] for p in audit["path"].str.split("/").str[-1]} == \
+        {"train", "test"}
+    assert tfds_run.data_folder.name == "transferkit_test_colors"
+    test_images = tfds_run.split_paths("test")
+    assert test_images and all(p.is_file() and p.parent.parent == tfds_run.data_folder
+                               for p in test_images)
+    original = color_folder / test_images[0].parent.name
+    assert any(f.read_bytes() == test_images[0].read_bytes() for f in original.iterdir())
 
-    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
-    with tfds.testing.mock_data(num_examples=40):
-        run = transferkit.train("tfds:tf_flowers", tmp_path / "run", image_size=64,
-                                min_per_class=1, head_epochs=2, augment_copies=0, quiet=True)
-    audit = pd.read_csv(run.path / "audit.csv")
-    assert len(audit) == 40 and set(audit["status"]) == {"ok"}
-    assert set(run.class_names) <= {"dandelion", "daisy", "tulips", "sunflowers", "roses"}
-    assert (run.path / "splits.csv").is_file()
+
+def test_unknown_tfds_name_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match="cannot get TFDS dataset 'no_such_dataset_xyz'"):
+        transferkit.train("tfds:no_such_dataset_xyz", tmp_path / "run", quiet=True)
 
 
 def test_real_photos_beat_random_weights(flowers, tmp_path):

@@ -73,3 +73,42 @@ def make_color_folder(root: str | Path, classes: dict[str, tuple[int, int, int]]
             image[y:y + size // 3, x:x + size // 3] = rng.integers(0, 255, 3)
             Image.fromarray(image.astype(np.uint8)).save(root / name / f"{name}_{i:03d}.png")
     return root
+
+
+def register_tfds_folder(name: str, folder: str | Path) -> None:
+    """Registers a real TFDS dataset builder `name` whose examples are a class folder.
+
+    The builder is a `tfds.core.GeneratorBasedBuilder` like any in the TFDS catalogue,
+    with `train` and `test` splits; `download_and_prepare` reads the local files (no
+    download), so `tfds:NAME` goes through tensorflow-datasets' own preparation code.
+
+    Args:
+        name: The dataset name (snake_case), not yet registered in this process.
+        folder: One subfolder per class of PNG or JPEG files.
+    """
+    import tensorflow_datasets as tfds
+
+    folder = Path(folder)
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, description="Local test images.",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(),
+                "label": tfds.features.ClassLabel(names=classes)}),
+            supervised_keys=("image", "label"))
+
+    def _split_generators(self, dl_manager):
+        files = sorted(folder.glob("*/*"))
+        return {"train": self._generate_examples(files[0::2]),
+                "test": self._generate_examples(files[1::2])}
+
+    def _generate_examples(self, files):
+        for file in files:
+            yield file.name, {"image": str(file), "label": file.parent.name}
+
+    type(f"Builder_{name}", (tfds.core.GeneratorBasedBuilder,), {
+        "name": name, "VERSION": tfds.core.Version("1.0.0"), "_info": _info,
+        "_split_generators": _split_generators,
+        "_generate_examples": _generate_examples, "__module__": __name__})

@@ -78,12 +78,11 @@ def materialize(name: str, data_dir: str | None = None) -> Path:
     class_names = builder.info.features[label_key].names
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=_ensure(folder.parent)))
     try:
-        # (Mocked builders report no splits; every real one has at least "train".)
-        for split in list(builder.info.splits) or ["train"]:
+        for split in builder.info.splits:
             ds = builder.as_dataset(split=split, decoders={
                 image_key: tfds.decode.SkipDecoding()})
             for i, example in enumerate(tfds.as_numpy(ds)):
-                data = _encoded(example[image_key])
+                data = example[image_key]  # the file as encoded (SkipDecoding)
                 target = tmp / class_names[int(example[label_key])]
                 target.mkdir(exist_ok=True)
                 (target / f"{split}_{i:06d}{_extension(data)}").write_bytes(data)
@@ -98,23 +97,6 @@ def materialize(name: str, data_dir: str | None = None) -> Path:
 def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _encoded(value) -> bytes:
-    """The image's encoded bytes (SkipDecoding), or a PNG of a decoded array (mock data)."""
-    if isinstance(value, bytes):
-        return value
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    array = np.asarray(value)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    buffer = io.BytesIO()
-    Image.fromarray(array.astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _extension(data: bytes) -> str:
