@@ -1,4 +1,4 @@
-"""Killed runs resume: kill -9 a training process in phase 1 (caching features) or in
+"""Killed runs resume: kill -9 a training process in phase 1 (storing features) or in
 phase 2 (fine-tuning), run the same command again, and it continues where it stopped.
 
 The killed runs are real `python -m transferkit train` processes; the same command is
@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,8 +23,8 @@ import transferkit.features
 import transferkit.training
 from transferkit.cli import main
 from transferkit.config import TrainConfig
-from transferkit.errors import DataError, RunError
-from transferkit.features import cached_features
+from transferkit.errors import RunError
+from transferkit.features import FeatureStore
 from transferkit.run import prepare_run_dir, run_state
 from transferkit.testing import make_color_folder
 
@@ -64,9 +63,10 @@ def train_again(capsys, colors, run, options, *extra) -> str:
     return capsys.readouterr().out
 
 
-def cached_files(run) -> dict[str, int]:
-    """Finished feature caches (not the temporary files being written): name → mtime."""
-    return {p.name: p.stat().st_mtime_ns for p in (run / "cache").glob("*.npy")
+def stored_features(run) -> dict[str, int]:
+    """Finished feature-store entries and chunks (not temporary files): path → mtime."""
+    root = run / "features"
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.glob("*/**/*.npy")
             if not p.name.startswith(".")}
 
 
@@ -80,10 +80,12 @@ def assert_finished_well(run, phases: dict[int, int]) -> None:
         epochs = history.loc[history["phase"] == phase, "epoch"].tolist()
         want = n_epochs or len(epochs)  # phase 1 may stop early
         assert epochs == list(range(1, want + 1)), (phase, epochs)
-    assert not (run / "checkpoints").exists() and not (run / "cache").exists()
+    assert not (run / "checkpoints").exists()
+    # The plain features of every image stay; the augmented views are dropped.
+    assert sorted(p.name for p in (run / "features").iterdir()) == ["imagenet_64px_plain"]
 
 
-def test_kill_while_caching_features_then_the_same_command_resumes(colors, tmp_path,
+def test_kill_while_storing_features_then_the_same_command_resumes(colors, tmp_path,
                                                                    capsys, monkeypatch):
     run = tmp_path / "run"
     with open(tmp_path / "killed.log", "wb") as log:
@@ -91,39 +93,42 @@ def test_kill_while_caching_features_then_the_same_command_resumes(colors, tmp_p
             [sys.executable, "-m", "transferkit", "train", str(colors), "--out", str(run),
              *PHASE1], stdout=log, stderr=subprocess.STDOUT, env=ENV)
         deadline = time.monotonic() + 240
-        while not (run / "cache").is_dir() or not cached_files(run):
+        while not stored_features(run):
             assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no feature cache after 240 s"
+            assert time.monotonic() < deadline, "no stored features after 240 s"
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
         assert process.wait() == -signal.SIGKILL
-    before = cached_files(run)
+    before = stored_features(run)
     assert not (run / "checkpoints" / "phase1_head.npz").exists()  # killed in phase 1
     assert run_state(run) == "running"
 
-    # Watch which caches the resumed run recomputes, and their mtimes when it reads them.
+    # Watch which entries the resumed run recomputes, and their mtimes when it reads them.
     computed, seen = [], {}
     dataset = transferkit.features.image_dataset
     monkeypatch.setattr(transferkit.features, "image_dataset",
                         lambda *a, **k: computed.append(1) or dataset(*a, **k))
-    real_cached_features = transferkit.training.cached_features
+    real_get = FeatureStore.get
 
-    def spy(extractor, paths, cache_file, *args, **kwargs):
-        n, mtime = len(computed), before.get(cache_file.name)
-        features = real_cached_features(extractor, paths, cache_file, *args, **kwargs)
-        seen[cache_file.name] = (len(computed) > n, mtime, cache_file.stat().st_mtime_ns)
+    def spy(self, key, *args, **kwargs):
+        n = len(computed)
+        done = f"{key.name}/features.npy"
+        features = real_get(self, key, *args, **kwargs)
+        seen[key.name] = (len(computed) > n, before.get(done),
+                          (self.root / done).stat().st_mtime_ns)
         return features
 
-    monkeypatch.setattr(transferkit.training, "cached_features", spy)
+    monkeypatch.setattr(FeatureStore, "get", spy)
     out = train_again(capsys, colors, run, PHASE1)
 
     assert f"Resuming the unfinished run in {run}" in out
-    assert sorted(seen) == ["train_0.npy", "train_1.npy", "val_0.npy"]
+    assert sorted(seen) == ["imagenet_64px_aug1", "imagenet_64px_plain"]
     for name, (recomputed, mtime_at_kill, mtime_now) in seen.items():
-        if name in before:  # cached before the kill: read back, not recomputed
-            assert not recomputed and mtime_now == mtime_at_kill, name
-        else:
-            assert recomputed, name
+        # Stored before the kill (whole, or its one chunk): read back, not recomputed.
+        finished = any(k.startswith(f"{name}/") for k in before)
+        assert recomputed != finished, name
+        if mtime_at_kill is not None:
+            assert mtime_now == mtime_at_kill, name
     assert_finished_well(run, {1: 0})
 
 
@@ -220,37 +225,3 @@ def test_run_stopped_before_writing_its_options_starts_afresh(tmp_path, colors):
     (run / "config.json").write_text("{trunc")
     with pytest.raises(RunError, match="config.json cannot be read.*--overwrite"):
         prepare_run_dir(run, config, overwrite=False)
-
-
-class CountingExtractor:
-    """Stands in for the backbone: decodes the images, gives 4 features each."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def predict(self, ds, verbose=0):
-        self.calls += 1
-        return np.ones((sum(int(batch.shape[0]) for batch in ds), 4), np.float32)
-
-
-def test_an_unreadable_feature_cache_is_computed_again(colors, tmp_path):
-    paths = [str(p) for p in sorted((colors / "red").glob("*.png"))[:3]]
-    cache = tmp_path / "train_0.npy"
-    cache.write_bytes(b"\x93NUMPY\x01\x00 cut short")
-    extractor = CountingExtractor()
-    assert cached_features(extractor, paths, cache, 32, 2, verbose=0).shape == (3, 4)
-    assert extractor.calls == 1 and np.load(cache).shape == (3, 4)
-    cached_features(extractor, paths, cache, 32, 2, verbose=0)
-    assert extractor.calls == 1  # now read back
-
-
-def test_images_deleted_since_the_audit_are_a_clear_error(colors, tmp_path):
-    """A resumed run reuses its split: "run it again" would fail again the same way."""
-    paths = []
-    for source in sorted((colors / "red").glob("*.png"))[:3]:
-        paths.append(tmp_path / source.name)
-        shutil.copy(source, paths[-1])
-    paths[1].unlink()
-    with pytest.raises(DataError, match="1 of 3 images can no longer be decoded.*--overwrite"):
-        cached_features(CountingExtractor(), paths, tmp_path / "val_0.npy", 32, 2, verbose=0)
-    assert not (tmp_path / "val_0.npy").exists()

@@ -66,9 +66,9 @@ def _add_train(sub) -> None:
     p.add_argument("--augment-copies", type=int, default=_DEFAULTS.augment_copies)
     p.add_argument("--min-per-class", type=int, default=_DEFAULTS.min_per_class)
     p.add_argument("--workers", type=int, default=_DEFAULTS.workers)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    p.add_argument("--resume", action="store_true",
-                   help="resume an unfinished run (the default when one is found)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run (an unfinished run with the same options "
+                        "is resumed without it)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -79,7 +79,7 @@ def _train(args) -> int:
                if f.name != "data" and hasattr(args, f.name)}
     run = train(args.data, args.out, overwrite=args.overwrite, **options)
     if args.quiet:
-        print(json.dumps(json.loads((run.path / "metrics.json").read_text())))
+        print(json.dumps(run.metrics))
     return 0
 
 
@@ -113,37 +113,29 @@ def _add_predict(sub) -> None:
 
 
 def _predict(args) -> int:
-    from transferkit.data.images import load_image
-    from transferkit.errors import ConfigError, ImageError
+    from transferkit.errors import ConfigError
     from transferkit.predictor import load_predictor
 
+    predictor = load_predictor(args.model)
     images = list(args.images)
     if args.samples:
-        from transferkit.run import test_samples
-        images += [str(p) for p in test_samples(args.model, args.samples)]
+        if predictor.kind != "run":
+            raise ConfigError(f"--samples needs a run directory; {args.model} is an "
+                              "exported model")
+        images += [str(p) for p in predictor.run.test_samples(args.samples)]
     if not images:
         raise ConfigError("nothing to predict: give image files or --samples N")
-    predictor = load_predictor(args.model)
-    results, failed = [], 0
-    for path in images:
-        try:
-            load_image(path)
-        except ImageError as e:
-            failed += 1
-            results.append({"path": path, "error": e.reason})
-            continue
-        probabilities = predictor.predict([path])
-        results.append({"path": path, "top_k": predictor.top_k(probabilities, args.top_k)[0]})
+    records = predictor.predict_files(images, args.top_k)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(records, indent=2))
     else:
-        for r in results:
+        for r in records:
             if "error" in r:  # stderr, so stdout holds only predictions
                 print(f"transferkit: error: {r['path']}: {r['error']}", file=sys.stderr)
             else:
                 best = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top_k"])
                 print(f"{r['path']}: {best}")
-    return 1 if failed else 0
+    return 1 if any("error" in r for r in records) else 0
 
 
 def _add_audit(sub) -> None:

@@ -61,14 +61,16 @@ class ImagePreprocessing(keras.layers.Layer):
 
 
 def build_classifier(backbone: Backbone, num_classes: int, image_size: int,
-                     weights: str | None = "imagenet", dropout: float = 0.2) -> keras.Model:
+                     weights: str | keras.Model | None = "imagenet",
+                     dropout: float = 0.2) -> keras.Model:
     """Builds the flat classifier.
 
     Args:
         backbone: Registry entry.
         num_classes: Number of output classes C.
         image_size: Square input side in pixels.
-        weights: `"imagenet"`, None (random) or a path to a backbone weights file.
+        weights: `"imagenet"`, None (random), a path to a backbone weights file, or the
+            standalone backbone already loaded (`load_pretrained`).
         dropout: Dropout rate before the dense softmax layer.
 
     Returns:
@@ -78,7 +80,7 @@ def build_classifier(backbone: Backbone, num_classes: int, image_size: int,
     validate_size(backbone, image_size)
     # Load the pretrained weights first, on a standalone size-less copy: it always picks
     # the file Keras has cached (224 for MobileNets) and fails before anything is built.
-    pretrained = load_pretrained(backbone, weights) if weights else None
+    pretrained = load_pretrained(backbone, weights) if isinstance(weights, str) else weights
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = ImagePreprocessing(backbone.preprocessing, name="preprocess")(inputs)

@@ -7,10 +7,11 @@
 Every predictor decodes images the way training did (`transferkit.data.images.load_image`:
 Pillow, EXIF orientation, transparency on white) and resizes them with
 `transferkit.data.pipeline.resize`, so the three give the same top-k answers (their
-probabilities agree to about 1e-6; `transferkit.export` checks this on every export).
+probabilities agree to within `transferkit.export`'s parity tolerance, which every
+export is checked against). `predict_files` classifies a list of files and reports each
+file that cannot be used instead of failing the whole list.
 
-This module also defines the layout of an export folder, as read here and written by
-`transferkit.export`.
+Export folders are laid out as `transferkit.layout` names them.
 """
 
 from __future__ import annotations
@@ -18,21 +19,17 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from transferkit.data.images import load_image
+from transferkit.data.images import as_rgb, load_image
 from transferkit.data.pipeline import resize
 from transferkit.errors import ImageError, RunError
-
-SAVED_MODEL_DIR = "saved_model"
-TFLITE_FILE = "model.tflite"
-KERAS_FILE = "model.keras"
-LABELS_FILE = "labels.txt"
-CONFIG_FILE = "config.json"
-PARITY_FILE = "parity.json"
+from transferkit.inference import DEFAULT_BATCH, by_shape, in_batches, top_k
+from transferkit.layout import (LABELS_TXT, SAVED_MODEL_DIR, SAVED_MODEL_PB, STATE_FILE,
+                                TFLITE_FILE)
 
 ImageInput = str | os.PathLike | bytes | np.ndarray
 
@@ -52,12 +49,13 @@ class Predictor:
         self.class_names = list(class_names)
         self.source = source
 
-    def predict(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
+    def predict(self, images: Sequence[ImageInput], batch_size: int = DEFAULT_BATCH
+                ) -> np.ndarray:
         """Class probabilities of images given as paths, file bytes or RGB arrays.
 
         Args:
-            images: Image file paths, encoded file contents (bytes), or uint8 `HxWx3`
-                (or `HxW`) RGB arrays.
+            images: Image file paths, encoded file contents (bytes), or `HxWx3` (or
+                `HxW`) RGB arrays: uint8, or numbers in 0-255 (`as_rgb`).
             batch_size: Images per model call, where the model takes batches.
 
         Returns:
@@ -71,21 +69,41 @@ class Predictor:
             return np.zeros((0, len(self.class_names)), np.float32)
         return self._predict_pixels(pixels, batch_size)
 
-    def top_k(self, probabilities: np.ndarray, k: int = 3) -> list[list[dict[str, Any]]]:
-        """The k most probable labels of each row: `[{"label", "probability"}, ...]`.
+    def predict_files(self, paths: Sequence[str | os.PathLike], k: int = 3,
+                      batch_size: int = DEFAULT_BATCH) -> list[dict[str, Any]]:
+        """Classifies files, one record per file: its top k labels, or why it was skipped.
+
+        Each file is decoded once; the readable ones are classified in batches, so one
+        bad file among many costs nothing but its own record.
 
         Args:
-            probabilities: `[N, C]`, as returned by `predict`.
-            k: Labels per image (at most C).
+            paths: Image files.
+            k: Labels per image.
+            batch_size: Images per model call.
 
         Returns:
-            One list per image, most probable first.
+            In input order: `{"path", "top_k": [{"label", "probability"}, ...]}` or
+            `{"path", "error": reason}`.
         """
-        probabilities = np.asarray(probabilities)
-        k = min(k, len(self.class_names))
-        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        return [[{"label": self.class_names[j], "probability": float(p[j])} for j in row]
-                for p, row in zip(probabilities, order)]
+        records: list[dict[str, Any]] = []
+        pixels, good = [], []
+        for path in paths:
+            records.append({"path": str(path)})
+            try:
+                pixels.append(load_image(path))
+            except ImageError as e:
+                records[-1]["error"] = e.reason
+                continue
+            good.append(records[-1])
+        if pixels:
+            for record, best in zip(good, self.top_k(
+                    self._predict_pixels(pixels, batch_size), k)):
+                record["top_k"] = best
+        return records
+
+    def top_k(self, probabilities: np.ndarray, k: int = 3) -> list[list[dict[str, Any]]]:
+        """The k most probable labels of each row (`transferkit.inference.top_k`)."""
+        return top_k(probabilities, self.class_names, k)
 
     def _predict_pixels(self, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
         raise NotImplementedError
@@ -135,9 +153,9 @@ class SavedModelPredictor(Predictor):
             raise RunError(f"{path} is not a SavedModel exported by transferkit (its "
                            "serving_default signature does not take uint8 `images`)")
         if class_names is None:
-            inside = path / "assets" / LABELS_FILE
+            inside = path / "assets" / LABELS_TXT
             class_names = read_labels(inside if inside.is_file() else path.parent /
-                                      LABELS_FILE)
+                                      LABELS_TXT)
         _check_classes(class_names, outputs["probabilities"].shape[-1], path)
         super().__init__(class_names, path)
 
@@ -159,15 +177,15 @@ class SavedModelPredictor(Predictor):
         """
         if self._serve_bytes is None:
             raise RunError(f"{self.source} has no serve_bytes signature; re-export it")
-        parts = [self._serve_bytes(image_bytes=tf.constant(list(data[i:i + batch_size]),
-                                                           tf.string))["probabilities"]
-                 .numpy() for i in range(0, len(data), batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)),
-                                                            np.float32)
+        return in_batches(lambda part: self._serve_bytes(
+            image_bytes=tf.constant(list(part), tf.string))["probabilities"].numpy(),
+            list(data), batch_size, len(self.class_names))
 
     def _predict_pixels(self, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
-        return _by_shape(pixels, batch_size, lambda group: self._serve(
-            images=tf.constant(np.stack(group)))["probabilities"].numpy())
+        # The signature takes uint8: float pixels (0-255) are rounded to it.
+        return by_shape([_as_uint8(p) for p in pixels], lambda group: self._serve(
+            images=tf.constant(group))["probabilities"].numpy(), batch_size,
+            len(self.class_names))
 
 
 class TFLitePredictor(Predictor):
@@ -206,7 +224,7 @@ class TFLitePredictor(Predictor):
         self._input = inputs[0]["index"]
         self._output = outputs[0]["index"]
         if class_names is None:
-            class_names = read_labels(path.parent / LABELS_FILE)
+            class_names = read_labels(path.parent / LABELS_TXT)
         _check_classes(class_names, int(outputs[0]["shape"][-1]), path)
         super().__init__(class_names, path)
 
@@ -235,7 +253,7 @@ def load_predictor(path: str | os.PathLike) -> Predictor:
     Raises:
         RunError: The path is none of these, or its class names cannot be found.
     """
-    from transferkit.run import STATE_FILE, load_run
+    from transferkit.run import load_run
 
     path = Path(path)
     if path.is_file() and path.suffix == ".tflite":
@@ -243,9 +261,9 @@ def load_predictor(path: str | os.PathLike) -> Predictor:
     if path.is_dir():
         if (path / STATE_FILE).is_file():
             return RunPredictor(load_run(path))
-        if (path / "saved_model.pb").is_file():
+        if (path / SAVED_MODEL_PB).is_file():
             return SavedModelPredictor(path)
-        if (path / SAVED_MODEL_DIR / "saved_model.pb").is_file():
+        if (path / SAVED_MODEL_DIR / SAVED_MODEL_PB).is_file():
             return SavedModelPredictor(path / SAVED_MODEL_DIR)
         if (path / TFLITE_FILE).is_file():
             return TFLitePredictor(path / TFLITE_FILE)
@@ -266,7 +284,7 @@ def read_labels(path: str | Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise RunError(f"cannot read the class names from {path}: "
                        f"{getattr(e, 'strerror', None) or e}; copy the export's "
-                       f"{LABELS_FILE} there") from e
+                       f"{LABELS_TXT} there") from e
     names = (text[:-1] if text.endswith("\n") else text).split("\n")
     if not all(names):
         raise RunError(f"{path} holds no class names (one a line expected)")
@@ -275,42 +293,19 @@ def read_labels(path: str | Path) -> list[str]:
 
 def _check_classes(class_names: Sequence[str], n_outputs: int | None, path: Path) -> None:
     if n_outputs is not None and len(class_names) != n_outputs:
-        raise RunError(f"{path} outputs {n_outputs} classes but its {LABELS_FILE} names "
-                       f"{len(class_names)}; use the {LABELS_FILE} exported with it")
+        raise RunError(f"{path} outputs {n_outputs} classes but its {LABELS_TXT} names "
+                       f"{len(class_names)}; use the {LABELS_TXT} exported with it")
 
 
 def _pixels(image: ImageInput) -> np.ndarray:
-    """Any accepted image → uint8 `HxWx3` RGB, decoded as training decodes."""
-    if not isinstance(image, np.ndarray):
-        return load_image(image)
-    if image.dtype != np.uint8:
-        raise ImageError(f"expected a uint8 RGB array, got {image.dtype}; convert it to "
-                         "uint8 in 0-255 first")
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4) or 0 in image.shape:
-        raise ImageError(f"expected an HxWx3 RGB array, got shape {image.shape}")
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    return np.ascontiguousarray(image[..., :3])
+    """Any accepted image → `HxWx3` RGB, decoded as training decodes."""
+    return as_rgb(image) if isinstance(image, np.ndarray) else load_image(image)
 
 
-def _by_shape(images: list[np.ndarray], batch_size: int,
-              predict: Callable[[list[np.ndarray]], np.ndarray]) -> np.ndarray:
-    """Calls `predict` on batches of same-sized images; returns rows in input order."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, image in enumerate(images):
-        groups.setdefault(image.shape, []).append(i)
-    out: np.ndarray | None = None
-    for rows in groups.values():
-        for start in range(0, len(rows), batch_size):
-            part = rows[start:start + batch_size]
-            probabilities = predict([images[i] for i in part])
-            if out is None:
-                out = np.zeros((len(images), probabilities.shape[1]), np.float32)
-            out[part] = probabilities
-    assert out is not None, "no images"
-    return out
+def _as_uint8(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return pixels
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
 def _interpreter(path: Path, num_threads: int | None):

@@ -197,6 +197,46 @@ class Run:
             raise RunError(f"the run's test images are not under {root} any more")
         return files
 
+    def features(self, weights: str = "final", batch_size: int = DEFAULT_BATCH,
+                 verbose: int = 0) -> tuple[list[str], np.ndarray]:
+        """Pooled backbone features of every image of the run (`splits.csv` order).
+
+        Args:
+            weights: `"imagenet"`: the backbone as training started (stored by phase 1);
+                `"final"`: the trained model's, computed on first use and stored. A
+                run that never fine-tuned has one set: its backbone never changed.
+            batch_size: Images per forward pass, when they are computed.
+            verbose: Keras progress bar (0: quiet).
+
+        Returns:
+            `(names, features)`: image paths as in `splits.csv`, and float32
+            `[N, D]` read memory-mapped from `features/`.
+
+        Raises:
+            RunError: The ImageNet features are not stored (a run made before the store,
+                or an export), or the run has no `splits.csv`.
+            DataError: Images needed to compute the final features are gone.
+        """
+        from transferkit.features import FeatureKey, FeatureStore, feature_extractor
+
+        if weights not in ("imagenet", "final"):
+            raise RunError(f"unknown feature weights {weights!r}; use imagenet or final")
+        store = FeatureStore(self.path / layout.FEATURES_DIR)
+        names = self.splits["path"].tolist()
+        initial = FeatureKey("imagenet", self.image_size)
+        frozen = (self.plan or {}).get("unfreeze_blocks") == 0
+        if weights == "imagenet" or frozen:
+            stored = store.load(initial, names)
+            if stored is not None:
+                return names, stored
+            if weights == "imagenet":
+                raise RunError(f"{self.path} has no stored ImageNet features "
+                               f"({layout.FEATURES_DIR}/{initial.name}); training writes "
+                               "them: retrain to get them")
+        return names, store.get(FeatureKey("final", self.image_size), names,
+                                self.data_folder, feature_extractor(self.model),
+                                self.config.seed, batch_size, self.config.workers, verbose)
+
     # The run's other files; None when absent (an export's Keras model has none).
 
     @property

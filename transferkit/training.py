@@ -1,12 +1,12 @@
 """Training: a folder of images → a finished run directory.
 
     audit (data/scan.py) → split (data/splits.py) → classifier (model.py) → plan (plan.py)
-    → phase 1: the head on cached features (features.py)
+    → phase 1: the head on stored features (features.py)
     → phase 2: fine-tune the planned top blocks, end to end with augmentation
     → evaluate on the test split (evaluate.py) → model.keras, metrics.json, run.json
 
 Every step writes its files atomically and a killed run resumes where it stopped: the
-audit and split are reused, cached features are reloaded, phase 1 is skipped once its
+audit and split are reused, stored features are reloaded, phase 1 is skipped once its
 weights are saved, and phase 2 continues from its last finished epoch
 (`keras.callbacks.BackupAndRestore`).
 """
@@ -26,20 +26,21 @@ import keras
 import numpy as np
 import pandas as pd
 
-from transferkit.backbones import get_backbone
+from transferkit import layout
+from transferkit.backbones import get_backbone, load_pretrained
 from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
 from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
     write_audit_csv
 from transferkit.data.splits import make_splits
 from transferkit.data.tfds import data_folder
-from transferkit.errors import DataError
+from transferkit.errors import ConfigError, DataError
 from transferkit.evaluate import write_report
-from transferkit.features import cached_features, feature_extractor
+from transferkit.features import FeatureKey, FeatureStore, feature_extractor
 from transferkit.fileio import atomic_path, write_csv, write_json
 from transferkit.model import backbone_blocks, build_classifier, set_trainable_blocks
 from transferkit.plan import make_plan, with_blocks
-from transferkit.run import MODEL_FILE, Run, load_run, mark_complete, prepare_run_dir
+from transferkit.run import Run, load_run, mark_complete, prepare_run_dir
 
 IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-weighted
 
@@ -70,8 +71,17 @@ def train(data: str | Path, out_dir: str | Path, overwrite: bool = False,
 
 def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) -> Run:
     start = time.time()
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"data"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown training option {unknown[0]!r}; the options are: "
+                          f"{', '.join(sorted(known))}")
     config = TrainConfig(data=str(data), **options).resolved()
     out_dir = Path(out_dir)
+    backbone = get_backbone(config.backbone)
+    # Weights first: a missing weights file is reported before a long audit, not after.
+    pretrained = None if config.weights == "none" else \
+        load_pretrained(backbone, config.weights)
     source = data_folder(config.data)
     resuming = prepare_run_dir(out_dir, config, overwrite)
     say = (lambda *a: None) if config.quiet else (lambda *a: print(*a, flush=True))
@@ -82,12 +92,12 @@ def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) ->
 
     # 1. Audit and split.
     index = scan_folder(source, workers=config.workers, progress=not config.quiet)
-    write_audit_csv(index, out_dir / "audit.csv")
+    write_audit_csv(index, out_dir / layout.AUDIT_FILE)
     say(audit_report(index))
     classes, notices = summarize_classes(index, config.min_per_class)
     for notice in notices:
         say(f"warning: {notice}")
-    write_json(out_dir / "labels.json", classes)
+    write_json(out_dir / layout.LABELS_FILE, classes)
     splits = _splits(out_dir, index, classes, config, resuming)
     paths = {name: [str(source / p) for p in part["path"]]
              for name, part in splits.groupby("split")}
@@ -95,30 +105,29 @@ def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) ->
               for name, part in splits.groupby("split")}
 
     # 2. Plan, model.
-    backbone = get_backbone(config.backbone)
     train_rows = index.set_index("path").loc[splits.loc[splits["split"] == "train", "path"]]
     median_side = float(np.median(np.minimum(train_rows["width"], train_rows["height"])))
     train_counts = train_rows["class"].value_counts().to_dict()
     plan = make_plan(train_counts, config, backbone, median_side)
     config = dataclasses.replace(config, image_size=plan.image_size)
-    write_json(out_dir / "config.json", config.to_dict())
-    weights = None if config.weights == "none" else config.weights
-    model = build_classifier(backbone, len(classes), config.image_size, weights,
+    write_json(out_dir / layout.CONFIG_FILE, config.to_dict())
+    model = build_classifier(backbone, len(classes), config.image_size, pretrained,
                              config.dropout)
     plan = with_blocks(plan, len(backbone_blocks(model)), config.unfreeze)
-    write_json(out_dir / "plan.json", plan.to_dict())
+    write_json(out_dir / layout.PLAN_FILE, plan.to_dict())
     say(f"Plan: {plan.strategy} ({plan.reason})")
     class_weight = _class_weight(labels["train"], len(classes))
 
-    # 3. Phase 1: the head on cached features.
-    checkpoints = out_dir / "checkpoints"
+    # 3. Phase 1: the head on stored features.
+    checkpoints = out_dir / layout.CHECKPOINTS_DIR
     head_weights = checkpoints / "phase1_head.npz"
     if head_weights.exists():
         with np.load(head_weights) as saved:
             model.get_layer("predictions").set_weights([saved["kernel"], saved["bias"]])
         say("Phase 1: reusing the trained head")
     else:
-        _train_head(model, out_dir, paths, labels, config, class_weight, verbose, say)
+        _train_head(model, out_dir, source, splits, labels, config, class_weight,
+                    verbose, say)
     history = [pd.read_csv(checkpoints / "phase1_history.csv")]
 
     # 4. Phase 2: fine-tune the top blocks.
@@ -126,7 +135,7 @@ def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) ->
         _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, config,
                    class_weight, verbose, say)
         history.append(pd.read_csv(checkpoints / "phase2_history.csv"))
-    write_csv(out_dir / "history.csv", pd.concat(history, ignore_index=True))
+    write_csv(out_dir / layout.HISTORY_FILE, pd.concat(history, ignore_index=True))
 
     # 5. Evaluate on the test split and finish.
     say("Evaluating on the test split")
@@ -139,7 +148,7 @@ def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) ->
     test_rel = splits.loc[splits["split"] == "test", "path"].tolist()
     metrics = write_report(out_dir, labels["test"], probabilities, classes, test_rel)
     model.trainable = True  # saved as fully trainable; BatchNorm stays in inference mode
-    with atomic_path(out_dir / MODEL_FILE, suffix=".keras") as tmp:
+    with atomic_path(out_dir / layout.MODEL_FILE, suffix=".keras") as tmp:
         model.save(tmp)
     metrics.pop("n_images")
     metrics.update(n_train=len(paths["train"]), n_val=len(paths["val"]),
@@ -147,9 +156,9 @@ def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) ->
                    n_skipped=int((index["status"] != "ok").sum()),
                    strategy=plan.strategy, unfreeze_blocks=plan.unfreeze_blocks,
                    train_seconds=round(time.time() - start, 1))
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / layout.METRICS_FILE, metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    shutil.rmtree(out_dir / "cache", ignore_errors=True)
+    FeatureStore(out_dir / layout.FEATURES_DIR).drop_augmented()
     mark_complete(out_dir)
     say(f"Test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
         f"on {metrics['n_test']} images; {metrics['train_seconds']:.0f} s. Run: {out_dir}")
@@ -158,7 +167,7 @@ def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) ->
 
 def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: TrainConfig,
             resuming: bool) -> pd.DataFrame:
-    path = out_dir / "splits.csv"
+    path = out_dir / layout.SPLITS_FILE
     if resuming and path.exists():
         return pd.read_csv(path, keep_default_na=False)
     splits = make_splits(index, classes, config.val_split, config.test_split, config.seed)
@@ -183,25 +192,34 @@ def _one_hot(labels, n_classes: int) -> np.ndarray:
     return keras.utils.to_categorical(np.asarray(labels), n_classes)
 
 
-def _train_head(model: keras.Model, out_dir: Path, paths: dict, labels: dict,
-                config: TrainConfig, class_weight, verbose: int, say) -> None:
-    """Phase 1: trains dropout + dense on pooled features cached once per image."""
-    say("Phase 1: caching backbone features "
-        f"({len(paths['train'])} training images x {1 + config.augment_copies} views, "
-        f"{len(paths['val'])} validation images)")
+def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.DataFrame,
+                labels: dict, config: TrainConfig, class_weight, verbose: int, say) -> None:
+    """Phase 1: trains dropout + dense on pooled features stored once per image.
+
+    The plain features of every image (all splits) go into the run's feature store,
+    where they stay after training; the augmented views only phase 1 reads.
+    """
+    names = splits["path"].tolist()
+    train = (splits["split"] == "train").to_numpy()
+    val = (splits["split"] == "val").to_numpy()
+    copies = config.augment_copies
+    say(f"Phase 1: computing backbone features of the {len(names)} images, and "
+        f"{copies} augmented views of the {int(train.sum())} training images")
+    store = FeatureStore(out_dir / layout.FEATURES_DIR)
     extractor = feature_extractor(model)
-    cache = out_dir / "cache"
 
-    def features(split: str, copy: int = 0) -> np.ndarray:
-        return cached_features(extractor, paths[split], cache / f"{split}_{copy}.npy",
-                               config.image_size, config.batch_size,
-                               augment_seed=config.seed + copy if copy else None,
-                               workers=config.workers, verbose=verbose)
+    def features(view: int, rows: list[str]) -> np.ndarray:
+        return store.get(FeatureKey("imagenet", config.image_size, view), rows, source,
+                         extractor, config.seed, config.batch_size, config.workers,
+                         verbose)
 
+    plain = features(0, names)
+    train_names = [n for n, t in zip(names, train) if t]
+    x_train = np.concatenate([plain[train]] + [features(view, train_names)
+                                               for view in range(1, 1 + copies)])
     n_classes = model.output_shape[-1]
-    x_train = np.concatenate([features("train", c) for c in range(1 + config.augment_copies)])
-    y_train = _one_hot(labels["train"] * (1 + config.augment_copies), n_classes)
-    x_val, y_val = features("val"), _one_hot(labels["val"], n_classes)
+    y_train = _one_hot(labels["train"] * (1 + copies), n_classes)
+    x_val, y_val = np.asarray(plain[val]), _one_hot(labels["val"], n_classes)
 
     head = keras.Sequential([
         keras.Input(x_train.shape[1:]),
@@ -210,14 +228,14 @@ def _train_head(model: keras.Model, out_dir: Path, paths: dict, labels: dict,
     ])
     head.compile(keras.optimizers.Adam(config.head_learning_rate), _loss(config),
                  metrics=["accuracy"])
-    say("Phase 1: training the head on cached features")
+    say("Phase 1: training the head on the stored features")
     fit = head.fit(x_train, y_train, validation_data=(x_val, y_val),
                    epochs=config.head_epochs, batch_size=64, class_weight=class_weight,
                    verbose=verbose, callbacks=[keras.callbacks.EarlyStopping(
                        patience=config.patience, restore_best_weights=True)])
     dense = model.get_layer("predictions")
     dense.set_weights(head.get_layer("predictions").get_weights())
-    checkpoints = out_dir / "checkpoints"
+    checkpoints = out_dir / layout.CHECKPOINTS_DIR
     kernel, bias = dense.get_weights()
     with atomic_path(checkpoints / "phase1_head.npz", suffix=".tmp.npz") as tmp:
         np.savez(tmp, kernel=kernel, bias=bias)
@@ -230,7 +248,7 @@ def _train_head(model: keras.Model, out_dir: Path, paths: dict, labels: dict,
 def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_blocks: int,
                config: TrainConfig, class_weight, verbose: int, say) -> None:
     """Phase 2: unfreezes the top blocks and trains end to end on augmented images."""
-    checkpoints = out_dir / "checkpoints"
+    checkpoints = out_dir / layout.CHECKPOINTS_DIR
     done = checkpoints / "phase2.weights.h5"
     set_trainable_blocks(model, n_blocks)
     if done.exists():

@@ -39,7 +39,7 @@ def _load(path: bytes) -> tuple[np.ndarray, bool]:
 def image_dataset(paths: Sequence[str | Path], labels: Sequence[int] | None, size: int,
                   batch_size: int, shuffle_seed: int | None = None,
                   augment_seed: int | None = None,
-                  workers: int = 2) -> tf.data.Dataset:
+                  workers: int = 2, first_batch: int = 0) -> tf.data.Dataset:
     """A batched dataset of `(images, labels)` (or images alone when `labels` is None).
 
     Args:
@@ -51,6 +51,9 @@ def image_dataset(paths: Sequence[str | Path], labels: Sequence[int] | None, siz
         augment_seed: Augment every batch (see `augment`), seeded by this and the
             batch's position; None: no augmentation.
         workers: Images decoded in parallel.
+        first_batch: Position of the first batch in a longer sequence (its augmentation
+            seed): a list augmented in pieces then gets the same images as augmented
+            whole.
 
     Returns:
         The dataset; images are float32 raw RGB in [0, 255].
@@ -73,7 +76,7 @@ def image_dataset(paths: Sequence[str | Path], labels: Sequence[int] | None, siz
     if augment_seed is not None:
         # Batch i gets seed (augment_seed, i); reshuffling pairs images with new seeds
         # each epoch, and a cached view is reproducible.
-        ds = ds.enumerate().map(
+        ds = ds.enumerate(start=first_batch).map(
             lambda i, batch: _augment_element(batch, tf.stack([augment_seed, i])),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
