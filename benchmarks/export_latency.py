@@ -6,8 +6,9 @@
 Trains (or reuses, or takes `--run`) a MobileNetV2-0.35 run on the flowers folder
 (`$TRANSFERKIT_FLOWERS`, default `../shared/data/flowers5`), exports it (SavedModel +
 TFLite; the exporter checks parity on 200 test-split images the model never saw), then
-times batch-1 calls, interleaved round-robin so that background load hits every method
-alike, and reports medians and ratios against the Keras model's plain call:
+times batch-1 calls with `transferkit.export.latency_ms` (interleaved round-robin, so
+that background load hits every method alike) and reports medians and ratios against the
+Keras model's plain call:
 
     keras_call             model(x, training=False), x float32 [1, S, S, 3] (resized)
     keras_tf_function      the same call wrapped in a tf.function (traced once)
@@ -36,8 +37,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import transferkit  # noqa: E402
+from transferkit import layout  # noqa: E402
 from transferkit.data.images import load_image  # noqa: E402
-from transferkit.export import export_run  # noqa: E402
+from transferkit.export import export_run, latency_ms  # noqa: E402
 from transferkit.predictor import SavedModelPredictor, TFLitePredictor  # noqa: E402
 from transferkit.run import load_run, run_state  # noqa: E402
 
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         transferkit.train(flowers_dir(), run_dir, backbone="mobilenet_v2_0.35",
                           image_size=args.image_size, quiet=True)  # Resumes if killed.
     run = load_run(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = run.metrics or {}
     print(f"Run {run_dir}: {run.config.backbone} at {run.image_size} px, test accuracy "
           f"{metrics.get('accuracy', float('nan')):.3f}")
 
@@ -104,22 +106,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure_latency(run, export_dir: Path, calls: int, warmup: int) -> dict[str, dict]:
     """Median and p90 wall time (ms) of batch-1 calls of each method, interleaved."""
-    import pandas as pd
-
-    splits = pd.read_csv(run.path / "splits.csv", keep_default_na=False)
-    path = Path(run.config.data) / splits.loc[splits["split"] == "test", "path"].iloc[0]
-    data = path.read_bytes()
+    data = run.split_paths("test")[0].read_bytes()
     pixels = load_image(data)
     x = tf.constant(run.preprocess([pixels]))
     model = run.model
     graph_call = tf.function(lambda images: model(images, training=False),
                              input_signature=[tf.TensorSpec(x.shape, tf.float32)])
-    saved_model = SavedModelPredictor(export_dir / "saved_model")
+    saved_model = SavedModelPredictor(export_dir / layout.SAVED_MODEL_DIR)
     serve = saved_model.loaded.signatures["serving_default"]
     serve_bytes = saved_model.loaded.signatures["serve_bytes"]
     uint8 = tf.constant(pixels[None])
     encoded = tf.constant([data])
-    tflite = TFLitePredictor(export_dir / "model.tflite")
+    tflite = TFLitePredictor(export_dir / layout.TFLITE_FILE)
     x_numpy = x.numpy()
 
     methods = {
@@ -133,18 +131,9 @@ def measure_latency(run, export_dir: Path, calls: int, warmup: int) -> dict[str,
     reference = methods["keras_call"]()
     for name, method in methods.items():  # Same answers, or the timing means nothing.
         np.testing.assert_allclose(method(), reference, atol=1e-4, err_msg=name)
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for i in range(warmup + calls):
-        for name, method in methods.items():
-            start = time.perf_counter()
-            method()
-            if i >= warmup:
-                times[name].append((time.perf_counter() - start) * 1000)
-    return {name: {"median_ms": round(float(np.median(t)), 3),
-                   "p90_ms": round(float(np.percentile(t, 90)), 3),
-                   "input": _INPUTS[name].format(s=run.image_size, h=pixels.shape[0],
-                                                 w=pixels.shape[1])}
-            for name, t in times.items()}
+    stats = latency_ms(methods, n=calls, warmup=warmup)
+    return {name: {**stats[name], "input": _INPUTS[name].format(
+        s=run.image_size, h=pixels.shape[0], w=pixels.shape[1])} for name in methods}
 
 
 _INPUTS = {

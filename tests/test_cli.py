@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import transferkit.training
@@ -197,6 +198,47 @@ def test_predict_on_non_images_names_each_bad_file(capsys, tiny_run, color_folde
     assert out.startswith(f"{good}: red ")
 
 
+def test_predict_samples_are_test_images_of_every_class(capsys, tiny_run):
+    """What `make demo` runs after training."""
+    code, out, err = cli(capsys, "predict", tiny_run.path, "--samples", "4", "--json")
+    assert code == 0 and err == ""
+    records = json.loads(out)
+    test = {str(p) for p in tiny_run.split_paths("test")}
+    assert len(records) == 4 and {r["path"] for r in records} <= test
+    # The classes in turn: the first three samples are one of each class.
+    assert sorted(Path(r["path"]).parent.name for r in records[:3]) == tiny_run.class_names
+    assert all(len(r["top_k"]) == 3 for r in records)
+    code, out, _ = cli(capsys, "predict", tiny_run.path, "--samples", "2", "--top-k", "1")
+    assert code == 0 and len(out.strip().splitlines()) == 2
+
+
+def test_predict_files_decodes_once_and_batches_the_good_files(tiny_run, color_folder,
+                                                              tmp_path, monkeypatch):
+    import transferkit.predictor
+    from transferkit.predictor import load_predictor
+
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    good = sorted((color_folder / "green").glob("*.png"))[:5]
+    decoded, batches = [], []
+    load_image = transferkit.predictor.load_image
+    monkeypatch.setattr(transferkit.predictor, "load_image",
+                        lambda p: decoded.append(p) or load_image(p))
+    predictor = load_predictor(tiny_run.path)
+    model = predictor.run.model
+    real = model.predict_on_batch
+    monkeypatch.setattr(model, "predict_on_batch", lambda x: batches.append(len(x)) or
+                        real(x))
+    records = predictor.predict_files([good[0], notes, *good[1:]], k=2)
+    assert [r["path"] for r in records] == [str(p) for p in [good[0], notes, *good[1:]]]
+    assert records[1] == {"path": str(notes), "error": "not an image (looks like text)"}
+    assert len(decoded) == 6 and batches == [5]
+    assert [r["top_k"][0]["label"] for r in records if "top_k" in r] == ["green"] * 5
+    np.testing.assert_allclose([r["top_k"][0]["probability"] for r in records
+                                if "top_k" in r],
+                               tiny_run.predict(good).max(axis=1), rtol=1e-5)
+
+
 def test_explain_methods_repeated_or_comma_separated(capsys, tiny_run, color_folder, tmp_path):
     image = sorted((color_folder / "red").glob("*.png"))[0]
     code, out, _ = cli(capsys, "explain", tiny_run.path, image, "--method", "gradcam,saliency",
@@ -249,14 +291,20 @@ def test_no_command_is_a_usage_error(capsys):
 
 # --- backbones and the two entry points ----------------------------------------------
 
-def test_backbones_json_lists_the_registry_with_cached_flags(capsys):
+def test_backbones_json_lists_the_registry_with_cached_flags(capsys, tmp_path,
+                                                             monkeypatch):
+    from transferkit.backbones import get_backbone, weights_file
+
+    # A Keras cache of our own, holding one weight file (its content is never read).
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / weights_file(get_backbone("mobilenet_v2_0.35"))).touch()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     code, out, _ = cli(capsys, "backbones", "--json")
     assert code == 0
     rows = {row["name"]: row for row in json.loads(out)}
     assert list(rows) == list(BACKBONES)
-    # conftest's KERAS_HOME holds exactly these MobileNet files (../shared/weights).
     assert rows["mobilenet_v2_0.35"]["cached"] is True
-    assert rows["mobilenet_0.25"]["cached"] is True
+    assert rows["mobilenet_0.25"]["cached"] is False
     assert rows["mobilenet_v2"]["cached"] is False
     assert rows["resnet50"]["cached"] is None  # file name unknown until Keras tries
     assert rows["efficientnet_b1"]["default_size"] == 240

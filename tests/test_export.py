@@ -1,7 +1,8 @@
 """Export for deployment (issue 3): SavedModel and TFLite give the run's answers.
 
 The exported SavedModel and TFLite model are checked in a separate Python process that
-never imports transferkit: what a deployment has.
+never imports transferkit: what a deployment has. The tiny run is exported once, in
+every format, for the whole module (`exported`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit import export as export_module
+from transferkit.cli import main
 from transferkit.errors import ConfigError, RunError
-from transferkit.export import export_run
+from transferkit.export import export_run, latency_ms
 from transferkit.predictor import load_predictor
 
 TOLERANCE = 1e-4
@@ -158,8 +159,7 @@ def test_export_layout_and_report(exported, tiny_run):
         assert result["max_abs_diff"] <= TOLERANCE
         assert result["top1_agreement"] == 1.0
     assert report["savedmodel"]["serve_bytes"]["decoder_mismatches"] == 0
-    assert set(report["latency_ms"]) >= {"keras_predict_on_batch",
-                                         "savedmodel_serving_default", "tflite_invoke"}
+    assert "latency_ms" not in report  # Exports do not time anything (benchmarks do).
     assert not [p for p in out.parent.iterdir() if p.name != "export"]  # no temp folders
 
 
@@ -275,8 +275,8 @@ def test_failed_parity_leaves_no_export_and_keeps_the_old_one(exported, tiny_run
     # The failure comes late, after the TFLite model is written (reused here, to save
     # the conversion's time) and compared.
     tflite = (exported[0] / "model.tflite").read_bytes()
-    monkeypatch.setattr(export_module, "convert_to_tflite", lambda *args: tflite)
-    monkeypatch.setattr(export_module, "_compare", wrong)
+    monkeypatch.setattr("transferkit.export.tflite.convert_to_tflite", lambda *args: tflite)
+    monkeypatch.setattr("transferkit.export.parity.compare", wrong)
     with pytest.raises(RunError, match=r"TFLite: max abs diff 0\.5 > 0\.0001"):
         export_run(tiny_run.path, out, formats=("tflite", "keras"), overwrite=True,
                    verbose=False)
@@ -286,24 +286,61 @@ def test_failed_parity_leaves_no_export_and_keeps_the_old_one(exported, tiny_run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no new, no temp
 
 
-def test_quantized_tflite_and_moved_data(tiny_run, tmp_path):
+# Upper bounds on a quantized model's size, as a fraction of the float32 model's:
+# int8 weights take a quarter of float32's bytes, float16 weights half (plus the graph).
+QUANTIZED_SIZE = {"dynamic": 0.35, "float16": 0.6}
+
+
+@pytest.mark.parametrize("quantize", ["dynamic", "float16"])
+def test_quantized_tflite(exported, tiny_run, tmp_path, quantize):
+    out = tmp_path / "export"
+    report = export_run(tiny_run.path, out, formats=("tflite",), quantize=quantize,
+                        verbose=False)
+    assert report["sample"] == "test"
+    assert report["tflite"]["quantize"] == quantize
+    assert report["tflite"]["top1_agreement"] == 1.0
+    float32_bytes = (exported[0] / "model.tflite").stat().st_size
+    assert report["tflite_bytes"] == (out / "model.tflite").stat().st_size
+    assert report["tflite_bytes"] <= QUANTIZED_SIZE[quantize] * float32_bytes
+
+
+def test_moved_data_falls_back_to_synthetic_images(exported, tiny_run, tmp_path,
+                                                   monkeypatch):
     # A copy of the run whose data folder has gone: parity falls back to synthetic
-    # images, and says so.
+    # images, and says so. The float32 TFLite model is reused, to save a conversion.
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run.path, run_dir, ignore=shutil.ignore_patterns("export"))
     config = json.loads((run_dir / "config.json").read_text())
     config["data"] = str(tmp_path / "moved")
     (run_dir / "config.json").write_text(json.dumps(config))
+    tflite = (exported[0] / "model.tflite").read_bytes()
+    monkeypatch.setattr("transferkit.export.tflite.convert_to_tflite", lambda *args: tflite)
 
-    report = export_run(run_dir, formats=("tflite",), quantize="dynamic", n_parity=12,
-                        verbose=False)
-    assert report["sample"] == "synthetic" and "SYNTHETIC" in report["images"]
+    report = export_run(run_dir, formats=("tflite",), n_parity=12, verbose=False)
+    assert report["sample"] == "synthetic"
+    assert report["images"] == (f"12 SYNTHETIC random images (no image of the run's data "
+                                f"({tmp_path / 'moved'}) was found)")
     assert report["n_images"] == 12
-    assert report["tflite"]["quantize"] == "dynamic"
-    assert report["tflite"]["top1_agreement"] >= 0.99
-    assert report["tflite_bytes"] < 600_000  # int8 weights: about a third of float32
+    assert report["tflite"]["max_abs_diff"] <= TOLERANCE
     assert sorted(p.name for p in (run_dir / "export").iterdir()) == [
         "config.json", "labels.txt", "model.tflite", "parity.json"]
+
+
+def test_tfds_run_is_checked_on_its_real_test_images(tfds_run, tmp_path):
+    test_images = tfds_run.split_paths("test")
+    assert len(test_images) > 1 and all(p.is_file() for p in test_images)
+    n_parity = len(test_images) - 1  # Capped: one fewer than the split holds.
+    report = export_run(tfds_run.path, tmp_path / "export", n_parity=n_parity,
+                        verbose=False)
+    assert json.loads((tmp_path / "export/parity.json").read_text()) == report
+    assert report["checked"] and report["sample"] == "test"
+    assert report["n_images"] == n_parity
+    assert report["images"] == (f"{n_parity} images (of {len(test_images)}) of the test "
+                                f"split of {tfds_run.data_folder}")
+    assert report["savedmodel"]["serve_bytes"]["n_images"] == n_parity
+    for result in report["savedmodel"].values():
+        assert result["max_abs_diff"] <= TOLERANCE
+        assert result["top1_agreement"] == 1.0
 
 
 @pytest.mark.parametrize("options, message", [
@@ -315,3 +352,48 @@ def test_bad_options(tiny_run, tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
         export_run(tiny_run.path, tmp_path / "export", verbose=False, **options)
     assert not (tmp_path / "export").exists()
+
+
+def test_cli_export(tiny_run, tmp_path, capsys):
+    out = tmp_path / "cli"
+    status = main(["export", str(tiny_run.path), "--format", "keras", "--out", str(out),
+                   "--json"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((out / "parity.json").read_text())
+    assert report["formats"] == ["keras"] and report["checked"] is False
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "labels.txt", "model.keras", "parity.json"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "onnx"], "unknown export format ['onnx']; choose from savedmodel, "
+                           "tflite, keras"),
+    (["--format", "savedmodel", "--quantize", "dynamic"], "--quantize applies to the "
+                                                          "TFLite model only"),
+    ([], "already exists; pass --overwrite to replace it"),
+])
+def test_cli_export_errors(exported, tiny_run, capsys, args, message):
+    out, _ = exported
+    before = sorted(p.name for p in out.iterdir())
+    status = main(["export", str(tiny_run.path), "--out", str(out), *args])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()  # One line, no traceback.
+    assert line.startswith("transferkit: error: ") and message in line
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_latency_ms_calls_each_function_warmup_plus_n_times():
+    counts = {"a": 0, "b": 0}
+
+    def call(name):
+        counts[name] += 1
+
+    result = latency_ms({"a": lambda: call("a"), "b": lambda: call("b")}, n=4, warmup=2)
+    assert counts == {"a": 6, "b": 6}
+    assert sorted(result) == ["a", "b"]
+    assert all(sorted(stats) == ["median_ms", "p90_ms"] for stats in result.values())
+    with pytest.raises(ValueError, match="n >= 1"):
+        latency_ms({"a": lambda: None}, n=0)

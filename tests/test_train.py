@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import transferkit
-from transferkit.errors import DataError, RunError
+from transferkit.errors import ConfigError, DataError, ImageError, RunError, WeightsError
 from transferkit.testing import make_color_folder
 
 RUN_FILES = ["config.json", "labels.json", "plan.json", "audit.csv", "splits.csv",
@@ -97,8 +97,39 @@ def test_tfds_source_is_prepared_by_tfds_and_treated_like_a_folder(tfds_run, col
 
 
 def test_unknown_tfds_name_is_one_clear_error(tmp_path):
-    with pytest.raises(DataError, match="cannot get TFDS dataset 'no_such_dataset_xyz'"):
+    with pytest.raises(DataError, match="unknown TFDS dataset 'no_such_dataset_xyz'") as e:
         transferkit.train("tfds:no_such_dataset_xyz", tmp_path / "run", quiet=True)
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
+
+
+def test_offline_a_tfds_dataset_fails_at_its_download_with_a_clear_error(tmp_path,
+                                                                        monkeypatch):
+    """TFDS's preparation runs for real, up to the download (nothing listens there)."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download import downloader
+
+    # TFDS retries a failed download 10 times with a growing pause (about 3 minutes).
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 0)
+
+    class TransferkitTestOffline(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+                {"image": tfds.features.Image(), "label": tfds.features.ClassLabel(
+                    names=["a", "b"])}), supervised_keys=("image", "label"))
+
+        def _split_generators(self, dl_manager):
+            dl_manager.download("http://127.0.0.1:9/flower_photos.tgz")
+
+        def _generate_examples(self):
+            yield from ()
+
+    with pytest.raises(DataError, match="cannot download and prepare TFDS dataset "
+                                        "'transferkit_test_offline': .*Check the network"
+                       ) as e:
+        transferkit.train("tfds:transferkit_test_offline", tmp_path / "run", quiet=True)
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
 
 
 def test_real_photos_beat_random_weights(flowers, tmp_path):
@@ -116,3 +147,71 @@ def test_real_photos_beat_random_weights(flowers, tmp_path):
                 for r in (pretrained, random)]
     assert accuracy[0] >= 0.6, accuracy
     assert accuracy[0] >= accuracy[1] + 0.2, accuracy
+
+
+def test_an_unknown_option_names_itself_and_the_valid_ones(color_folder, tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown training option 'foo'; the options "
+                                          r"are: augment_copies, backbone, batch_size"):
+        transferkit.train(color_folder, tmp_path / "run", foo=1)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_weights_are_reported_before_the_audit(color_folder, tmp_path, monkeypatch):
+    import transferkit.training
+
+    audited = []
+    monkeypatch.setattr(transferkit.training, "scan_folder",
+                        lambda *a, **k: audited.append(1))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
+    from keras.src.utils import file_utils
+
+    def no_network(fname, origin=None, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- no network")
+
+    monkeypatch.setattr(file_utils, "get_file", no_network)
+    with pytest.raises(WeightsError, match="mobilenet_v2_weights_tf_dim_ordering_tf_"
+                                           "kernels_0.5_224_no_top.h5"):
+        transferkit.train(color_folder, tmp_path / "run", backbone="mobilenet_v2_0.5")
+    assert audited == [] and not (tmp_path / "run").exists()
+
+
+def test_run_accessors_read_the_run_directory(tiny_run, color_folder):
+    splits = pd.read_csv(tiny_run.path / "splits.csv")
+    assert tiny_run.splits.equals(splits)
+    assert tiny_run.data_folder == color_folder
+    for split in ("train", "val", "test"):
+        assert tiny_run.split_paths(split) == [
+            color_folder / p for p in splits.loc[splits["split"] == split, "path"]]
+    with pytest.raises(RunError, match="unknown split 'dev'"):
+        tiny_run.split_paths("dev")
+    assert tiny_run.metrics == json.loads((tiny_run.path / "metrics.json").read_text())
+    assert tiny_run.plan == json.loads((tiny_run.path / "plan.json").read_text())
+    assert tiny_run.history.equals(pd.read_csv(tiny_run.path / "history.csv"))
+    assert tiny_run.per_class.equals(pd.read_csv(tiny_run.path / "per_class.csv"))
+    assert list(tiny_run.top_losses.columns) == list(
+        pd.read_csv(tiny_run.path / "top_losses.csv").columns)
+    assert tiny_run.confusion_matrix_image == tiny_run.path / "confusion_matrix.png"
+    samples = tiny_run.test_samples(4)
+    assert len(samples) == 4 and set(samples) <= set(tiny_run.split_paths("test"))
+    assert sorted(p.parent.name for p in samples[:3]) == tiny_run.class_names
+
+
+def test_an_export_folder_as_a_run_has_no_run_files(tiny_run, tmp_path):
+    from transferkit.run import Run
+
+    bare = Run(tmp_path, tiny_run.model, tiny_run.class_names, tiny_run.config)
+    assert bare.metrics is None and bare.plan is None and bare.top_losses is None
+    assert bare.confusion_matrix_image is None
+    with pytest.raises(RunError, match="has no readable splits.csv"):
+        bare.test_samples(2)
+
+
+def test_arrays_follow_the_one_pixel_rule(tiny_run, color_folder):
+    from PIL import Image
+
+    image = np.asarray(Image.open(sorted((color_folder / "red").glob("*.png"))[0]))
+    as_uint8 = tiny_run.predict([image])
+    np.testing.assert_allclose(tiny_run.predict([image.astype(np.float32)]), as_uint8,
+                               atol=1e-6)
+    with pytest.raises(ImageError, match=r"lie in \[0, 1\].*was scaled"):
+        tiny_run.predict([image / 255.0])

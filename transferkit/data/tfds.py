@@ -65,11 +65,17 @@ def materialize(name: str, data_dir: str | None = None) -> Path:
         return folder
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-        builder.download_and_prepare()
-    except Exception as e:  # tfds raises many types (DatasetNotFoundError, network...)
-        raise DataError(f"cannot get TFDS dataset {name!r}: {e}. Check the name "
-                        "(https://www.tensorflow.org/datasets/catalog) and the network, "
+    except Exception as e:  # DatasetNotFoundError, bad version strings...
+        raise DataError(f"unknown TFDS dataset {name!r} ({_first_line(e)}); check the name "
+                        "in the catalogue (https://www.tensorflow.org/datasets/catalog), "
                         "or train from a folder instead") from e
+    try:
+        builder.download_and_prepare()
+    except Exception as e:  # tfds and requests raise many types (network, disk, ...)
+        raise DataError(f"cannot download and prepare TFDS dataset {name!r}: "
+                        f"{_first_line(e)}. Check the network (tensorflow-datasets "
+                        f"downloads into {builder.data_dir}), or train from a folder "
+                        "instead") from e
     keys = builder.info.supervised_keys
     if not keys or len(keys) != 2:
         raise DataError(f"TFDS dataset {name!r} has no (image, label) supervised keys; "
@@ -97,6 +103,12 @@ def materialize(name: str, data_dir: str | None = None) -> Path:
 def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    """An exception's message as one line of at most `limit` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _extension(data: bytes) -> str:
