@@ -54,14 +54,9 @@ def find_images(args: argparse.Namespace, limit: int = 200) -> list[str]:
         paths = sorted(str(p) for p in Path(args.images).rglob("*")
                        if p.suffix.lower() in IMAGE_SUFFIXES)
     else:
-        import pandas as pd
+        from transferkit.run import load_run
 
-        run = Path(args.run)
-        config = json.loads((run / "config.json").read_text())
-        splits = pd.read_csv(run / "splits.csv")
-        test = splits[splits["split"] == "test"]["path"]
-        paths = [str(Path(config["data"]) / p) for p in test]
-        paths = [p for p in paths if os.path.isfile(p)]
+        paths = [str(p) for p in load_run(args.run).test_samples(limit)]
     if not paths:
         sys.exit("no images found: pass --images FOLDER")
     return paths[:limit]
@@ -81,7 +76,7 @@ def start_server(run: str) -> tuple[subprocess.Popen, str]:
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root), TF_CPP_MIN_LOG_LEVEL="2",
                GRADIO_ANALYTICS_ENABLED="False")
-    server = subprocess.Popen([sys.executable, "-m", "transferkit.demo", run, "--port",
+    server = subprocess.Popen([sys.executable, "-m", "transferkit", "serve", run, "--port",
                                str(port)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"

@@ -197,11 +197,8 @@ def make_hostile_folder(root: Path, seed: int = 0, n_good_per_class: int = 8,
     put("__MACOSX/red/._red_000.jpg", b"\x00\x05\x16\x07", ignored)
     put("red/.ipynb_checkpoints/red_000-checkpoint.png", encode(colored("red"), "PNG"),
         ignored)
-    try:
-        os.symlink(root / "red" / "no_such_target.jpg", root / "red" / "broken_link.jpg")
-        skipped.add("red/broken_link.jpg")
-    except (OSError, NotImplementedError):  # No symlinks here (e.g. Windows).
-        pass
+    os.symlink(root / "red" / "no_such_target.jpg", root / "red" / "broken_link.jpg")
+    skipped.add("red/broken_link.jpg")
 
     return {
         "expected_ok": ok,

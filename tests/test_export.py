@@ -112,7 +112,7 @@ def exported(tiny_run, tmp_path_factory):
     """The tiny run exported in every format: (export folder, parity report)."""
     out = tmp_path_factory.mktemp("exported") / "export"
     report = export_run(tiny_run.path, out, formats=("savedmodel", "tflite", "keras"),
-                        verbose=False)
+                        verbose=0)
     return out, report
 
 
@@ -247,7 +247,7 @@ def test_existing_export_needs_overwrite(exported, tiny_run):
     out, _ = exported
     before = sorted(p.name for p in out.iterdir())
     with pytest.raises(RunError, match="--overwrite"):
-        export_run(tiny_run.path, out, verbose=False)
+        export_run(tiny_run.path, out, verbose=0)
     assert sorted(p.name for p in out.iterdir()) == before
 
 
@@ -258,7 +258,7 @@ def test_overwrite_replaces_only_an_export(tiny_run, tmp_path):
     for out in (documents, tiny_run.path):
         with pytest.raises(RunError, match="not a transferkit export folder"):
             export_run(tiny_run.path, out, formats=("keras",), overwrite=True,
-                       verbose=False)
+                       verbose=0)
     assert (documents / "thesis.txt").read_text() == "precious"
     assert (tiny_run.path / "run.json").is_file()
 
@@ -266,7 +266,7 @@ def test_overwrite_replaces_only_an_export(tiny_run, tmp_path):
 def test_failed_parity_leaves_no_export_and_keeps_the_old_one(exported, tiny_run,
                                                               tmp_path, monkeypatch):
     out = tmp_path / "export"
-    export_run(tiny_run.path, out, formats=("keras",), verbose=False)
+    export_run(tiny_run.path, out, formats=("keras",), verbose=0)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def wrong(reference, probabilities):
@@ -279,10 +279,10 @@ def test_failed_parity_leaves_no_export_and_keeps_the_old_one(exported, tiny_run
     monkeypatch.setattr("transferkit.export.parity.compare", wrong)
     with pytest.raises(RunError, match=r"TFLite: max abs diff 0\.5 > 0\.0001"):
         export_run(tiny_run.path, out, formats=("tflite", "keras"), overwrite=True,
-                   verbose=False)
+                   verbose=0)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old one intact
     with pytest.raises(RunError, match="parity check failed"):
-        export_run(tiny_run.path, tmp_path / "new", formats=("tflite",), verbose=False)
+        export_run(tiny_run.path, tmp_path / "new", formats=("tflite",), verbose=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no new, no temp
 
 
@@ -295,7 +295,7 @@ QUANTIZED_SIZE = {"dynamic": 0.35, "float16": 0.6}
 def test_quantized_tflite(exported, tiny_run, tmp_path, quantize):
     out = tmp_path / "export"
     report = export_run(tiny_run.path, out, formats=("tflite",), quantize=quantize,
-                        verbose=False)
+                        verbose=0)
     assert report["sample"] == "test"
     assert report["tflite"]["quantize"] == quantize
     assert report["tflite"]["top1_agreement"] == 1.0
@@ -316,7 +316,7 @@ def test_moved_data_falls_back_to_synthetic_images(exported, tiny_run, tmp_path,
     tflite = (exported[0] / "model.tflite").read_bytes()
     monkeypatch.setattr("transferkit.export.tflite.convert_to_tflite", lambda *args: tflite)
 
-    report = export_run(run_dir, formats=("tflite",), n_parity=12, verbose=False)
+    report = export_run(run_dir, formats=("tflite",), n_parity=12, verbose=0)
     assert report["sample"] == "synthetic"
     assert report["images"] == (f"12 SYNTHETIC random images (no image of the run's data "
                                 f"({tmp_path / 'moved'}) was found)")
@@ -331,7 +331,7 @@ def test_tfds_run_is_checked_on_its_real_test_images(tfds_run, tmp_path):
     assert len(test_images) > 1 and all(p.is_file() for p in test_images)
     n_parity = len(test_images) - 1  # Capped: one fewer than the split holds.
     report = export_run(tfds_run.path, tmp_path / "export", n_parity=n_parity,
-                        verbose=False)
+                        verbose=0)
     assert json.loads((tmp_path / "export/parity.json").read_text()) == report
     assert report["checked"] and report["sample"] == "test"
     assert report["n_images"] == n_parity
@@ -350,7 +350,7 @@ def test_tfds_run_is_checked_on_its_real_test_images(tfds_run, tmp_path):
 ])
 def test_bad_options(tiny_run, tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
-        export_run(tiny_run.path, tmp_path / "export", verbose=False, **options)
+        export_run(tiny_run.path, tmp_path / "export", verbose=0, **options)
     assert not (tmp_path / "export").exists()
 
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image, ImageFile
 
 import hostile
-from transferkit.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size, load_image
+from transferkit.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, as_rgb, check_pixels, \
+    load_image
 from transferkit.errors import ImageError
 
 
@@ -36,9 +37,45 @@ def _png_with_size(width: int, height: int) -> bytes:
             + hostile.png_chunk(b"IEND", b""))
 
 
-def test_constants():
-    assert {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"} == IMAGE_EXTENSIONS
-    assert MAX_PIXELS == 50_000_000
+def test_the_pixel_limit_is_inclusive_and_read_from_the_header():
+    at_limit = _png_with_size(MAX_PIXELS // 5000, 5000)  # exactly MAX_PIXELS pixels
+    with pytest.raises(ImageError) as error:
+        load_image(at_limit)  # allowed by size; then fails on its empty pixel data
+    assert error.value.reason.startswith("truncated or corrupt image")
+    with pytest.raises(ImageError, match="image too large"):
+        load_image(_png_with_size(MAX_PIXELS // 5000, 5001))
+
+
+def test_every_listed_extension_is_a_format_the_decoder_reads(tmp_path):
+    formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF",
+               ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+    assert set(formats) == IMAGE_EXTENSIONS
+    image = np.full((4, 6, 3), 120, np.uint8)
+    for extension, fmt in formats.items():
+        path = tmp_path / f"image{extension}"
+        Image.fromarray(image).save(path, format=fmt)
+        assert load_image(path).shape == (4, 6, 3), extension
+
+
+def test_arrays_follow_one_rule():
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    np.testing.assert_array_equal(as_rgb(gray), np.stack([gray] * 3, axis=-1))
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    assert as_rgb(rgba).shape == (2, 2, 3) and as_rgb(rgba).dtype == np.uint8
+    floats = as_rgb(np.full((2, 2, 3), 200.5))
+    assert floats.dtype == np.float32 and floats[0, 0, 0] == 200.5
+    assert as_rgb(np.zeros((2, 2, 3))).dtype == np.float32  # black is black in any scale
+    with pytest.raises(ImageError, match=r"all lie in \[0, 1\] \(max 0.9\): the image "
+                                         "was scaled"):
+        as_rgb(np.full((2, 2, 3), 0.9))
+    with pytest.raises(ImageError, match="must lie in 0-255, got -1 to 3"):
+        as_rgb(np.array([[[-1, 2, 3]]]))
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        check_pixels(np.full((1, 2, 2, 3), np.nan))
+    with pytest.raises(ImageError, match="expected an HxWx3 RGB array, got shape"):
+        as_rgb(np.zeros((2, 2, 2), np.uint8))
+    with pytest.raises(ImageError, match="dtype <U1"):
+        as_rgb(np.array([[["a", "b", "c"]]]))
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "BMP", "TIFF", "WEBP"])
@@ -173,13 +210,6 @@ def test_exif_orientation_is_applied(orientation):
     assert out.shape == (height, width, 3)
     assert np.abs(out[2, width // 2] - hostile.UPRIGHT_TOP).max() <= 10
     assert np.abs(out[-3, width // 2] - hostile.UPRIGHT_BOTTOM).max() <= 10
-
-
-def test_image_size_reads_the_header_as_stored():
-    assert image_size(hostile.exif_rotated_jpeg_bytes(6)) == hostile.UPRIGHT_SIZE[::-1]
-    assert image_size(hostile.bomb_png_bytes(40000, 40000)) == (40000, 40000)
-    with pytest.raises(ImageError):
-        image_size(b"not an image at all")
 
 
 def test_animated_gif_gives_its_first_frame():

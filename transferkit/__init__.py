@@ -9,10 +9,10 @@
 __version__ = "0.1.0"
 
 
-def train(data, out_dir, overwrite: bool = False, **options):
+def train(data, out, overwrite: bool = False, **options):
     """Trains a classifier; see `transferkit.training.train`."""
     from transferkit.training import train as _train
-    return _train(data, out_dir, overwrite=overwrite, **options)
+    return _train(data, out, overwrite=overwrite, **options)
 
 
 def load_run(run_dir):

@@ -202,7 +202,7 @@ def _export(args) -> int:
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     report = export_run(args.run, out=args.out, formats=formats, quantize=args.quantize,
-                        overwrite=args.overwrite, verbose=not args.json)
+                        overwrite=args.overwrite, verbose=0 if args.json else 1)
     if args.json:
         print(json.dumps(report, indent=2))
     return 0

@@ -1,8 +1,9 @@
 """Atomic writes: a file in a run directory is either complete or absent.
 
-Everything transferkit writes goes through here: write to a temporary sibling, flush,
-fsync, then `os.replace` (atomic on POSIX), so a crash or a full disk never leaves a
-half-written file behind.
+The files of a run directory are written through here: to a temporary sibling, flushed,
+fsynced, then `os.replace`d (atomic on POSIX), so a crash or a full disk never leaves a
+half-written file behind. (An export is written into a hidden folder that is renamed
+into place whole: `replace_dir`.)
 """
 
 from __future__ import annotations

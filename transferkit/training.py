@@ -45,14 +45,14 @@ from transferkit.run import Run, load_run, mark_complete, prepare_run_dir
 IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-weighted
 
 
-def train(data: str | Path, out_dir: str | Path, overwrite: bool = False,
+def train(data: str | Path, out: str | Path, overwrite: bool = False,
           **options) -> Run:
     """Trains a classifier on a folder with one subfolder per class (or `tfds:NAME`).
 
     Args:
         data: The data folder, or `tfds:NAME`.
-        out_dir: The run directory to write (see `transferkit.run`).
-        overwrite: Replace a finished (or unfinished) run in `out_dir`.
+        out: The run directory to write (see `transferkit.layout`).
+        overwrite: Replace a finished (or unfinished) run in `out`.
         **options: Any field of `TrainConfig` (e.g. `backbone="mobilenet_v2_0.35"`).
 
     Returns:
@@ -66,10 +66,10 @@ def train(data: str | Path, out_dir: str | Path, overwrite: bool = False,
         # shuffle flag tf.data pipelines ignore (they shuffle themselves): noise here.
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
         warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
-        return _train(data, out_dir, overwrite, **options)
+        return _train(data, out, overwrite, **options)
 
 
-def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) -> Run:
+def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run:
     start = time.time()
     known = {f.name for f in dataclasses.fields(TrainConfig)} - {"data"}
     unknown = sorted(set(options) - known)
@@ -77,7 +77,7 @@ def _train(data: str | Path, out_dir: str | Path, overwrite: bool, **options) ->
         raise ConfigError(f"unknown training option {unknown[0]!r}; the options are: "
                           f"{', '.join(sorted(known))}")
     config = TrainConfig(data=str(data), **options).resolved()
-    out_dir = Path(out_dir)
+    out_dir = Path(out)
     backbone = get_backbone(config.backbone)
     # Weights first: a missing weights file is reported before a long audit, not after.
     pretrained = None if config.weights == "none" else \

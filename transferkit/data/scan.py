@@ -22,7 +22,6 @@ from transferkit import fileio
 from transferkit.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, load_image
 from transferkit.errors import DataError, ImageError
 
-COLUMNS = ("path", "class", "status", "reason", "sha256", "width", "height")
 AUDIT_CSV_COLUMNS = ("path", "class", "status", "reason")
 
 # Files operating systems drop into folders; never images.

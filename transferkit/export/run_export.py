@@ -25,7 +25,7 @@ FORMATS = ("savedmodel", "tflite", "keras")
 def export_run(run_dir: str | Path, out: str | Path | None = None,
                formats: Sequence[str] = ("savedmodel",), quantize: str | None = None,
                overwrite: bool = False, n_parity: int = 200,
-               verbose: bool = True) -> dict[str, Any]:
+               verbose: int = 1) -> dict[str, Any]:
     """Exports a finished run and checks that the exported models give its answers.
 
     Args:
@@ -37,7 +37,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None,
         overwrite: Replace an existing export folder.
         n_parity: Images of the run's test split on which each exported model is compared
             with the Keras model (0 skips the check).
-        verbose: Print progress.
+        verbose: 0 is silent, 1 (or more) prints progress lines.
 
     Returns:
         The parity report, also written to `<out>/parity.json`.
