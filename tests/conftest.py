@@ -46,6 +46,18 @@ def tiny_run(tmp_path_factory, color_folder):
                              strategy="feature-extract", augment_copies=1, quiet=True)
 
 
+@pytest.fixture(scope="session")
+def fine_tuned_run(tmp_path_factory):
+    """A finished run that fine-tuned its top block for 2 epochs (64 px): ~15 s."""
+    import transferkit
+
+    root = tmp_path_factory.mktemp("fine_tuned")
+    data = make_color_folder(root / "data", n_per_class=10, size=48, seed=3)
+    return transferkit.train(data, root / "run", image_size=64, unfreeze=1,
+                             fine_tune_epochs=2, augment_copies=0, head_epochs=3,
+                             quiet=True)
+
+
 TFDS_NAME = "transferkit_test_colors"
 
 

@@ -157,13 +157,9 @@ def test_a_run_keeps_the_features_of_every_image(tiny_run, color_folder):
     np.testing.assert_array_equal(final, features)
 
 
-def test_final_features_of_a_fine_tuned_run_are_computed_once(tmp_path):
-    import transferkit
-    from transferkit.testing import make_color_folder
-
-    data = make_color_folder(tmp_path / "data", n_per_class=6, size=48, seed=3)
-    run = transferkit.train(data, tmp_path / "run", image_size=64, unfreeze=1,
-                            fine_tune_epochs=1, augment_copies=0, head_epochs=2, quiet=True)
+def test_final_features_of_a_fine_tuned_run_are_computed_once(fine_tuned_run):
+    run = fine_tuned_run
+    data = run.data_folder
     names, initial = run.features("imagenet")
     _, final = run.features("final")
     assert final.shape == initial.shape and not np.allclose(final, initial)

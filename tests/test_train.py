@@ -9,7 +9,6 @@ import pytest
 
 import transferkit
 from transferkit.errors import ConfigError, DataError, ImageError, RunError, WeightsError
-from transferkit.testing import make_color_folder
 
 RUN_FILES = ["config.json", "labels.json", "plan.json", "audit.csv", "splits.csv",
              "history.csv", "metrics.json", "per_class.csv", "confusion_matrix.csv",
@@ -68,10 +67,8 @@ def test_finished_run_is_not_overwritten(tiny_run, color_folder):
         transferkit.train(color_folder, tiny_run.path, image_size=96, quiet=True)
 
 
-def test_fine_tune_phase_and_history(tmp_path):
-    data = make_color_folder(tmp_path / "data", n_per_class=10, size=48, seed=3)
-    run = transferkit.train(data, tmp_path / "run", image_size=64, unfreeze=1,
-                            fine_tune_epochs=2, augment_copies=0, head_epochs=3, quiet=True)
+def test_fine_tune_phase_and_history(fine_tuned_run):
+    run = fine_tuned_run
     history = pd.read_csv(run.path / "history.csv")
     assert list(history["phase"].unique()) == [1, 2]
     assert (history[history["phase"] == 2]["epoch"] == [1, 2]).all()
