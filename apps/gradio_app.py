@@ -1,11 +1,12 @@
 """The transferkit web demo as a script: `python apps/gradio_app.py RUN_DIR [--port 7860]`.
 
-All the code is in `transferkit.demo`; see its docstring for the options and the API.
+The same command as `transferkit serve` (options, help and errors included); the app is
+in `transferkit.demo`, whose docstring describes the page and its API.
 """
 
 import sys
 
-from transferkit.demo import build_demo, main  # noqa: F401  (build_demo: for importers)
+import transferkit.cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(transferkit.cli.main(["serve", *sys.argv[1:]]))

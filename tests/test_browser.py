@@ -16,7 +16,6 @@ import re
 import socket
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 CHROMIUM = Path(os.environ.get("TRANSFERKIT_CHROMIUM", "/usr/bin/chromium"))
@@ -79,9 +78,7 @@ def test_image_to_label_and_heat_map_in_the_browser(browser, demo, served_run, a
     expect.set_options(timeout=TIMEOUT_MS)
 
     # The test image the model is surest of (it makes the clearest screenshot).
-    splits = pd.read_csv(served_run.path / "splits.csv")
-    test = splits[splits["split"] == "test"].sort_values("path").iloc[:24]
-    candidates = [Path(served_run.config.data) / p for p in test["path"]]
+    candidates = sorted(served_run.split_paths("test"))[:24]
     probabilities = served_run.predict(candidates)
     best = int(probabilities.max(axis=1).argmax())
     image = candidates[best]

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
-import pandas as pd
 import pytest
+from gradio_client import Client, handle_file
 from PIL import Image
 
-gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
-
-from transferkit.demo import (  # noqa: E402
-    CONCURRENCY, MAX_QUEUE, METHOD_LABELS, build_parser, launch)
+import transferkit.cli
+from transferkit import layout
+from transferkit.demo import build_demo, launch
+from transferkit.demo.app import CONCURRENCY, MAX_QUEUE
+from transferkit.explain import METHODS
+from transferkit.export import export_run
+from transferkit.fileio import read_json, write_json
 
 MAX_FILE_SIZE = "50kb"
+APP_SCRIPT = Path(__file__).resolve().parents[1] / "apps" / "gradio_app.py"
 
 
 def free_port() -> int:
@@ -41,14 +48,26 @@ def client(demo):
 @pytest.fixture(scope="module")
 def test_images(tiny_run):
     """(path, class) of the run's test split."""
-    splits = pd.read_csv(tiny_run.path / "splits.csv")
-    test = splits[splits["split"] == "test"]
-    data = Path(tiny_run.config.data)
-    return [(data / p, c) for p, c in zip(test["path"], test["class"])]
+    splits = tiny_run.splits
+    classes = splits.loc[splits["split"] == "test", "class"]
+    return list(zip(tiny_run.split_paths("test"), classes))
 
 
 def confidences(result: dict) -> dict[str, float]:
     return {c["label"]: c["confidence"] for c in result["confidences"]}
+
+
+def blocks_of(app: gr.Blocks, kind: type) -> list:
+    return [b for b in app.blocks.values() if isinstance(b, kind)]
+
+
+def markdown_text(app: gr.Blocks) -> str:
+    return "\n".join(str(b.value) for b in blocks_of(app, gr.Markdown))
+
+
+def example_paths(app: gr.Blocks) -> list[Path]:
+    """The files behind the clickable examples (as given, before Gradio caches them)."""
+    return [Path(sample[0]) for d in blocks_of(app, gr.Dataset) for sample in d.raw_samples]
 
 
 def test_serves_localhost_only_with_safe_defaults(demo):
@@ -57,9 +76,6 @@ def test_serves_localhost_only_with_safe_defaults(demo):
     assert demo.max_file_size == 50 * 1024
     assert demo._queue.default_concurrency_limit == CONCURRENCY
     assert demo._queue.max_size == MAX_QUEUE
-    args = build_parser().parse_args(["runs/x"])
-    assert (args.host, args.port, args.share, args.max_file_size) == \
-        ("127.0.0.1", 7860, False, "10mb")
 
 
 def test_predict_matches_the_run(client, tiny_run, test_images):
@@ -79,7 +95,13 @@ def test_predict_is_mostly_right_on_test_images(client, test_images):
     assert right >= 0.8 * len(test_images)
 
 
-@pytest.mark.parametrize("method", list(METHOD_LABELS))
+def test_method_selector_is_the_explain_registry(demo):
+    (selector,) = [b for b in blocks_of(demo, gr.Dropdown) if b.elem_id == "tk-method"]
+    assert selector.choices == [(cls.label, name) for name, cls in METHODS.items()]
+    assert selector.value == "gradcam"
+
+
+@pytest.mark.parametrize("method", list(METHODS))
 def test_explain_every_method(client, tiny_run, test_images, method):
     path, _ = test_images[0]
     picture, result = client.predict(handle_file(str(path)), method, "",
@@ -142,44 +164,74 @@ def test_oversized_upload_is_rejected(client, tmp_path, test_images):
 
 
 def test_model_tab_shows_the_run(demo, tiny_run):
-    import gradio as gr
-
-    blocks = list(demo.blocks.values())
-    text = "\n".join(str(b.value) for b in blocks if isinstance(b, gr.Markdown))
+    text = markdown_text(demo)
     assert tiny_run.config.backbone in text
     assert "frozen" in text or "fine-tuned" in text  # the plan, and why
-    assert "Test accuracy" in text
-    tables = [b for b in blocks if isinstance(b, gr.Dataframe)]
+    assert f"Test accuracy:** {tiny_run.metrics['accuracy']:.1%}" in text
+    tables = blocks_of(demo, gr.Dataframe)
     assert any("f1" in b.value["headers"] for b in tables)
-    images = [b for b in blocks if isinstance(b, gr.Image) and b.value]
+    images = [b for b in blocks_of(demo, gr.Image) if b.value]
     assert any("confusion" in str(b.label).lower() for b in images)
-    assert any(isinstance(b, gr.Dataset) for b in blocks)  # the clickable examples
+    assert example_paths(demo)  # the clickable examples
+
+
+def copy_with_a_top_loss(run, folder: Path) -> tuple[Path, str]:
+    """A copy of a run whose top_losses.csv lists one test image, confidently wrong, and
+    the caption the Model tab gives it."""
+    shutil.copytree(run.path, folder, ignore=shutil.ignore_patterns(
+        layout.FEATURES_DIR, layout.CHECKPOINTS_DIR, layout.EXPORT_DIR))
+    image = run.splits.query("split == 'test'").iloc[0]
+    wrong = next(c for c in run.class_names if c != image["class"])
+    (folder / layout.TOP_LOSSES_FILE).write_text(
+        "path,true,predicted,probability,true_probability,loss\n"
+        f"{image['path']},{image['class']},{wrong},0.9,0.1,2.3\n")
+    return folder, f"{image['class']} → predicted {wrong} (90%)"
+
+
+def test_a_tfds_run_is_served_like_a_folder_run(tfds_run, tmp_path):
+    run_copy, caption = copy_with_a_top_loss(tfds_run, tmp_path / "run")
+    app = build_demo(run_copy)
+    examples = example_paths(app)
+    assert examples and set(examples) <= set(tfds_run.split_paths("test"))
+    assert {p.parent.name for p in examples} == set(tfds_run.class_names)  # every class
+    text = markdown_text(app)
+    assert f"Test accuracy:** {tfds_run.metrics['accuracy']:.1%}" in text
+    assert "no longer where the run was trained" not in text
+    assert any(b.label == "Images per class and split" for b in blocks_of(app, gr.Dataframe))
+    (gallery,) = blocks_of(app, gr.Gallery)  # the top loss, read from the TFDS folder
+    assert [item["caption"] for item in gallery.value] == [caption]
+
+
+def test_a_run_whose_data_moved_says_so(tiny_run, tmp_path):
+    run_copy, _ = copy_with_a_top_loss(tiny_run, tmp_path / "run")
+    config = read_json(run_copy / layout.CONFIG_FILE)
+    config["data"] = str(tmp_path / "moved")
+    write_json(run_copy / layout.CONFIG_FILE, config)
+
+    app = build_demo(run_copy)
+    assert example_paths(app) == [] and blocks_of(app, gr.Gallery) == []
+    assert f"no longer where the run was trained ({tmp_path / 'moved'})" in markdown_text(app)
 
 
 def test_exports_explained_by_their_run_else_predictions_only(tiny_run, tmp_path,
                                                                test_images):
-    pytest.importorskip("transferkit.predictor")
-    import shutil
-
-    from transferkit.demo import build_demo
-    from transferkit.export import export_run
-
     run_copy = tmp_path / "run"
-    shutil.copytree(tiny_run.path, run_copy,
-                    ignore=shutil.ignore_patterns("cache", "checkpoints", "export"))
+    shutil.copytree(tiny_run.path, run_copy, ignore=shutil.ignore_patterns(
+        layout.FEATURES_DIR, layout.CHECKPOINTS_DIR, layout.EXPORT_DIR))
     export_run(run_copy, formats=("savedmodel",), n_parity=0, verbose=False)
+    saved_model = run_copy / layout.EXPORT_DIR / layout.SAVED_MODEL_DIR
 
     # RUN/export/saved_model: predictions from the SavedModel, heat maps from RUN.
-    served = build_demo(run_copy / "export" / "saved_model").transferkit_classifier
+    served = build_demo(saved_model).transferkit_session
     assert served.predictor is not None and served.can_explain and not served.notice
     assert served.run.path == run_copy
 
     # The SavedModel alone: predictions only, and the page and the API say why.
-    lone = tmp_path / "elsewhere" / "saved_model"
-    shutil.copytree(run_copy / "export" / "saved_model", lone)
+    lone = tmp_path / "elsewhere" / layout.SAVED_MODEL_DIR
+    shutil.copytree(saved_model, lone)
     app = launch(lone, port=free_port(), block=False, quiet=True)
     try:
-        assert "Predictions only" in app.transferkit_classifier.notice
+        assert "Predictions only" in app.transferkit_session.notice
         c = Client(app.local_url, verbose=False)
         path, _ = test_images[0]
         result = c.predict(handle_file(str(path)), api_name="/predict")
@@ -191,10 +243,42 @@ def test_exports_explained_by_their_run_else_predictions_only(tiny_run, tmp_path
         app.close()
 
 
-def test_command_line_reports_a_bad_path_in_one_line(tmp_path, capsys):
-    from transferkit.demo import main
+# The command line: `transferkit serve` and apps/gradio_app.py, one entry point.
 
-    assert main([str(tmp_path / "missing"), "--port", str(free_port())]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("transferkit-demo: error:") and "missing" in err
-    assert "Traceback" not in err
+@pytest.fixture
+def launched(monkeypatch):
+    """The keyword arguments `gradio.Blocks.launch` is called with (it serves nothing)."""
+    calls = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: calls.append(kwargs))
+    return calls
+
+
+@pytest.mark.parametrize("options, expected", [
+    ([], {"server_name": "127.0.0.1", "server_port": 7860, "share": False,
+          "max_file_size": "10mb"}),
+    (["--host", "0.0.0.0", "--port", "7861", "--share", "--max-file-size", "1mb"],
+     {"server_name": "0.0.0.0", "server_port": 7861, "share": True,
+      "max_file_size": "1mb"}),
+])
+def test_serve_command_launches_with_its_options(tiny_run, launched, options, expected):
+    assert transferkit.cli.main(["serve", str(tiny_run.path), *options]) == 0
+    (kwargs,) = launched
+    assert {k: kwargs[k] for k in expected} == expected
+    assert kwargs["prevent_thread_lock"] is False  # serves until interrupted
+
+
+def test_serve_command_reports_a_bad_path_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    assert transferkit.cli.main(["serve", str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("transferkit: error:") and "missing" in err[0]
+
+
+def test_app_script_is_the_serve_command(tmp_path):
+    missing = tmp_path / "missing"
+    done = subprocess.run([sys.executable, str(APP_SCRIPT), str(missing)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("transferkit")]
+    assert len(errors) == 1 and errors[0].startswith("transferkit: error:")
+    assert str(missing) in errors[0] and "Traceback" not in done.stderr

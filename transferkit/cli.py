@@ -267,18 +267,21 @@ def _explain_check(args) -> int:
 
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="the Gradio web demo")
-    p.add_argument("model", help="run directory or exported SavedModel directory")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="create a public Gradio link")
-    p.add_argument("--max-file-size", default="10mb", help="upload cap (default 10mb)")
+    p.add_argument("model", help="run directory, exported SavedModel folder or .tflite file")
+    # Defaults None: `transferkit.demo.launch` holds them (127.0.0.1, 7860, 10mb).
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine "
+                                  "only; 0.0.0.0 serves the network, with no login)")
+    p.add_argument("--port", type=int, help="port (default 7860)")
+    p.add_argument("--share", action="store_true",
+                   help="also create a public gradio.live link (off by default)")
+    p.add_argument("--max-file-size", help="largest upload accepted (default 10mb)")
 
 
 def _serve(args) -> int:
     from transferkit.demo import launch
 
-    launch(args.model, host=args.host, port=args.port, share=args.share,
-           max_file_size=args.max_file_size)
+    given = {"host": args.host, "port": args.port, "max_file_size": args.max_file_size}
+    launch(args.model, share=args.share, **{k: v for k, v in given.items() if v is not None})
     return 0
 
 
@@ -317,8 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"transferkit: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("transferkit: interrupted; run the same command again to resume",
-              file=sys.stderr)
+        resumable = " (run the same command again to resume)" if args.command == "train" \
+            else ""
+        print(f"transferkit: interrupted{resumable}", file=sys.stderr)
         return 130
 
 
