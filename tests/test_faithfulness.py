@@ -4,7 +4,6 @@ model-randomization sanity check, and the explain_check report."""
 from __future__ import annotations
 
 import json
-import re
 
 import keras
 import numpy as np
@@ -13,11 +12,12 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from transferkit.backbones import BACKBONES
 from transferkit.errors import ConfigError, DataError
 from transferkit.explain import (
-    GradCAM, blur, deletion_insertion, explain_check, random_heatmaps, randomization_check,
-    randomize_model, rank_correlation, ratio_interval)
-from transferkit.model import backbone_blocks
+    GradCAM, blur, deletion_insertion, explain_check, make_explainers, random_heatmaps,
+    randomization_check, randomize_model, rank_correlation, ratio_interval)
+from transferkit.model import backbone_blocks, build_classifier
 
 SIZE = 32
 SIGMA = 4.0
@@ -134,8 +134,10 @@ def test_deletion_insertion_defaults_and_errors(bright_corner):
         deletion_insertion(model, bright_corner[None], maps, blurred=bright_corner)
     with pytest.raises(ConfigError, match="heatmaps have shape"):
         deletion_insertion(model, bright_corner[None], maps[:, :8], [0])
-    with pytest.raises(ConfigError, match="class indices"):
+    with pytest.raises(ConfigError, match="class index 2 is out of range"):
         deletion_insertion(model, bright_corner[None], maps, [2])
+    with pytest.raises(ConfigError, match="2 class indices for 1 images"):
+        deletion_insertion(model, bright_corner[None], maps, [0, 0])
 
 
 def test_rank_correlation():
@@ -181,9 +183,6 @@ def test_randomize_model_reinitializes_head_and_top_blocks_only(tiny_run):
 
 def test_randomize_model_handles_layers_without_a_known_initializer():
     # ConvNeXt's LayerScale has a bare weight; it is redrawn like the original's.
-    from transferkit.backbones import BACKBONES
-    from transferkit.model import build_classifier
-
     model = build_classifier(BACKBONES["convnext_tiny"], 2, 32, weights=None)
     copy = randomize_model(model, n_blocks=1, seed=0)
     top = backbone_blocks(copy)[-1]
@@ -221,27 +220,53 @@ def test_randomization_check(tiny_run, flower_images):
 
 
 def test_explain_check(tiny_run, color_folder, tmp_path, capsys):
-    table = explain_check(tiny_run.path, color_folder, n=3, methods=["gradcam", "saliency"],
-                          out=tmp_path)
+    # Three images and n=3: all of them are used, so the table can be recomputed here
+    # from its definition.
+    data = tmp_path / "data"
+    for name in ("red", "green", "blue"):
+        (data / name).mkdir(parents=True)
+        first = sorted((color_folder / name).iterdir())[0]
+        (data / name / first.name).write_bytes(first.read_bytes())
+    methods = ["gradcam", "saliency"]
+    table = explain_check(tiny_run.path, data, n=3, methods=methods, out=tmp_path, seed=2)
     assert list(table.columns) == [
         "method", "deletion_auc", "insertion_auc", "random_deletion_auc",
         "random_insertion_auc", "randomization_spearman", "seconds_per_image"]
-    assert table["method"].tolist() == ["gradcam", "saliency"]
-    aucs = table[["deletion_auc", "insertion_auc", "random_deletion_auc",
-                  "random_insertion_auc"]].to_numpy()
-    assert ((aucs >= 0) & (aucs <= 1)).all()
-    assert table["random_deletion_auc"].nunique() == 1  # one shared baseline
-    assert (table["randomization_spearman"].abs() <= 1).all()
-    assert (table["seconds_per_image"] > 0).all()
+    assert table["method"].tolist() == methods
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "explain_check.csv"), table)
+
+    model = tiny_run.model
+    _, ok = tiny_run.known_images(data, progress=False)
+    images = tiny_run.preprocess([data / p for p in ok["path"]])
+    classes = model.predict_on_batch(images).argmax(axis=-1)
+    random_del, random_ins = deletion_insertion(
+        model, images, random_heatmaps(3, 96, 96, seed=2), classes, seed=2)
+    randomized = make_explainers(randomize_model(model, seed=2), methods)
+    deletions = {}
+    for row, (name, explainer) in zip(table.itertuples(), make_explainers(model, methods).items()):
+        maps = explainer(images, classes)
+        deletion, insertion = deletion_insertion(model, images, maps, classes, seed=2)
+        deletions[name] = deletion
+        spearman = rank_correlation(maps, randomized[name](images, classes))
+        np.testing.assert_allclose(
+            [row.deletion_auc, row.insertion_auc, row.random_deletion_auc,
+             row.random_insertion_auc, row.randomization_spearman],
+            [deletion.mean(), insertion.mean(), random_del.mean(), random_ins.mean(),
+             spearman.mean()], rtol=1e-5, err_msg=name)
+        assert row.seconds_per_image > 0
     err = capsys.readouterr().err
     assert "gradcam (1/2)" in err and "saliency (2/2)" in err
-    # Each AUC against random, with its sampling interval.
-    assert re.search(r"gradcam: deletion [01]\.\d{3} \(\d+\.\d\dx random, 95% interval "
-                     r"\d+\.\d\d-\d+\.\d\d\), insertion", err)
+    # Each AUC against random, with its sampling interval over the images.
+    ratio, low, high = ratio_interval(deletions["gradcam"], random_del, seed=2)
+    assert (f"gradcam: deletion {deletions['gradcam'].mean():.3f} ({ratio:.2f}x random, "
+            f"95% interval {low:.2f}-{high:.2f}), insertion") in err
     # How much evidence the blurred copies (the deletion substrate) still carry.
-    assert re.search(r"explained class [01]\.\d\d, of their blurred copies [01]\.\d\d "
-                     r"\(chance 0\.33\)", err)
+    blurred = np.stack([blur(image) for image in images])
+    every = np.arange(3)
+    assert (f"explained class {model.predict_on_batch(images)[every, classes].mean():.2f}, "
+            f"of their blurred copies "
+            f"{model.predict_on_batch(blurred)[every, classes].mean():.2f} (chance 0.33)"
+            ) in err
 
     with pytest.raises(ConfigError, match="unknown explanation method"):
         explain_check(tiny_run.path, color_folder, methods=["lime"], out=tmp_path)

@@ -1,33 +1,27 @@
 """The one base class every explanation method derives from.
 
-`Explainer` does what all methods share, once: it checks the input batch, builds the
-gradient graph (`TracedGraph`: a `tf.function` with a fixed input signature, traced on
-first use and never again), picks the classes to explain, and turns each method's raw
-map into a heat map `[N, H, W]` in [0, 1] at the input's resolution. A method only
-implements `_explain`, which returns raw (unnormalized, possibly low-resolution) maps.
+`Explainer` does what all methods share, once: it checks the input batch, picks the
+classes to explain, gets the gradients from the model's `TracedGraph` (built on first
+use), and turns each method's raw map into a heat map `[N, H, W]` in [0, 1] at the
+input's resolution. A method only implements `_explain`, which returns raw
+(unnormalized, possibly low-resolution) maps.
 
-Tracing a large backbone's gradient takes seconds; `make_explainers` builds several
-methods for one model that share one traced graph.
-
-Class scores: gradient methods differentiate the *pre-softmax logit* of the class, as in
-the Grad-CAM and Integrated Gradients papers: a softmax probability near 1 saturates, so
-its gradient vanishes, and it also mixes in every other class. When the model's output
-layer is a softmax `Dense` (the transferkit classifier's `predictions`), the logit is
-recomputed from its input, kernel and bias; any other output is used as the score as is.
-
-The model's input is raw 0-255 RGB (preprocessing is a layer inside the model), so
-gradients are taken with respect to raw pixels.
+Tracing a large backbone's gradient takes seconds; `make_explainers` (in the registry)
+builds several methods for one model that share one traced graph (`Explainer.use_graph`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.data.images import check_pixels
 from transferkit.errors import ConfigError, ImageError
+from transferkit.explain.graph import TracedGraph, resolve_layer
+from transferkit.inference import in_batches
 
 
 class Explainer:
@@ -37,9 +31,9 @@ class Explainer:
         model: A Keras classifier mapping raw RGB `[N, H, W, 3]` in [0, 255] to class
             scores `[N, C]` (a transferkit classifier, or any model with that contract).
         layer_name: Layer whose activations a CAM method weighs. Default: the last
-            convolutional feature map (`feature_layer_name(model)`) when the model has a
-            `head_pool` layer, else the last layer with a 4-D output. Methods that
-            explain input pixels directly (`uses_layer = False`) take no layer.
+            convolutional feature map of a transferkit classifier, else the last layer
+            with a 4-D output. Methods that explain input pixels directly
+            (`uses_layer = False`) take no layer.
         batch_size: Most images (or perturbed copies of an image) run through the
             model at once; bounds memory, not the result.
 
@@ -48,7 +42,8 @@ class Explainer:
             pixel-space method, or a model whose input is not `[N, H, W, 3]`.
     """
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""   # the registry's and the CLI's name, e.g. "gradcam"
+    label: ClassVar[str] = ""  # for people, e.g. "Grad-CAM"
     uses_layer: ClassVar[bool] = True
 
     def __init__(self, model: keras.Model, layer_name: str | None = None,
@@ -67,7 +62,33 @@ class Explainer:
         self.input_size: tuple[int | None, int | None] = (shape[1], shape[2])
         self.num_classes = int(model.output_shape[-1])
         self.layer_name = (resolve_layer(model, layer_name) if self.uses_layer else None)
-        self._traced = TracedGraph(model, self.layer_name)  # see make_explainers
+        self._graph: TracedGraph | None = None  # built on first use, or shared
+
+    @property
+    def graph(self) -> TracedGraph:
+        """The traced gradient graph: this explainer's own, built on first use, or the
+        one given to `use_graph`."""
+        if self._graph is None:
+            self._graph = TracedGraph(self.model, self.layer_name)
+        return self._graph
+
+    def use_graph(self, graph: TracedGraph) -> None:
+        """Uses `graph` (e.g. one shared by several methods) instead of building one.
+
+        Raises:
+            ConfigError: `graph` is of another model, of another layer, or lacks the
+                pixel gradients this method needs.
+        """
+        if graph.model is not self.model:
+            raise ConfigError(f"{self.name}: the graph is of another model; build it "
+                              "from this explainer's model")
+        if self.uses_layer and graph.layer_name != self.layer_name:
+            raise ConfigError(f"{self.name} explains layer {self.layer_name!r} but the "
+                              f"graph differentiates {graph.layer_name!r}")
+        if not self.uses_layer and not graph.input_gradients:
+            raise ConfigError(f"{self.name} needs pixel gradients: build the graph with "
+                              "input_gradients=True")
+        self._graph = graph
 
     def __call__(self, images: np.ndarray, class_indices: int | Sequence[int] | None = None
                  ) -> np.ndarray:
@@ -88,7 +109,7 @@ class Explainer:
             ConfigError: A class index is out of range, or their count is not N.
         """
         x = check_images(images, self.input_size)
-        classes = self._check_classes(class_indices, len(x))
+        classes = check_classes(class_indices, len(x), self.num_classes)
         height, width = x.shape[1:3]
         maps = []
         for i in range(0, len(x), self.batch_size):  # a loop: warnings keep their stack
@@ -119,8 +140,8 @@ class Explainer:
             methods the activations are the images. Classes of -1 become the top
             prediction, within the same pass.
         """
-        out = self._traced.backward(tf.convert_to_tensor(images, tf.float32),
-                                    tf.convert_to_tensor(classes, tf.int32))
+        out = self.graph.backward(tf.convert_to_tensor(images, tf.float32),
+                                  tf.convert_to_tensor(classes, tf.int32))
         if self.uses_layer:
             activations, grads = out["activations"], out["activation_gradients"]
         else:
@@ -131,8 +152,8 @@ class Explainer:
         """The model's own output `[n, C]` (probabilities), `batch_size` at a time."""
         # predict_on_batch reuses the model's compiled predict function, shared by every
         # explainer of the same model.
-        return np.concatenate([np.asarray(self.model.predict_on_batch(
-            images[i:i + self.batch_size])) for i in range(0, len(images), self.batch_size)])
+        return in_batches(self.model.predict_on_batch, images, self.batch_size,
+                          self.num_classes)
 
     def _resolve_classes(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Replaces -1 by the image's top prediction (methods that perturb the input
@@ -144,114 +165,13 @@ class Explainer:
             classes[top] = self._gradients(images[top], classes[top])[2]
         return classes
 
-    def _check_classes(self, class_indices: int | Sequence[int] | None, n: int) -> np.ndarray:
-        if class_indices is None:
-            return np.full(n, -1, np.int32)
-        values = np.asarray(class_indices)
-        if values.dtype.kind not in "iu" and not (
-                values.dtype.kind == "f" and np.all(values == np.round(values))):
-            raise ConfigError(f"class indices must be integers, got {class_indices!r}")
-        values = np.broadcast_to(values.astype(np.int64), (n,)) if values.ndim == 0 \
-            else values.astype(np.int64)
-        if values.shape != (n,):
-            raise ConfigError(f"got {values.size} class indices for {n} images; give one "
-                              "per image, a single index, or None for the top prediction")
-        bad = values[(values < 0) | (values >= self.num_classes)]
-        if bad.size:
-            raise ConfigError(f"class index {int(bad[0])} is out of range: the model has "
-                              f"{self.num_classes} classes (0 to {self.num_classes - 1})")
-        return values.astype(np.int32)
-
-
-class TracedGraph:
-    """The traced gradient computation of one model's class logits.
-
-    Args:
-        model: The classifier.
-        layer_name: Feature-map layer to differentiate with respect to (None: none).
-        input_gradients: Differentiate with respect to the input pixels too. One
-            backward pass gives both, but it then runs through the whole network
-            instead of stopping at the layer (for a CAM method alone, that is waste).
-
-    Attributes:
-        backward: `tf.function(images [N, H, W, 3] float32, classes [N] int32) -> dict`
-            with `activations` (of the layer, or the images when there is none),
-            `activation_gradients`, `input_gradients` (when asked for), `classes`
-            (-1 replaced by the top prediction) and `scores` (the class logits): one
-            forward and one backward pass. Built once with a fixed signature (batch
-            dimension free), so it is traced on first use and never again.
-    """
-
-    def __init__(self, model: keras.Model, layer_name: str | None,
-                 input_gradients: bool = False):
-        self.layer_name = layer_name
-        self.input_gradients = input_gradients or layer_name is None
-        self._scores = _score_model(model, layer_name)
-        shape = tuple(model.input_shape)
-        image_spec = tf.TensorSpec((None, shape[1], shape[2], 3), tf.float32)
-        class_spec = tf.TensorSpec((None,), tf.int32)
-        self.backward = tf.function(self._backward, input_signature=[image_spec, class_spec])
-
-    def _backward(self, images: tf.Tensor, classes: tf.Tensor) -> dict[str, tf.Tensor]:
-        with tf.GradientTape() as tape:
-            tape.watch(images)
-            activations, logits = self._scores(images, training=False)
-            top = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            classes = tf.where(classes < 0, top, classes)
-            scores = tf.gather(logits, classes, batch_dims=1)
-        # Images are independent (inference mode: no batch statistics), so the gradient
-        # of the summed scores is each image's own gradient.
-        sources = [activations, images] if self.input_gradients else [activations]
-        grads = tape.gradient(scores, sources)
-        out = {"activations": activations, "activation_gradients": grads[0],
-               "classes": classes, "scores": scores}
-        if self.input_gradients:
-            out["input_gradients"] = grads[-1]
-        return out
-
-
-def make_explainers(model: keras.Model, methods: str | Sequence[str] | None = None,
-                    layer_name: str | None = None,
-                    options: dict[str, dict] | None = None) -> dict[str, Explainer]:
-    """Explainers of several methods for one model, sharing one traced graph.
-
-    Tracing a large backbone's gradient takes seconds, as long as explaining dozens of
-    images; the explainers built here share a single graph (one backward pass gives the
-    feature-map gradients the CAM methods need and the pixel gradients of the others).
-
-    Args:
-        model: The classifier.
-        methods: Method names (None or "all": every method).
-        layer_name: Layer for the CAM methods (default as in `Explainer`).
-        options: Per-method constructor arguments, e.g. `{"scorecam": {"top_k": 16}}`.
-
-    Returns:
-        Method name → explainer, in the order asked.
-
-    Raises:
-        ConfigError: Unknown method or layer, or bad options.
-    """
-    from transferkit.explain import METHODS  # the registry imports this module
-
-    options = options or {}
-    explainers = {}
-    for name in resolve_methods(methods):
-        cls = METHODS[name]
-        layer = {"layer_name": layer_name} if cls.uses_layer and layer_name else {}
-        explainers[name] = cls(model, **layer, **options.get(name, {}))
-    if len(explainers) > 1:
-        # Every CAM explainer here has the same layer (None when there is none).
-        layer = next((e.layer_name for e in explainers.values() if e.uses_layer), None)
-        pixels = any(not e.uses_layer for e in explainers.values())
-        shared = TracedGraph(model, layer, input_gradients=pixels)
-        for explainer in explainers.values():
-            explainer._traced = shared
-    return explainers
-
 
 def check_images(images: object, size: tuple[int | None, int | None] = (None, None)
                  ) -> np.ndarray:
     """Validates a batch of raw RGB images and returns it as float32.
+
+    The pixel values follow `transferkit.data.images.check_pixels` (uint8, or numbers
+    in 0-255; floats all in [0, 1] were scaled and are refused).
 
     Args:
         images: Candidate `[N, H, W, 3]` array (uint8 or float, 0-255).
@@ -261,7 +181,7 @@ def check_images(images: object, size: tuple[int | None, int | None] = (None, No
         float32 `[N, H, W, 3]`.
 
     Raises:
-        ImageError: Not a numeric array of that shape, or not finite.
+        ImageError: Not an array of that shape, or not 0-255 pixel values.
     """
     hint = ("load files with transferkit.data.images.load_image and resize them, e.g. "
             "with Run.preprocess")
@@ -273,9 +193,6 @@ def check_images(images: object, size: tuple[int | None, int | None] = (None, No
     except (ValueError, TypeError) as e:  # ragged lists
         raise ImageError(f"expected a batch of images [N, H, W, 3] of one size ({e})"
                          ) from None
-    if array.dtype.kind not in "uif":
-        raise ImageError(f"expected a numeric array of images [N, H, W, 3], got dtype "
-                         f"{array.dtype}; {hint}")
     if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
         raise ImageError(f"expected a batch [N, H, W, 3], got one image of shape "
                          f"{array.shape}; add a batch axis (images[None])")
@@ -290,61 +207,40 @@ def check_images(images: object, size: tuple[int | None, int | None] = (None, No
             (width is not None and array.shape[2] != width):
         raise ImageError(f"images are {array.shape[1]}x{array.shape[2]} but the model "
                          f"takes {height}x{width}; {hint}")
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise ImageError("images contain NaN or infinite values")
-    return array
+    return np.asarray(check_pixels(array), np.float32)
 
 
-def resolve_layer(model: keras.Model, layer_name: str | None) -> str:
-    """The layer a CAM method uses: `layer_name`, checked, or the default.
+def check_classes(class_indices: int | Sequence[int] | None, n: int, num_classes: int
+                  ) -> np.ndarray:
+    """Checked class indices for `n` images; -1 marks "the top prediction".
 
-    Raises:
-        ConfigError: No such layer, or its output is not a 4-D feature map.
-    """
-    names = [layer.name for layer in model.layers if _is_feature_map(layer)]
-    if layer_name is None:
-        if "head_pool" in {layer.name for layer in model.layers}:
-            from transferkit.model import feature_layer_name
-            return feature_layer_name(model)
-        if not names:
-            raise ConfigError("the model has no layer with a 4-D (feature map) output "
-                              "to explain")
-        return names[-1]
-    try:
-        layer = model.get_layer(layer_name)
-    except ValueError:
-        raise ConfigError(f"no layer named {layer_name!r} in {model.name}; the last "
-                          f"feature-map layers are: {', '.join(names[-8:])}") from None
-    if not _is_feature_map(layer):
-        raise ConfigError(f"layer {layer_name!r} has no 4-D (feature map) output; the last "
-                          f"feature-map layers are: {', '.join(names[-8:])}")
-    return layer_name
+    Args:
+        class_indices: One int for every image, one per image, or None (top prediction).
+        n: Number of images.
+        num_classes: Classes of the model.
 
-
-def resolve_methods(methods: str | Sequence[str] | None) -> list[str]:
-    """Method names, checked; None, "all" or ["all"] mean every method.
+    Returns:
+        int32 `[n]`.
 
     Raises:
-        ConfigError: An unknown name (the message lists the known ones).
+        ConfigError: Not integers, not one per image, or out of range.
     """
-    from transferkit.explain import METHODS  # the registry imports this module
-
-    if methods is None or methods == "all" or list(methods) == ["all"]:
-        return list(METHODS)
-    names = [methods] if isinstance(methods, str) else list(methods)
-    unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
-        what = f"unknown explanation method {unknown[0]!r}" if unknown else \
-            "no explanation method given"
-        raise ConfigError(f"{what}; choose from: {', '.join(METHODS)} (or all)")
-    return list(dict.fromkeys(names))
-
-
-def open_run(run_dir):
-    """`load_run(run_dir)`, or `run_dir` itself when it already is a `Run`."""
-    from transferkit.run import Run, load_run
-    return run_dir if isinstance(run_dir, Run) else load_run(run_dir)
+    if class_indices is None:
+        return np.full(n, -1, np.int32)
+    values = np.asarray(class_indices)
+    if values.dtype.kind not in "iu" and not (
+            values.dtype.kind == "f" and np.all(values == np.round(values))):
+        raise ConfigError(f"class indices must be integers, got {class_indices!r}")
+    values = np.broadcast_to(values.astype(np.int64), (n,)) if values.ndim == 0 \
+        else values.astype(np.int64)
+    if values.shape != (n,):
+        raise ConfigError(f"got {values.size} class indices for {n} images; give one "
+                          "per image, a single index, or None for the top prediction")
+    bad = values[(values < 0) | (values >= num_classes)]
+    if bad.size:
+        raise ConfigError(f"class index {int(bad[0])} is out of range: the model has "
+                          f"{num_classes} classes (0 to {num_classes - 1})")
+    return values.astype(np.int32)
 
 
 def upsample(maps: tf.Tensor | np.ndarray, size: tuple[int, int]) -> tf.Tensor:
@@ -363,34 +259,3 @@ def normalize(maps: tf.Tensor | np.ndarray) -> np.ndarray:
     # A constant map carries no ranking: report "nothing stands out" (zeros), not noise.
     return np.where(span > 1e-12, (maps - low) / np.maximum(span, 1e-12), 0.0
                     ).astype(np.float32)
-
-
-def _is_feature_map(layer: keras.layers.Layer) -> bool:
-    try:
-        return len(layer.output.shape) == 4
-    except (AttributeError, ValueError):  # unused or shared layers have no single output
-        return False
-
-
-def _score_model(model: keras.Model, layer_name: str | None
-                 ) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
-    """A function images → `(activations of layer_name, class logits)`; the activations
-    are the images themselves when `layer_name` is None."""
-    output_layer = model.outputs[0]._keras_history.operation
-    softmax_dense = (isinstance(output_layer, keras.layers.Dense)
-                     and getattr(output_layer.activation, "__name__", "") == "softmax")
-    head_input = output_layer.input if softmax_dense else model.outputs[0]
-    outputs = head_input if layer_name is None else \
-        [model.get_layer(layer_name).output, head_input]
-    inner = keras.Model(model.inputs, outputs)
-
-    def scores(images, training=False):
-        outputs = inner(images, training=training)
-        activations, head = (images, outputs) if layer_name is None else outputs
-        if softmax_dense:
-            head = keras.ops.matmul(head, output_layer.kernel)
-            if output_layer.use_bias:
-                head = head + output_layer.bias
-        return activations, head
-
-    return scores

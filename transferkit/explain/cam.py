@@ -1,7 +1,9 @@
 """Class activation maps: which regions of a feature map drive a class score.
 
 Each method weighs the K channels of a convolutional feature map `A` (default: the
-backbone's last one) and sums them: `ReLU(sum_k w_k A_k)`. They differ in the weights:
+backbone's last one) and sums them: `ReLU(sum_k w_k A_k)`. `CAM` does that once; the
+methods differ only in the weights (`CAM.cam_weights`, as pytorch-grad-cam's
+`BaseCAM.get_cam_weights`):
 
 - Grad-CAM (Selvaraju et al. 2017): the spatial mean of the class logit's gradient.
 - Grad-CAM++ (Chattopadhay et al. 2018): a pixel-weighted mean of the positive gradient,
@@ -17,60 +19,86 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.errors import ConfigError
-from transferkit.explain.base import Explainer
+from transferkit.explain.base import Explainer, normalize, upsample
 
 
-class GradCAM(Explainer):
-    """Grad-CAM: channels weighted by their mean gradient; one forward + backward pass.
+class CAM(Explainer):
+    """Base of the class activation maps: one gradient pass, then `ReLU(sum_k w_k A_k)`.
+
+    Subclasses implement `cam_weights` only.
 
     Args:
         model: The classifier (see `Explainer`).
         layer_name: Feature-map layer (default: the last convolutional one).
         batch_size: Images per forward/backward pass.
+    """
+
+    def _explain(self, images: np.ndarray, classes: np.ndarray) -> tf.Tensor:
+        activations, grads, classes, _ = self._gradients(images, classes)
+        weights = tf.cast(self.cam_weights(images, activations, grads, classes),
+                          activations.dtype)
+        return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
+
+    def cam_weights(self, images: np.ndarray, activations: tf.Tensor, grads: tf.Tensor,
+                    classes: np.ndarray) -> tf.Tensor | np.ndarray:
+        """The weight of each channel, per image.
+
+        Args:
+            images: float32 `[n, H, W, 3]`.
+            activations: The layer's feature maps `A`, `[n, h, w, K]`.
+            grads: d class logit / d `A`, `[n, h, w, K]`.
+            classes: int32 `[n]`, the explained classes (top predictions resolved).
+
+        Returns:
+            `[n, 1, 1, K]`.
+        """
+        raise NotImplementedError
+
+
+class GradCAM(CAM):
+    """Grad-CAM: channels weighted by their mean gradient; one forward + backward pass.
+
+    Takes the arguments of `CAM`.
     """
 
     name = "gradcam"
+    label = "Grad-CAM"
 
-    def _explain(self, images: np.ndarray, classes: np.ndarray) -> tf.Tensor:
-        activations, grads, _, _ = self._gradients(images, classes)
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
+    def cam_weights(self, images: np.ndarray, activations: tf.Tensor, grads: tf.Tensor,
+                    classes: np.ndarray) -> tf.Tensor:
+        return tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
 
 
-class GradCAMPlusPlus(Explainer):
+class GradCAMPlusPlus(CAM):
     """Grad-CAM++: channels weighted by a per-pixel weighted sum of positive gradients.
 
     Uses the closed form with an exponential score (the second and third derivatives
-    become powers of the first), as in the paper and pytorch-grad-cam.
-
-    Args:
-        model: The classifier (see `Explainer`).
-        layer_name: Feature-map layer (default: the last convolutional one).
-        batch_size: Images per forward/backward pass.
+    become powers of the first), as in the paper and pytorch-grad-cam. Takes the
+    arguments of `CAM`.
     """
 
     name = "gradcam++"
+    label = "Grad-CAM++"
 
-    def _explain(self, images: np.ndarray, classes: np.ndarray) -> tf.Tensor:
-        activations, grads, _, _ = self._gradients(images, classes)
+    def cam_weights(self, images: np.ndarray, activations: tf.Tensor, grads: tf.Tensor,
+                    classes: np.ndarray) -> tf.Tensor:
         grads_2 = tf.square(grads)
         grads_3 = grads_2 * grads
         sum_activations = tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
         alpha = grads_2 / (2.0 * grads_2 + sum_activations * grads_3 + 1e-7)
         alpha = tf.where(grads != 0, alpha, tf.zeros_like(alpha))
-        weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2), keepdims=True)
-        return tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
+        return tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2), keepdims=True)
 
 
-class ScoreCAM(Explainer):
+class ScoreCAM(CAM):
     """Score-CAM: channels weighted by the class probability of the image they mask.
 
     Only the `top_k` channels with the largest mean activation are used (every channel
-    costs one forward pass; weak channels add little); the masked copies of an image run
-    through the model `batch_size` at a time. The choice does not depend on the class,
-    so with a small `top_k` the maps of two classes are made of the same channels. The
-    weight is the masked image's class probability, as in the authors' implementation
-    (masked-out pixels become black).
+    costs one forward pass; weak channels add little; the others weigh 0); the masked
+    copies of an image run through the model `batch_size` at a time. The choice does not
+    depend on the class, so with a small `top_k` the maps of two classes are made of the
+    same channels. The weight is the masked image's class probability, as in the
+    authors' implementation (masked-out pixels become black).
 
     Args:
         model: The classifier (see `Explainer`).
@@ -83,6 +111,7 @@ class ScoreCAM(Explainer):
     """
 
     name = "scorecam"
+    label = "Score-CAM"
 
     def __init__(self, model: keras.Model, layer_name: str | None = None,
                  batch_size: int = 32, top_k: int = 64):
@@ -91,22 +120,19 @@ class ScoreCAM(Explainer):
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         self.top_k = int(top_k)
 
-    def _explain(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        # The shared traced graph (see make_explainers): its backward pass is wasted
-        # here, but costs about two of the top_k masked forward passes; a second graph
-        # would cost a trace.
-        activations, _, classes, _ = self._gradients(images, classes)
+    def cam_weights(self, images: np.ndarray, activations: tf.Tensor, grads: tf.Tensor,
+                    classes: np.ndarray) -> np.ndarray:
+        # The gradients are unused: the pass is the shared traced graph's (see
+        # make_explainers), whose backward half costs about two of the top_k masked
+        # forward passes; a second, forward-only graph would cost a trace.
         activations = activations.numpy()
         k = min(self.top_k, activations.shape[-1])
-        maps = []
-        for image, acts, cls in zip(images, activations, classes):
+        weights = np.zeros((len(activations), 1, 1, activations.shape[-1]), np.float32)
+        for i, (image, acts, cls) in enumerate(zip(images, activations, classes)):
             channels = np.argsort(-acts.mean(axis=(0, 1)), kind="stable")[:k]
-            selected = acts[..., channels]  # [h, w, k]
-            masks = tf.image.resize(selected, image.shape[:2], method="bilinear").numpy()
-            low = masks.min(axis=(0, 1), keepdims=True)
-            span = masks.max(axis=(0, 1), keepdims=True) - low
-            masks = np.where(span > 0, (masks - low) / np.maximum(span, 1e-12), 0.0)
-            masked = image[None] * np.moveaxis(masks, -1, 0)[..., None]  # [k, H, W, 3]
-            scores = self._probabilities(masked.astype(np.float32))[:, cls]
-            maps.append(np.maximum((selected * scores).sum(axis=-1), 0.0))
-        return np.stack(maps)
+            # Each channel upsampled and scaled to [0, 1]: a mask [k, H, W].
+            masks = normalize(upsample(np.moveaxis(acts[..., channels], -1, 0),
+                                       image.shape[:2]))
+            masked = image[None] * masks[..., None]  # [k, H, W, 3]
+            weights[i, 0, 0, channels] = self._probabilities(masked.astype(np.float32))[:, cls]
+        return weights

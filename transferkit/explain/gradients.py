@@ -7,7 +7,7 @@
   add up to `logit(image) - logit(baseline)` (completeness), which is checked and met by
   refining the integral.
 
-All three explain the pre-softmax logit (see `transferkit.explain.base`), and the input
+All three explain the pre-softmax logit (see `transferkit.explain.graph`), and the input
 is raw 0-255 RGB, so the noise level and the baseline are in pixel units.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.errors import ConfigError
-from transferkit.explain.base import Explainer, check_images
+from transferkit.explain.base import Explainer, check_classes, check_images
 
 
 class Saliency(Explainer):
@@ -33,6 +33,7 @@ class Saliency(Explainer):
     """
 
     name = "saliency"
+    label = "Saliency (gradients)"
     uses_layer = False
 
     def __init__(self, model: keras.Model, batch_size: int = 32):
@@ -63,6 +64,7 @@ class SmoothGrad(Explainer):
     """
 
     name = "smoothgrad"
+    label = "SmoothGrad"
     uses_layer = False
 
     def __init__(self, model: keras.Model, noise_level: float = 0.15, samples: int = 25,
@@ -126,6 +128,7 @@ class IntegratedGradients(Explainer):
     """
 
     name = "integrated-gradients"
+    label = "Integrated Gradients"
     uses_layer = False
 
     def __init__(self, model: keras.Model, baseline: float | np.ndarray = 0.0,
@@ -156,7 +159,7 @@ class IntegratedGradients(Explainer):
             `logit(image) - logit(baseline)` of its class, within `tolerance`.
         """
         x = check_images(images, self.input_size)
-        classes = self._check_classes(class_indices, len(x))
+        classes = check_classes(class_indices, len(x), self.num_classes)
         out, missed = np.zeros_like(x), []
         for i in range(0, len(x), self.batch_size):
             out[i:i + self.batch_size] = self._integrate(

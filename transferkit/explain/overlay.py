@@ -6,6 +6,7 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
+from transferkit.data.images import as_rgb
 from transferkit.errors import ConfigError, ImageError
 
 
@@ -14,7 +15,9 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
     """Blends a colour-mapped heat map onto an image.
 
     Args:
-        image: RGB `[H, W, 3]` (or grayscale `[H, W]`), uint8 or float in 0-255.
+        image: RGB `[H, W, 3]`, RGBA (alpha dropped) or grayscale `[H, W]`; uint8 or
+            numbers in 0-255 (`transferkit.data.images.as_rgb`: floats all in [0, 1]
+            were scaled and are refused).
         heatmap: `[h, w]` values in [0, 1] (clipped); resized (bilinear) to `H x W`
             when its size differs, e.g. a model-resolution map over the original photo.
         alpha: Weight of the heat map colour: 0 gives the image, 1 the colour alone.
@@ -24,7 +27,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
         uint8 RGB `[H, W, 3]`: `(1 - alpha) * image + alpha * colormap(heatmap)`.
 
     Raises:
-        ImageError: `image` or `heatmap` has the wrong shape.
+        ImageError: `image` is not 0-255 pixels, or it or `heatmap` has the wrong shape.
         ConfigError: `alpha` outside [0, 1], or an unknown colormap.
     """
     if not 0.0 <= alpha <= 1.0:
@@ -34,12 +37,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
     except KeyError:
         raise ConfigError(f"unknown colormap {colormap!r}; use a matplotlib colormap name "
                           "such as jet, viridis, inferno or turbo") from None
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype.kind not in "uif":
-        raise ImageError(f"expected an RGB image [H, W, 3], got shape {image.shape} "
-                         f"({image.dtype})")
+    image = as_rgb(image)
     heatmap = np.asarray(heatmap, np.float32)
     if heatmap.ndim != 2:
         raise ImageError(f"expected a heat map [H, W], got shape {heatmap.shape}")

@@ -9,16 +9,18 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from transferkit.data.images import load_image
 from transferkit.errors import ConfigError
-from transferkit.explain.base import make_explainers, open_run, resolve_methods
 from transferkit.explain.overlay import overlay
+from transferkit.explain.registry import DEFAULT_METHOD, make_explainers, resolve_methods
 from transferkit.fileio import atomic_path
+from transferkit.run import Run, load_run
 
 _BATCH = 16  # images decoded and explained at once: bounds memory for long file lists
 
 
-def explain_files(run_dir, paths: Sequence[str | os.PathLike],
-                  methods: Sequence[str] = ("gradcam",), class_name: str | None = None,
+def explain_files(run_dir: str | os.PathLike | Run, paths: Sequence[str | os.PathLike],
+                  methods: Sequence[str] = (DEFAULT_METHOD,), class_name: str | None = None,
                   out_dir: str | os.PathLike = "explain") -> list[dict]:
     """Explains a run's predictions for image files; writes an overlay and the raw map.
 
@@ -45,11 +47,9 @@ def explain_files(run_dir, paths: Sequence[str | os.PathLike],
         ConfigError: Unknown method, or `class_name` not one of the run's classes.
         ImageError: An image cannot be decoded (the message names it).
     """
-    from transferkit.data.images import load_image
-
     names = resolve_methods(methods)
     paths = list(paths)
-    run = open_run(run_dir)
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
     if class_name is not None and class_name not in run.class_names:
         raise ConfigError(f"unknown class {class_name!r}; the run's classes are: "
                           f"{', '.join(run.class_names)}")
