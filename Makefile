@@ -37,8 +37,10 @@ endif
 	else $(BIN)/transferkit train $(DATA) --out $(OUT) --backbone $(BACKBONE); fi
 	$(BIN)/transferkit predict $(OUT) --samples 8
 
+# Two workers, one test file each at a time: the suite waits on subprocesses, servers
+# and single-threaded graph tracing, so two processes keep both cores busy.
 test: $(BIN)/.installed-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .keras-home runs

@@ -6,12 +6,9 @@ import pytest
 
 from transferkit.backbones import BACKBONES, get_backbone, weights_file
 from transferkit.errors import ConfigError, WeightsError
+from transferkit.explain import make_explainers
 from transferkit.model import ImagePreprocessing, backbone_blocks, build_classifier, \
-    feature_layer_name, set_trainable_blocks
-
-
-def _size(backbone):
-    return max(backbone.min_size, 64)
+    feature_layer_name, is_transferkit_classifier, set_trainable_blocks
 
 
 def test_registry_has_the_promised_names():
@@ -31,23 +28,72 @@ def test_preprocessing_matches_keras(mode):
     np.testing.assert_allclose(ImagePreprocessing(mode)(x), expected, rtol=1e-5, atol=1e-4)
 
 
+def live_classifier(backbone, size: int, images: np.ndarray) -> keras.Model:
+    """A random-weight classifier whose heat maps carry signal, for the sweep below.
+
+    Random weights shrink the activations layer after layer (to 1e-19 in MobileNet's
+    last feature map), and maps that small count as constant (all zeros). Batch-norm
+    statistics taken from `images` (one training-mode pass at momentum 0) keep each
+    layer at unit scale, as trained weights do. Class 1's head weights are made
+    positive, so its CAM weights are too.
+    """
+    keras.utils.set_random_seed(0)
+    model = build_classifier(backbone, 3, size, weights=None)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(images, training=True)
+    kernel, bias = model.get_layer("predictions").get_weights()
+    kernel[:, 1] = np.abs(kernel[:, 1])
+    model.get_layer("predictions").set_weights([kernel, bias])
+    return model
+
+
+# Few samples and steps: the sweep checks that every method runs, not its quality.
+FAST = {"scorecam": {"top_k": 4}, "smoothgrad": {"samples": 2, "batch_size": 1},
+        "integrated-gradients": {"steps": 2, "tolerance": None, "batch_size": 1}}
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_every_backbone_builds_flat_with_known_feature_layer(name):
+def test_every_backbone_is_flat_blocked_and_explainable(name):
+    """One classifier per backbone (built once: the sweep dominates the suite's time)."""
     backbone = BACKBONES[name]
-    model = build_classifier(backbone, 3, _size(backbone), weights=None)
+    # At its smallest size a valid-padding backbone (Inception) ends in a 1x1 feature
+    # map, which locates nothing; one stride more gives 2x2.
+    size = max(64, backbone.min_size + 32)
+    images = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    model = live_classifier(backbone, size, images)
+    assert is_transferkit_classifier(model)
     feature = feature_layer_name(model)
     if backbone.last_conv_layer is not None:
         assert feature == backbone.last_conv_layer
-    # Flat: a model to an inner layer (and its gradient) can be built from the input.
-    probe = keras.Model(model.inputs, [model.get_layer(feature).output, model.output])
-    fmap, probs = probe(np.zeros((1, _size(backbone), _size(backbone), 3), "float32"))
-    assert fmap.shape.rank == 4 and probs.shape == (1, 3)
     # Blocks never cut a residual branch from its shortcut: the top of the network,
     # from any block boundary, is a model with a single input.
     blocks = backbone_blocks(model)
     assert len(blocks) >= 4
     for block in blocks[-3:]:
         keras.Model(block[0].input, model.output)
+    # Flat: the gradient to the inner feature map is one graph from the input. Every
+    # method runs on it; one shared graph, traced once per backbone.
+    explainers = make_explainers(model, options=FAST)
+    for method, explainer in explainers.items():
+        maps = explainer(images, 1)
+        assert maps.shape == (2, size, size), (name, method)
+        assert np.isfinite(maps).all() and maps.min() >= 0, (name, method)
+        # A broken method gives zeros, or one map whatever the image.
+        np.testing.assert_allclose(maps.max(), 1.0, atol=1e-6, err_msg=f"{name} {method}")
+        assert np.abs(maps[0] - maps[1]).max() > 0.05, (name, method)
+    [graph] = {id(e.graph): e.graph for e in explainers.values()}.values()
+    assert graph.layer_name == feature
+    assert graph.backward.experimental_get_tracing_count() == 1, name
+
+
+def test_a_model_of_other_origin_is_not_taken_for_a_transferkit_classifier():
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    other = keras.Model(inputs, keras.layers.Dense(2, name="predictions")(x))
+    assert not is_transferkit_classifier(other)  # no preprocess or head_dropout layer
 
 
 def test_set_trainable_blocks_keeps_batchnorm_frozen():

@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from transferkit.config import TrainConfig  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
+from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
 
 _DEFAULTS = TrainConfig()
 
@@ -212,9 +213,7 @@ def _add_explain(sub) -> None:
     p = sub.add_parser("explain", help="heat maps: which pixels drove a prediction")
     p.add_argument("run", help="run directory")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--method", action="append",
-                   help="gradcam (default), gradcam++, scorecam, saliency, smoothgrad, "
-                        "integrated-gradients, or all; comma-separated or repeated")
+    p.add_argument("--method", action="append", help=_method_help(DEFAULT_METHOD))
     p.add_argument("--class", dest="class_name", help="class to explain (default: top)")
     p.add_argument("--out", default="explain", help="output folder (default ./explain)")
     p.add_argument("--json", action="store_true")
@@ -223,8 +222,9 @@ def _add_explain(sub) -> None:
 def _explain(args) -> int:
     from transferkit.explain.report import explain_files
 
-    records = explain_files(args.run, args.images, methods=_methods(args.method, "gradcam"),
-                            class_name=args.class_name, out_dir=args.out)
+    records = explain_files(args.run, args.images,
+                            methods=_methods(args.method, DEFAULT_METHOD),
+                            class_name=args.class_name, out=args.out)
     if args.json:
         print(json.dumps(records, indent=2))
     else:
@@ -232,6 +232,12 @@ def _explain(args) -> int:
             print(f"{r['path']}: {r['method']}: {r['label']} {r['probability']:.3f} "
                   f"→ {r['overlay']}")
     return 0
+
+
+def _method_help(default: str) -> str:
+    names = ", ".join(f"{m} (default)" if m == default else m for m in METHODS)
+    return f"{names}, or all{' (default)' if default == 'all' else ''}; comma-separated " \
+        "or repeated"
 
 
 def _methods(values: list[str] | None, default: str) -> list[str]:
@@ -245,8 +251,7 @@ def _add_explain_check(sub) -> None:
     p.add_argument("run", help="run directory")
     p.add_argument("--data", required=True, help="folder of images the model never saw")
     p.add_argument("--n", type=int, default=50, help="number of images")
-    p.add_argument("--method", action="append",
-                   help="methods, comma-separated or repeated; default all")
+    p.add_argument("--method", action="append", help=_method_help("all"))
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the image sample, random maps and randomized model")
     p.add_argument("--out", help="folder for explain_check.csv (default: the run directory)")

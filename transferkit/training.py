@@ -78,6 +78,7 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
                           f"{', '.join(sorted(known))}")
     config = TrainConfig(data=str(data), **options).resolved()
     out_dir = Path(out)
+    keras.utils.set_random_seed(config.seed)
     backbone = get_backbone(config.backbone)
     # Weights first: a missing weights file is reported before a long audit, not after.
     pretrained = None if config.weights == "none" else \
@@ -88,7 +89,6 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
     verbose = 0 if config.quiet else (1 if sys.stdout.isatty() else 2)
     if resuming:
         say(f"Resuming the unfinished run in {out_dir}")
-    keras.utils.set_random_seed(config.seed)
 
     # 1. Audit and split.
     index = scan_folder(source, workers=config.workers, progress=not config.quiet)

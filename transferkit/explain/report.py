@@ -21,12 +21,12 @@ _BATCH = 16  # images decoded and explained at once: bounds memory for long file
 
 def explain_files(run_dir: str | os.PathLike | Run, paths: Sequence[str | os.PathLike],
                   methods: Sequence[str] = (DEFAULT_METHOD,), class_name: str | None = None,
-                  out_dir: str | os.PathLike = "explain") -> list[dict]:
+                  out: str | os.PathLike = "explain") -> list[dict]:
     """Explains a run's predictions for image files; writes an overlay and the raw map.
 
     For each image and method, writes `<stem>_<method>.png` (the heat map over the
     original photo, at its own resolution) and `<stem>_<method>.npy` (the float32 heat
-    map `[S, S]` in [0, 1] at the model's input size) into `out_dir`, atomically. Images
+    map `[S, S]` in [0, 1] at the model's input size) into `out`, atomically. Images
     sharing a file stem get `_2`, `_3`, ... appended to it, in input order.
 
     Args:
@@ -35,7 +35,7 @@ def explain_files(run_dir: str | os.PathLike | Run, paths: Sequence[str | os.Pat
         methods: Method names (see `METHODS`), or ["all"].
         class_name: The class to explain for every image (default: each image's
             predicted class).
-        out_dir: Output folder (created if needed).
+        out: Output folder (created if needed).
 
     Returns:
         One record per image and method, in input order: `{"path", "method", "label"
@@ -43,7 +43,7 @@ def explain_files(run_dir: str | os.PathLike | Run, paths: Sequence[str | os.Pat
         "overlay" (PNG path), "heatmap" (NPY path)}`.
 
     Raises:
-        RunError: `run_dir` is not a finished run, or `out_dir` is not writable.
+        RunError: `run_dir` is not a finished run, or `out` is not writable.
         ConfigError: Unknown method, or `class_name` not one of the run's classes.
         ImageError: An image cannot be decoded (the message names it).
     """
@@ -53,7 +53,7 @@ def explain_files(run_dir: str | os.PathLike | Run, paths: Sequence[str | os.Pat
     if class_name is not None and class_name not in run.class_names:
         raise ConfigError(f"unknown class {class_name!r}; the run's classes are: "
                           f"{', '.join(run.class_names)}")
-    out_dir = Path(out_dir)
+    out = Path(out)
     stems = _unique_stems(paths)
     records, explainers = [], None
     for start in range(0, len(paths), _BATCH):
@@ -70,8 +70,8 @@ def explain_files(run_dir: str | os.PathLike | Run, paths: Sequence[str | os.Pat
         for j, path in enumerate(chunk):
             stem = stems[start + j]
             for name in names:
-                png = out_dir / f"{stem}_{name}.png"
-                npy = out_dir / f"{stem}_{name}.npy"
+                png = out / f"{stem}_{name}.png"
+                npy = out / f"{stem}_{name}.npy"
                 with atomic_path(npy) as tmp, open(tmp, "wb") as f:
                     np.save(f, maps[name][j])
                 with atomic_path(png) as tmp:
