@@ -14,6 +14,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, \
     precision_recall_fscore_support
 
+from transferkit import layout
 from transferkit.fileio import atomic_path, write_csv
 
 
@@ -57,20 +58,20 @@ def write_report(run_dir: Path, y_true: Sequence[int], probabilities: np.ndarray
     labels = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
-    write_csv(run_dir / "per_class.csv", pd.DataFrame({
+    write_csv(run_dir / layout.PER_CLASS_FILE, pd.DataFrame({
         "class": class_names, "precision": precision, "recall": recall, "f1": f1,
         "support": support}))
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
     frame = pd.DataFrame(matrix, index=pd.Index(class_names, name="true \\ predicted"),
                          columns=class_names)
-    with atomic_path(run_dir / "confusion_matrix.csv") as tmp:
+    with atomic_path(run_dir / layout.CONFUSION_CSV) as tmp:
         frame.to_csv(tmp)
-    plot_confusion_matrix(matrix, class_names, run_dir / "confusion_matrix.png")
+    plot_confusion_matrix(matrix, class_names, run_dir / layout.CONFUSION_PNG)
 
     true_probability = probabilities[np.arange(len(y_true)), y_true]
     wrong = np.flatnonzero(y_pred != y_true)
     wrong = wrong[np.argsort(true_probability[wrong])][:top_n]
-    write_csv(run_dir / "top_losses.csv", pd.DataFrame({
+    write_csv(run_dir / layout.TOP_LOSSES_FILE, pd.DataFrame({
         "path": [paths[i] for i in wrong],
         "true": [class_names[y_true[i]] for i in wrong],
         "predicted": [class_names[y_pred[i]] for i in wrong],

@@ -13,6 +13,7 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
       history.csv          both training phases, one row per epoch
       metrics.json         test accuracy, macro-F1, counts, timings
       per_class.csv, confusion_matrix.csv, confusion_matrix.png, top_losses.csv
+      explain_check.csv    faithfulness of the explanation methods (`explain-check`)
       model.keras          the trained classifier (raw 0-255 RGB in, probabilities out)
       features/            the feature store (`transferkit.features`)
       checkpoints/         training's resumable state; removed when the run completes
@@ -36,6 +37,7 @@ PER_CLASS_FILE = "per_class.csv"
 CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
 TOP_LOSSES_FILE = "top_losses.csv"
+EXPLAIN_CHECK_FILE = "explain_check.csv"
 MODEL_FILE = "model.keras"
 FEATURES_DIR = "features"
 CHECKPOINTS_DIR = "checkpoints"

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from transferkit import layout
 from transferkit.errors import ConfigError
 from transferkit.explain.deletion import (
     blur, deletion_insertion, random_heatmaps, ratio_interval)
@@ -27,7 +28,6 @@ from transferkit.run import Run, load_run
 
 CHECK_COLUMNS = ("method", "deletion_auc", "insertion_auc", "random_deletion_auc",
                  "random_insertion_auc", "randomization_spearman", "seconds_per_image")
-CHECK_FILE = "explain_check.csv"
 
 
 def explain_check(run_dir: str | Path | Run, data_dir: str | Path, n: int = 50,
@@ -104,7 +104,7 @@ def explain_check(run_dir: str | Path | Run, data_dir: str | Path, n: int = 50,
                   f"{insertion.mean():.3f} ({_vs_random(insertion, random_ins, seed)}), "
                   f"randomization rho {spearman.mean():.2f}, {seconds:.3f} s/image")
     table = pd.DataFrame(rows, columns=list(CHECK_COLUMNS))
-    write_csv(Path(out if out is not None else run.path) / CHECK_FILE, table)
+    write_csv(Path(out if out is not None else run.path) / layout.EXPLAIN_CHECK_FILE, table)
     return table
 
 
