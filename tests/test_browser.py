@@ -112,7 +112,31 @@ def test_image_to_label_and_heat_map_in_the_browser(browser, demo, served_run, a
     expect(top).to_have_text(expected)
     expect(page.locator("#tk-heatmap img")).to_be_visible()
 
-    page.get_by_role("tab", name="Model").click()
+    page.get_by_role("tab", name="Model", exact=True).click()  # not "Inside the model"
     expect(page.get_by_text("Test set, per class")).to_be_visible()
     page.screenshot(path=str(artifacts / "demo-model.png"), full_page=True)
+    assert not errors, errors
+
+
+def test_inside_tab_shows_the_feature_maps_of_an_uploaded_image(browser, demo, served_run,
+                                                                 artifacts):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    image = sorted(served_run.split_paths("test"))[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(demo.local_url)
+    page.get_by_role("tab", name="Inside the model").click()
+    page.locator("#tk-inside-input input[type=file]").set_input_files(str(image))
+    expect(page.locator("#tk-inside-fmaps img")).to_be_visible()
+    expect(page.locator("#tk-inside-caption")).to_contain_text("most active channels")
+    expect(page.locator("#tk-inside-pooling img")).to_be_visible()
+    # The grid is the picture of the channel tiles (64 px each at least), not a stub.
+    size = page.locator("#tk-inside-fmaps img").evaluate(
+        "img => [img.naturalWidth, img.naturalHeight]")
+    assert min(size) >= 64, size
+    page.screenshot(path=str(artifacts / "demo-inside.png"), full_page=True)
     assert not errors, errors

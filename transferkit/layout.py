@@ -42,6 +42,7 @@ MODEL_FILE = "model.keras"
 FEATURES_DIR = "features"
 CHECKPOINTS_DIR = "checkpoints"
 EXPORT_DIR = "export"
+INSPECT_DIR = "inspect"       # `transferkit inspect` pictures (default --out)
 
 # An export folder (CONFIG_FILE and MODEL_FILE as in the run directory).
 SAVED_MODEL_DIR = "saved_model"

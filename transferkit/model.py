@@ -16,6 +16,7 @@ import keras
 from keras import ops
 
 from transferkit.backbones import Backbone, load_pretrained, validate_size
+from transferkit.errors import ConfigError
 
 HEAD_LAYERS = ("head_pool", "head_dropout", "predictions")
 
@@ -91,6 +92,39 @@ def build_classifier(backbone: Backbone, num_classes: int, image_size: int,
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name=f"transferkit_{backbone.name}")
+
+
+def rebuild_at_size(model: keras.Model, size: int | tuple[int, int]) -> keras.Model:
+    """The same classifier, with the same weights, taking images of another size.
+
+    Convolution weights do not depend on the input size, so the graph is cloned onto a
+    new input (every layer rebuilt from its config, names kept) and the weights copied.
+    Size-dependent padding (MobileNet's `ZeroPadding2D`) keeps the original's values.
+
+    Args:
+        model: A functional classifier (raw RGB `[N, H, W, 3]` in).
+        size: The new side, or `(height, width)` (e.g. a photo's own size).
+
+    Returns:
+        A new model; `model` itself is untouched (the original is returned when the size
+        is already its own).
+
+    Raises:
+        ConfigError: A size under 32 pixels, or a model whose graph fixes the size (a
+            Flatten before a Dense layer).
+    """
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if min(height, width) < 32:
+        raise ConfigError(f"image size {height}x{width} is too small; use at least 32 px")
+    if tuple(model.input_shape[1:3]) == (height, width):
+        return model
+    try:
+        inputs = keras.Input((height, width, 3), name=model.inputs[0].name)
+        clone = keras.models.clone_model(model, input_tensors=inputs)
+    except ValueError as e:  # e.g. Dense after Flatten: the graph only fits its own size
+        raise ConfigError(f"cannot rebuild {model.name} at {height}x{width}: {e}") from None
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def is_transferkit_classifier(model: keras.Model) -> bool:

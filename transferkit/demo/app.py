@@ -9,6 +9,7 @@ import gradio as gr
 
 from transferkit.demo.handlers import (
     TOP_PREDICTION, TOP_PREDICTION_LABEL, Handlers, method_label)
+from transferkit.demo.inside_tab import inside_tab
 from transferkit.demo.model_tab import model_tab
 from transferkit.demo.session import Session
 from transferkit.errors import RunError
@@ -92,6 +93,9 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
 
         with gr.Tab("Model", id="model"):
             model_tab(session)
+
+        with gr.Tab("Inside the model", id="inside"):  # its own concurrency group
+            inside_tab(session)
 
         _wire(handlers, image, method, target, heatmap, label)
 

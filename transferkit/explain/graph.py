@@ -51,7 +51,7 @@ class TracedGraph:
         self.model = model
         self.layer_name = layer_name
         self.input_gradients = input_gradients or layer_name is None
-        self._scores = _score_model(model, layer_name)
+        self._scores = score_model(model, layer_name)
         shape = tuple(model.input_shape)
         image_spec = tf.TensorSpec((None, shape[1], shape[2], 3), tf.float32)
         class_spec = tf.TensorSpec((None,), tf.int32)
@@ -115,10 +115,22 @@ def _is_feature_map(layer: keras.layers.Layer) -> bool:
         return False
 
 
-def _score_model(model: keras.Model, layer_name: str | None
+def score_model(model: keras.Model, layer_name: str | None
                  ) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
-    """A function images → `(activations of layer_name, class logits)`; the activations
-    are the images themselves when `layer_name` is None."""
+    """A function images → `(activations of layer_name, class logits)`.
+
+    Shared by the explainers and the inspect views (class-logit objectives): the logits
+    are the softmax head's pre-activation, recomputed from its input, because the
+    gradient of a saturated softmax vanishes.
+
+    Args:
+        model: A classifier whose output is a softmax Dense (or any model: then its
+            output is taken as the scores).
+        layer_name: The layer whose activations come first; None: the images.
+
+    Returns:
+        `scores(images, training=False) -> (activations, logits)`.
+    """
     output_layer = model.outputs[0]._keras_history.operation
     softmax_dense = (isinstance(output_layer, keras.layers.Dense)
                      and getattr(output_layer.activation, "__name__", "") == "softmax")

@@ -1,0 +1,34 @@
+"""Inside the network: the lecture's views of a convolutional network, on your model.
+
+    transferkit inspect architecture runs/flowers     # shapes, padding, params, receptive fields
+    transferkit inspect dream runs/flowers --objective logit --class tulip
+
+Each view is one function that takes a run (or run directory, or Keras model), writes its
+pictures to `out` (default `RUN/inspect/`) and returns a JSON-ready record with `view`
+and `files`; the computations under them are plain functions too (`layer_table`,
+`max_pool`, `feature_maps`, `top_patches`, `dream`, `invariance`, `toy_networks`, ...).
+
+Modules: `base` (a sub-model up to layer L, checked choices, output), `architecture`,
+`pooling`, `feature_maps`, `filters`, `patches`, `dream`, `invariance`, `gradients`,
+`case_studies`, and `command` (the `inspect` subcommand).
+"""
+
+from transferkit.inspect.architecture import (
+    architecture_view, calculator, conv_output, geometries, layer_table)
+from transferkit.inspect.case_studies import case_studies, case_studies_view
+from transferkit.inspect.dream import OBJECTIVES, dream, dream_view
+from transferkit.inspect.feature_maps import feature_maps, feature_maps_view
+from transferkit.inspect.filters import effective_filters, filter_kernels, filters_view
+from transferkit.inspect.gradients import gradient_norms, gradients_view, toy_networks
+from transferkit.inspect.invariance import (
+    invariance, invariance_view, shifted_feature_error)
+from transferkit.inspect.patches import top_patches, top_patches_view
+from transferkit.inspect.pooling import max_pool, pooling_view
+
+__all__ = [
+    "OBJECTIVES", "architecture_view", "calculator", "case_studies", "case_studies_view",
+    "conv_output", "dream", "dream_view", "effective_filters", "feature_maps",
+    "feature_maps_view", "filter_kernels", "filters_view", "geometries", "gradient_norms",
+    "gradients_view", "invariance", "invariance_view", "layer_table", "max_pool",
+    "pooling_view", "shifted_feature_error", "top_patches", "top_patches_view",
+    "toy_networks"]
