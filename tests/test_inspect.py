@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import keras
@@ -18,7 +17,6 @@ from transferkit.inspect import (
 from transferkit.inspect.base import activations, model_images
 from transferkit.inspect.filters import filter_kernels, maximizing_image, render_filter
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "inside_a_cnn.ipynb"
 L = keras.layers
 
 
@@ -338,18 +336,3 @@ def test_cli_views_write_pictures_and_stable_json(tiny_run, tmp_path, capsys, mo
     assert err.startswith("transferkit: error: no layer named 'nope'") and "\n" not in err
     assert main(["inspect", "case-studies", "--out", str(tmp_path / "cases"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["studies"]["bottleneck"]["output_channels"] == 256
-
-
-def test_inside_a_cnn_notebook_runs(tiny_run, tmp_path, monkeypatch):
-    import nbformat
-    from nbclient import NotebookClient
-
-    monkeypatch.setenv("TRANSFERKIT_RUN", str(tiny_run.path))
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code"
-               for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert len([o for o in outputs if "image/png" in o.get("data", {})]) >= 5
-    assert os.listdir(tmp_path / "inspect")

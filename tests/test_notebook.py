@@ -1,19 +1,35 @@
-"""The quick-start notebook runs top to bottom, so it cannot rot."""
+"""The notebooks run top to bottom, so they cannot rot."""
 
+import os
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def test_quickstart_notebook_runs(tmp_path):
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+def execute(name: str, folder: Path) -> list[dict]:
+    """Runs `notebooks/NAME` in `folder`; returns its code cells' outputs (no errors)."""
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+                   resources={"metadata": {"path": str(folder)}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code"
                for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert images, "the confusion matrix was not shown"
+    return outputs
+
+
+def pictures(outputs: list[dict]) -> list[dict]:
+    return [o for o in outputs if "image/png" in o.get("data", {})]
+
+
+def test_quickstart_notebook_runs(tmp_path):
+    assert pictures(execute("quickstart.ipynb", tmp_path)), \
+        "the confusion matrix was not shown"
+
+
+def test_inside_a_cnn_notebook_runs(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_RUN", str(tiny_run.path))
+    assert len(pictures(execute("inside_a_cnn.ipynb", tmp_path))) >= 5
+    assert os.listdir(tmp_path / "inspect")
