@@ -89,7 +89,7 @@ def resolve_layer(model: keras.Model, layer_name: str | None) -> str:
     Raises:
         ConfigError: No such layer, or its output is not a 4-D feature map.
     """
-    names = [layer.name for layer in model.layers if _is_feature_map(layer)]
+    names = feature_map_layers(model)
     if layer_name is None:
         if is_transferkit_classifier(model):
             return feature_layer_name(model)
@@ -106,6 +106,13 @@ def resolve_layer(model: keras.Model, layer_name: str | None) -> str:
         raise ConfigError(f"layer {layer_name!r} has no 4-D (feature map) output; the last "
                           f"feature-map layers are: {', '.join(names[-8:])}")
     return layer_name
+
+
+def feature_map_layers(model: keras.Model) -> list[str]:
+    """Names of the layers with a 4-D (spatial) output, the input excluded, in graph
+    order: the choices of `resolve_layer` (and of the inspect views)."""
+    return [layer.name for layer in model.layers
+            if not isinstance(layer, keras.layers.InputLayer) and _is_feature_map(layer)]
 
 
 def _is_feature_map(layer: keras.layers.Layer) -> bool:

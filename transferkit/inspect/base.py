@@ -18,7 +18,9 @@ import numpy as np
 
 from transferkit import layout
 from transferkit.errors import ConfigError
-from transferkit.explain.graph import resolve_layer
+# The layer choices are explain's: the same check and the same one-line message.
+from transferkit.explain.graph import feature_map_layers as feature_layers  # noqa: F401
+from transferkit.explain.graph import resolve_layer as check_layer  # noqa: F401
 from transferkit.fileio import atomic_path
 
 _ACTIVATIONS = ("ReLU", "Activation", "ELU", "LeakyReLU", "PReLU", "Softmax")
@@ -32,30 +34,6 @@ def as_model(source: Any) -> tuple[keras.Model, Any]:
         return source, None
     run = source if isinstance(source, Run) else load_run(source)
     return run.model, run
-
-
-def feature_layers(model: keras.Model) -> list[str]:
-    """Names of the layers with a 4-D (spatial) output, input excluded, in graph order."""
-    names = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            if len(layer.output.shape) == 4:
-                names.append(layer.name)
-        except (AttributeError, ValueError):
-            continue
-    return names
-
-
-def check_layer(model: keras.Model, name: str | None) -> str:
-    """`name` checked to be a layer with a spatial map (default: the last feature map).
-
-    Raises:
-        ConfigError: No such layer, or one without a 4-D output; the message names the
-            valid choices.
-    """
-    return resolve_layer(model, name)
 
 
 def pre_activation(model: keras.Model, name: str) -> str:
