@@ -6,7 +6,9 @@
 Prints, for 8 channels of the last block, the dream objective (start → end, and the
 mean ± std of 8 random starts) and the top-patch activation against the 95th percentile
 of random positions; the translation-invariance amplitude; the gradient-norm ratios;
-and the seconds each view took (wall clock: on a shared machine, read them as rough).
+and the seconds each view took (wall clock: on a shared machine, read them as rough),
+first as the `inspect` commands (figures written to files), then as the demo's Inside tab
+answers a user (warm handlers: the median of 5 calls after the first).
 Writes every view's pictures and `benchmark.json` into `--out`.
 """
 
@@ -91,8 +93,38 @@ def main() -> None:
     report["gradients"] = {"model_ratio": grads["ratio"],
                            "toy": {k: v["ratio"] for k, v in grads["toy"].items()}}
     timed("case-studies", lambda: ins.case_studies_view(out))
+    report["tab_seconds"] = tab_timings(args.run, photo, args.layer)
     (out / "benchmark.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "seconds"}, indent=2))
+
+
+def tab_timings(run_dir: str, photo: str, layer: str) -> dict[str, float]:
+    """The Inside tab's handlers as the demo calls them: median seconds of 5 warm calls."""
+    import statistics
+
+    from transferkit.demo.inside_tab import InsideViews
+    from transferkit.demo.session import Session
+    from transferkit.inspect.feature_maps import default_layers
+
+    views = InsideViews(Session(run_dir))
+    payload = {"path": photo}
+    calls = {"calculator": lambda: views.calculate(32, 5, 0, 1, 20, 3),
+             "filters": views.filters}
+    for name in default_layers(views.model):
+        calls[f"feature maps + pooling {name}"] = lambda name=name: views.maps(payload, name)
+    calls["dream channel 0, 64 steps"] = lambda: views.dream(
+        "channel", layer, 0, views.run.class_names[0], 64, progress=lambda *a, **k: None)
+    seconds = {}
+    for name, call in calls.items():
+        call()
+        times = []
+        for _ in range(1 if name.startswith("dream") else 5):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        seconds[name] = round(statistics.median(times), 3)
+        print(f"tab {name}: {seconds[name]} s", flush=True)
+    return seconds
 
 
 if __name__ == "__main__":
