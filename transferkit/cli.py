@@ -22,7 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from transferkit.config import TrainConfig  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
 from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
+from transferkit.doctor.command import add_doctor, run_doctor  # noqa: E402
 from transferkit.inspect.command import add_inspect, run_inspect  # noqa: E402
+from transferkit.report.command import add_report, run_report  # noqa: E402
 
 _DEFAULTS = TrainConfig()
 
@@ -72,6 +74,8 @@ def _add_train(sub) -> None:
                    help="replace an existing run (an unfinished run with the same options "
                         "is resumed without it)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--exclude-flagged", action="store_true",
+                   help="leave the doctor's label issues and outliers out of the split")
 
 
 def _train(args) -> int:
@@ -298,6 +302,7 @@ COMMANDS = {
     "explain": (_add_explain, _explain), "explain-check": (_add_explain_check, _explain_check),
     "serve": (_add_serve, _serve),
     "inspect": (add_inspect, run_inspect),  # transferkit/inspect/command.py
+    "doctor": (add_doctor, run_doctor), "report": (add_report, run_report),
 }
 
 

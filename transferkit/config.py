@@ -37,6 +37,8 @@ class TrainConfig:
         patience: Early-stopping patience (epochs without a better validation loss).
         min_per_class: Fewest usable images a class may have.
         workers: Threads decoding images.
+        exclude_flagged: Leave the images the data doctor flags (label issues,
+            outliers) out of the split.
         quiet: No progress bars.
     """
 
@@ -60,6 +62,7 @@ class TrainConfig:
     patience: int = 5
     min_per_class: int = 5
     workers: int = 2
+    exclude_flagged: bool = False
     quiet: bool = False
 
     def resolved(self) -> "TrainConfig":

@@ -40,7 +40,7 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray,
 
 def write_report(run_dir: Path, y_true: Sequence[int], probabilities: np.ndarray,
                  class_names: Sequence[str], paths: Sequence[str], top_n: int = 20) -> dict:
-    """Writes per_class.csv, confusion_matrix.csv/.png and top_losses.csv.
+    """Writes per_class.csv, confusion_matrix.csv/.png, top_losses.csv, test_predictions.csv.
 
     Args:
         run_dir: Run directory.
@@ -69,6 +69,11 @@ def write_report(run_dir: Path, y_true: Sequence[int], probabilities: np.ndarray
     plot_confusion_matrix(matrix, class_names, run_dir / layout.CONFUSION_PNG)
 
     true_probability = probabilities[np.arange(len(y_true)), y_true]
+    write_csv(run_dir / layout.TEST_PREDICTIONS_FILE, pd.DataFrame({
+        "path": list(paths), "true": [class_names[i] for i in y_true],
+        "predicted": [class_names[i] for i in y_pred],
+        "probability": probabilities[np.arange(len(y_true)), y_pred],
+        "true_probability": true_probability}))
     wrong = np.flatnonzero(y_pred != y_true)
     wrong = wrong[np.argsort(true_probability[wrong])][:top_n]
     write_csv(run_dir / layout.TOP_LOSSES_FILE, pd.DataFrame({

@@ -105,6 +105,9 @@ class FeatureStore:
         stored = self.load(key, names, seed)
         if stored is not None:
             return stored
+        subset = self._subset(key, names, seed)
+        if subset is not None:
+            return subset
         entry = self.root / key.name
         meta = {"weights": key.weights, "image_size": key.image_size, "view": key.view,
                 "seed": seed, "rows": len(names)}
@@ -178,6 +181,24 @@ class FeatureStore:
             meta = self._meta(entry)
             if meta is None or meta.get("view") or not (entry / "features.npy").is_file():
                 shutil.rmtree(entry, ignore_errors=True)
+
+    def _subset(self, key: FeatureKey, names: list[str], seed: int) -> np.ndarray | None:
+        """Keeps only `names` of a stored entry holding them all (the doctor stores every
+        image; `--exclude-flagged` then trains on fewer), instead of recomputing."""
+        entry = self.root / key.name
+        stored, values = _names(entry), self.load(key, seed=seed)
+        if stored is None or values is None:
+            return None
+        position = {n: i for i, n in enumerate(stored)}
+        if not all(n in position for n in names):
+            return None
+        rows = np.asarray(values[[position[n] for n in names]])
+        del values  # the memory map, before its file is replaced
+        with atomic_path(entry / "features.npy", suffix=".tmp.npy") as tmp:
+            np.save(tmp, rows)
+        write_text(entry / "names.txt", "".join(f"{n}\n" for n in names))
+        write_json(entry / "meta.json", {**self._meta(entry), "rows": len(names)})
+        return self.load(key, names, seed)
 
     @staticmethod
     def _meta(entry: Path) -> dict | None:

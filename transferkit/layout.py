@@ -14,10 +14,19 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
       metrics.json         test accuracy, macro-F1, counts, timings
       per_class.csv, confusion_matrix.csv, confusion_matrix.png, top_losses.csv
       explain_check.csv    faithfulness of the explanation methods (`explain-check`)
+      trust.json           temperature, "not sure" and "unknown" thresholds, how chosen
+      trust.npz            the unknown score's fitted arrays, the uncalibrated head
+      calibration.csv, calibration.png    reliability bins before / after (test split)
+      risk_coverage.csv, risk_coverage.png  precision vs coverage by threshold (test)
       model.keras          the trained classifier (raw 0-255 RGB in, probabilities out)
       features/            the feature store (`transferkit.features`)
       checkpoints/         training's resumable state; removed when the run completes
       export/              the default export folder
+      data_issues.csv      the data doctor: path, class, issue, score, group, suggested_class
+      doctor.json          the doctor's thresholds, counts and timings
+      test_predictions.csv every test image: path, true, predicted, probability
+      report.html          the run report (`transferkit report`), one self-contained page
+      inspect/embedding.png  the embedding map (`transferkit inspect embedding`), if made
 
     EXPORT/
       saved_model/         TensorFlow SavedModel (assets/labels.txt, assets/config.json)
@@ -38,11 +47,22 @@ CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
 TOP_LOSSES_FILE = "top_losses.csv"
 EXPLAIN_CHECK_FILE = "explain_check.csv"
+TRUST_FILE = "trust.json"     # transferkit.trust.params
+TRUST_ARRAYS = "trust.npz"
+CALIBRATION_CSV = "calibration.csv"
+CALIBRATION_PNG = "calibration.png"
+RISK_COVERAGE_CSV = "risk_coverage.csv"
+RISK_COVERAGE_PNG = "risk_coverage.png"
 MODEL_FILE = "model.keras"
 FEATURES_DIR = "features"
 CHECKPOINTS_DIR = "checkpoints"
 EXPORT_DIR = "export"
 INSPECT_DIR = "inspect"       # `transferkit inspect` pictures (default --out)
+DATA_ISSUES_FILE = "data_issues.csv"
+DOCTOR_FILE = "doctor.json"
+TEST_PREDICTIONS_FILE = "test_predictions.csv"
+REPORT_FILE = "report.html"
+EMBEDDING_PNG = "embedding.png"  # in INSPECT_DIR
 
 # An export folder (CONFIG_FILE and MODEL_FILE as in the run directory).
 SAVED_MODEL_DIR = "saved_model"

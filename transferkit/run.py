@@ -270,6 +270,22 @@ class Run:
         path = self.path / layout.CONFUSION_PNG
         return path if path.is_file() else None
 
+    # Any other file, by its `layout` name (the report's optional parts: data_issues.csv,
+    # trust.json, calibration.png, export/parity.json, inspect/embedding.png, ...).
+
+    def file(self, name: str) -> Path | None:
+        """`RUN/name` if it is a file (e.g. `layout.CALIBRATION_PNG`), else None."""
+        path = self.path / name
+        return path if path.is_file() else None
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """A CSV file of the run (e.g. `layout.DATA_ISSUES_FILE`), or None."""
+        return self._table(name)
+
+    def document(self, name: str) -> dict[str, Any] | None:
+        """A JSON file of the run (e.g. `layout.TRUST_FILE`), or None."""
+        return self._json(name)
+
     def _json(self, name: str) -> dict[str, Any] | None:
         try:
             value = read_json(self.path / name)

@@ -1,9 +1,10 @@
 """Training: a folder of images → a finished run directory.
 
-    audit (data/scan.py) → split (data/splits.py) → classifier (model.py) → plan (plan.py)
+    audit (data/scan.py) → doctor (doctor/) → split (data/splits.py) → classifier (model.py) → plan (plan.py)
     → phase 1: the head on stored features (features.py)
     → phase 2: fine-tune the planned top blocks, end to end with augmentation
     → evaluate on the test split (evaluate.py) → model.keras, metrics.json, run.json
+    → report.html (report/)
 
 Every step writes its files atomically and a killed run resumes where it stopped: the
 audit and split are reused, stored features are reloaded, phase 1 is skipped once its
@@ -34,12 +35,14 @@ from transferkit.data.scan import audit_report, scan_folder, summarize_classes, 
     write_audit_csv
 from transferkit.data.splits import make_splits
 from transferkit.data.tfds import data_folder
+from transferkit.doctor.training_step import doctor_before_split
 from transferkit.errors import ConfigError, DataError
 from transferkit.evaluate import write_report
 from transferkit.features import FeatureKey, FeatureStore, feature_extractor
 from transferkit.fileio import atomic_path, write_csv, write_json
 from transferkit.model import backbone_blocks, build_classifier, set_trainable_blocks
 from transferkit.plan import make_plan, with_blocks
+from transferkit.report import write_run_report
 from transferkit.run import Run, load_run, mark_complete, prepare_run_dir
 
 IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-weighted
@@ -98,7 +101,10 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
     for notice in notices:
         say(f"warning: {notice}")
     write_json(out_dir / layout.LABELS_FILE, classes)
-    splits = _splits(out_dir, index, classes, config, resuming)
+    groups, excluded = doctor_before_split(out_dir, source, index, classes, config,
+                                           resuming, say, verbose)
+    splits = _splits(out_dir, index[~index["path"].isin(excluded)], classes, config,
+                     resuming, groups)
     paths = {name: [str(source / p) for p in part["path"]]
              for name, part in splits.groupby("split")}
     labels = {name: [classes.index(c) for c in part["class"]]
@@ -154,6 +160,7 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
     metrics.update(n_train=len(paths["train"]), n_val=len(paths["val"]),
                    n_test=len(paths["test"]), n_classes=len(classes),
                    n_skipped=int((index["status"] != "ok").sum()),
+                   n_excluded=len(excluded),
                    strategy=plan.strategy, unfreeze_blocks=plan.unfreeze_blocks,
                    train_seconds=round(time.time() - start, 1))
     write_json(out_dir / layout.METRICS_FILE, metrics)
@@ -162,15 +169,18 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
     mark_complete(out_dir)
     say(f"Test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
         f"on {metrics['n_test']} images; {metrics['train_seconds']:.0f} s. Run: {out_dir}")
-    return load_run(out_dir)
+    run = load_run(out_dir)
+    say(f"Report: {write_run_report(run)}")
+    return run
 
 
 def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: TrainConfig,
-            resuming: bool) -> pd.DataFrame:
+            resuming: bool, groups: dict[str, str] | None) -> pd.DataFrame:
     path = out_dir / layout.SPLITS_FILE
     if resuming and path.exists():
         return pd.read_csv(path, keep_default_na=False)
-    splits = make_splits(index, classes, config.val_split, config.test_split, config.seed)
+    splits = make_splits(index, classes, config.val_split, config.test_split, config.seed,
+                         groups)
     write_csv(path, splits)
     return splits
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -9,13 +11,15 @@ SPLITS = ("train", "val", "test")
 
 
 def make_splits(index: pd.DataFrame, classes: list[str], val_split: float,
-                test_split: float, seed: int) -> pd.DataFrame:
+                test_split: float, seed: int,
+                groups: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Assigns every usable image of `classes` to train, val or test.
 
     Stratified: each class is split in the same proportions (at least one image in val
     and test per class). Files with identical bytes (same `sha256`) always land in the
     same split, so a duplicate can never leak from training into the test set. The same
-    index and seed always give the same split.
+    index and seed always give the same split. `groups` (the data doctor's
+    near-duplicate groups) extends this to any images given the same group key.
 
     Args:
         index: The audit (`scan_folder` output): columns path, class, status, sha256.
@@ -23,12 +27,16 @@ def make_splits(index: pd.DataFrame, classes: list[str], val_split: float,
         val_split: Fraction of each class for validation.
         test_split: Fraction of each class for the test.
         seed: Seed of the shuffle.
+        groups: Group key of each path (default: its sha256); images with the same
+            key always land in the same split.
 
     Returns:
         A frame with columns path, class, split, sorted by path.
     """
     usable = index[(index["status"] == "ok") & index["class"].isin(classes)]
     usable = usable.sort_values("path")
+    if groups is not None:
+        usable = usable.assign(sha256=usable["path"].map(groups).fillna(usable["sha256"]))
     rng = np.random.default_rng(seed)
     split_of_group: dict[str, str] = {}
     for name in sorted(classes):

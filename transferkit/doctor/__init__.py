@@ -1,0 +1,14 @@
+"""The data doctor: near-duplicates, label issues and outliers, from cached features.
+
+    from transferkit.doctor import diagnose
+    issues = diagnose("photos/")                 # → doctor/data_issues.csv
+
+Modules: `neighbours` (cosine kNN), `duplicates`, `labels` (k-fold + cleanlab),
+`outliers`, `findings` (all three from features), `diagnose` (the folder: audit, feature
+store, files), `training_step` (inside `train`, before the split), `command` (the CLI).
+"""
+
+from transferkit.doctor.diagnose import diagnose
+from transferkit.doctor.findings import DoctorConfig, Findings, find_issues
+
+__all__ = ["DoctorConfig", "Findings", "diagnose", "find_issues"]

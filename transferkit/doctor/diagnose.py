@@ -1,0 +1,145 @@
+"""`transferkit doctor DATA`: the audit, then the findings on the feature store's features.
+
+The features come from the one feature store (`transferkit.features`): a run's, when
+`run` is given and it holds the ImageNet features of these images (no network pass at
+all), else `OUT/features/`, computed once and reused by the next call. Training calls
+`doctor_before_split` (`doctor/training_step.py`) instead, on its own run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from transferkit import layout
+from transferkit.config import TrainConfig
+from transferkit.data.scan import scan_folder, summarize_classes
+from transferkit.doctor.findings import DoctorConfig, Findings, find_issues
+from transferkit.errors import ConfigError
+from transferkit.features import FeatureKey, FeatureStore
+from transferkit.fileio import write_csv, write_json
+
+
+def usable_rows(index: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """The audit's usable images of `classes`, sorted by path: the split's (and the
+    feature store's) row order."""
+    usable = index[(index["status"] == "ok") & index["class"].isin(classes)]
+    return usable.sort_values("path").reset_index(drop=True)
+
+
+def examine(rows: pd.DataFrame, classes: list[str], features: np.ndarray, folder: Path,
+            out: Path, config: DoctorConfig, extra: dict | None = None) -> Findings:
+    """Finds the issues of `rows` and writes `data_issues.csv` and `doctor.json` to `out`.
+
+    Args:
+        rows: `usable_rows` output (path, class, sha256).
+        classes: Class names, in output order.
+        features: `[len(rows), D]` ImageNet features, in row order.
+        folder: The data folder.
+        out: Folder for the two files.
+        config: Thresholds.
+        extra: More fields for `doctor.json` (e.g. the feature key).
+
+    Returns:
+        The `Findings`.
+    """
+    start = time.time()
+    findings = find_issues(rows["path"].tolist(), rows["class"].tolist(), classes,
+                           features, folder, rows["sha256"].tolist(), config)
+    issues = findings.issues
+    write_csv(out / layout.DATA_ISSUES_FILE, issues)
+    counts = issues["issue"].value_counts().to_dict()
+    write_json(out / layout.DOCTOR_FILE, {
+        "n_images": len(rows), "config": config.to_dict(),
+        "counts": {k: int(counts.get(k, 0)) for k in ("near_duplicate", "label_issue",
+                                                       "outlier")},
+        "near_duplicate_groups": int(issues.loc[issues["issue"] == "near_duplicate",
+                                                "group"].nunique()),
+        "seconds": round(time.time() - start, 1), **(extra or {})})
+    return findings
+
+
+def diagnose(data: str | os.PathLike, out: str | os.PathLike = "doctor",
+             run: str | os.PathLike | None = None, backbone: str | None = None,
+             image_size: int | None = None, config: DoctorConfig | None = None,
+             workers: int = 2, progress: bool = True) -> pd.DataFrame:
+    """Audits a class folder and finds near-duplicates, label issues and outliers.
+
+    Args:
+        data: Folder with one subfolder per class.
+        out: Folder for `data_issues.csv`, `doctor.json` and (unless a run's are used)
+            the feature store.
+        run: A finished run directory trained on `data`: its stored ImageNet features
+            (and backbone, image size) are used when they cover the folder's images.
+        backbone: Registry name (default: the run's, else `TrainConfig`'s).
+        image_size: Input side (default: the run's, else what training would plan).
+        config: Thresholds.
+        workers: Decoding threads.
+        progress: Print progress.
+
+    Returns:
+        `data_issues.csv`'s rows: path, class, issue, score, group, suggested_class.
+
+    Raises:
+        DataError: Missing folder, or fewer than 2 usable classes.
+        RunError: `run` is not a finished run directory.
+    """
+    from transferkit.doctor.training_step import extractor_at, planned_size
+    from transferkit.run import load_run
+
+    config = check_config(config or DoctorConfig())
+    folder, out = Path(data), Path(out)
+    index = scan_folder(folder, workers=workers, progress=progress)
+    classes, _ = summarize_classes(index)
+    rows = usable_rows(index, classes)
+    names = rows["path"].tolist()
+    features = source = None
+    if run is not None:
+        trained = load_run(run)
+        backbone = backbone or trained.config.backbone
+        image_size = image_size or trained.image_size
+        stored = FeatureStore(trained.path / layout.FEATURES_DIR)
+        key = FeatureKey("imagenet", image_size)
+        features = _rows_of(stored, key, names)
+        source = str(trained.path)
+    defaults = TrainConfig(data=str(folder), backbone=backbone or TrainConfig.backbone)
+    if image_size is None:
+        image_size = planned_size(index, classes, defaults.resolved())
+    key = FeatureKey("imagenet", image_size)
+    if features is None:
+        if progress:
+            print(f"doctor: computing the ImageNet features of {len(names)} images "
+                  f"({defaults.backbone}, {image_size} px)", flush=True)
+        features = FeatureStore(out / layout.FEATURES_DIR).get(
+            key, names, folder, extractor_at(defaults, len(classes), image_size),
+            defaults.seed, workers=workers)
+        source = str(out)
+    findings = examine(rows, classes, features, folder, out, config,
+                       {"features": key.name, "feature_store": source})
+    return findings.issues
+
+
+def _rows_of(store: FeatureStore, key: FeatureKey, names: list[str]) -> np.ndarray | None:
+    """The stored rows of `names` (any order, any superset stored), or None."""
+    stored = store.names(key)
+    values = store.load(key)
+    if stored is None or values is None:
+        return None
+    position = {n: i for i, n in enumerate(stored)}
+    if not all(n in position for n in names):
+        return None
+    return np.asarray(values[[position[n] for n in names]])
+
+
+def check_config(config: DoctorConfig) -> DoctorConfig:
+    """Validates thresholds (one readable line per mistake)."""
+    if config.neighbours < 2 or config.outlier_k < 1 or config.outlier_k > config.neighbours:
+        raise ConfigError("doctor: neighbours must be at least 2 and outlier_k between 1 "
+                          "and neighbours")
+    if config.folds < 2:
+        raise ConfigError(f"doctor: folds must be at least 2, got {config.folds}")
+    return config

@@ -1,0 +1,149 @@
+"""The doctor's findings from features already computed: near-duplicates, label issues,
+outliers, as the rows of `data_issues.csv`.
+
+No images are decoded here except for the perceptual-hash cross-check of candidate
+pairs, and nothing touches the network: `diagnose.py` brings the features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from transferkit.doctor.duplicates import candidate_pairs, groups_of, phash_distance
+from transferkit.doctor.labels import label_issues, out_of_sample_probabilities
+from transferkit.doctor.neighbours import nearest, normalized
+from transferkit.doctor.outliers import outlier_scores, outliers
+
+ISSUE_COLUMNS = ("path", "class", "issue", "score", "group", "suggested_class")
+ISSUES = ("near_duplicate", "label_issue", "outlier")
+
+
+@dataclasses.dataclass
+class DoctorConfig:
+    """The doctor's thresholds (measured on flowers5 and a corrupted copy: README).
+
+    Attributes:
+        neighbours: Neighbours per image kept (for the duplicate and density scores).
+        duplicate_score: Lowest CSLS score (2 cos(a, b) - r(a) - r(b), r = mean
+            similarity to the nearest `neighbours` images) of a near-duplicate pair.
+            Plain cosine ranks the many look-alike photos of dense classes (a field of
+            tulips) above cropped copies; CSLS discounts that density.
+        phash_max: Largest perceptual-hash distance (of 64 bits, flips allowed) of a
+            near-duplicate pair; unrelated photos are near 32. None: no hash check.
+        label_min_score: Of cleanlab's flags, those kept: 1 - the out-of-sample
+            probability of the given class at least this. On frozen features (~67%
+            accurate on flowers5) cleanlab flags a fifth of the folder; the surest tenth
+            hold most real errors (README).
+        outlier_k: Neighbours averaged for the outlier distance.
+        outlier_spread: Robust deviations above the median distance of an outlier.
+        folds: Folds of the out-of-sample probabilities.
+        seed: Seed of the folds.
+    """
+
+    neighbours: int = 10
+    duplicate_score: float = 0.35
+    phash_max: int | None = 20
+    label_min_score: float = 0.9
+    outlier_k: int = 5
+    outlier_spread: float = 5.0
+    folds: int = 5
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DoctorConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclasses.dataclass
+class Findings:
+    """What the doctor found.
+
+    Attributes:
+        issues: `data_issues.csv`'s rows (`ISSUE_COLUMNS`), by issue then score.
+        groups: The near-duplicate group of every image (`-1`: in no group), by row.
+        probabilities: `[N, C]` out-of-sample class probabilities.
+    """
+
+    issues: pd.DataFrame
+    groups: np.ndarray
+    probabilities: np.ndarray
+
+    def flagged(self, issues: Sequence[str] = ("label_issue", "outlier")) -> set[str]:
+        """The paths with any of `issues` (what `--exclude-flagged` leaves out)."""
+        return set(self.issues.loc[self.issues["issue"].isin(issues), "path"])
+
+
+def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Sequence[str],
+                features: np.ndarray, folder: Path | None = None,
+                exact_keys: Sequence[str] | None = None,
+                config: DoctorConfig | None = None) -> Findings:
+    """Near-duplicates, label issues and outliers of a labelled set of images.
+
+    Args:
+        paths: Image paths (relative to `folder`), one per feature row.
+        classes: The given class of each image.
+        class_names: Every class, in output order.
+        features: `[N, D]` ImageNet pooled features.
+        folder: Where the images are (for the perceptual hash; None: no hash check).
+        exact_keys: The audit's sha256 of each image: equal bytes join a group.
+        config: Thresholds.
+
+    Returns:
+        The `Findings`.
+    """
+    config = config or DoctorConfig()
+    n = len(paths)
+    unit = normalized(features)
+    indices, sims = nearest(unit, config.neighbours)
+    density = sims[:, 1:].mean(axis=1) if sims.shape[1] > 1 else np.zeros(n)
+    pairs, cos = candidate_pairs(indices, sims, floor=0.0)
+    score = 2 * cos - density[pairs[:, 0]] - density[pairs[:, 1]] if len(pairs) else cos
+    keep = score >= config.duplicate_score
+    pairs, score = pairs[keep], score[keep]
+    if folder is not None and config.phash_max is not None and len(pairs):
+        close = phash_distance([Path(folder) / p for p in paths], pairs) <= config.phash_max
+        pairs, score = pairs[close], score[close]
+    component = groups_of(n, pairs, exact_keys)
+    sizes = np.bincount(component)
+    groups = np.where(sizes[component] > 1, component, -1)
+    # Stable, readable group ids: numbered by the group's first path.
+    ids = {g: i + 1 for i, g in enumerate(dict.fromkeys(groups[groups >= 0]))}
+    groups = np.array([ids.get(g, -1) for g in groups], np.int64)
+    best = np.zeros(n)
+    for (a, b), s in zip(pairs, score):
+        best[a], best[b] = max(best[a], s), max(best[b], s)
+    for i in np.flatnonzero(groups >= 0):  # exact duplicates have no pair of their own
+        best[i] = best[i] or 2.0
+
+    labels = np.array([list(class_names).index(c) for c in classes], np.int64)
+    probabilities = out_of_sample_probabilities(
+        features, labels, np.where(groups >= 0, groups + n, np.arange(n)),
+        len(class_names), config.folds, config.seed)
+    flagged, label_scores = label_issues(labels, probabilities)
+    sure = label_scores >= config.label_min_score
+    flagged, label_scores = flagged[sure], label_scores[sure]
+    distance = outlier_scores(sims, config.outlier_k)
+    far = outliers(distance, config.outlier_spread)
+
+    rows = [(paths[i], classes[i], "near_duplicate", float(best[i]), int(groups[i]), "")
+            for i in np.flatnonzero(groups >= 0)]
+    rows += [(paths[i], classes[i], "label_issue", float(s), int(groups[i]),
+              class_names[int(probabilities[i].argmax())])
+             for i, s in zip(flagged, label_scores)]
+    rows += [(paths[i], classes[i], "outlier", float(distance[i]), int(groups[i]), "")
+             for i in far]
+    issues = pd.DataFrame(rows, columns=list(ISSUE_COLUMNS))
+    issues["group"] = issues["group"].astype("Int64").where(issues["group"] >= 0)
+    order = issues["issue"].map({k: i for i, k in enumerate(ISSUES)})
+    issues = issues.assign(_o=order).sort_values(
+        ["_o", "score", "path"], ascending=[True, False, True], kind="stable")
+    return Findings(issues.drop(columns="_o").reset_index(drop=True), groups, probabilities)

@@ -1,0 +1,99 @@
+"""Label issues: images whose given class the rest of the folder disagrees with.
+
+Confident learning (Northcutt et al., 2021) needs out-of-sample probabilities: here a
+logistic regression on the cached ImageNet features, k-fold, each fold predicted by a
+model that never saw it (near-duplicate groups kept in one fold, or a copy would vouch
+for itself). cleanlab's `find_label_issues` then ranks the suspects; it is the field's
+standard implementation, so it is used rather than rewritten.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+MAX_COMPONENTS = 128  # PCA before the regression: faster fits, the same ranking
+
+
+def out_of_sample_probabilities(features: np.ndarray, labels: Sequence[int],
+                                groups: Sequence[int], n_classes: int, folds: int = 5,
+                                seed: int = 0, strength: float = 0.01) -> np.ndarray:
+    """Predicted class probabilities of every image by a model that did not train on it.
+
+    Args:
+        features: `[N, D]` pooled features.
+        labels: The given class index of each image.
+        groups: Near-duplicate group of each image (kept in one fold).
+        n_classes: Number of classes.
+        folds: Folds (fewer when the smallest class has fewer images).
+        seed: Seed of the fold assignment.
+        strength: Inverse L2 regularization of the logistic regression (`C`).
+
+    Returns:
+        float `[N, n_classes]`, rows summing to 1.
+    """
+    x = np.asarray(features, np.float32)
+    y = np.asarray(labels)
+    counts = np.bincount(y, minlength=n_classes)
+    folds = int(min(folds, counts[counts > 0].min()))
+    out = np.full((len(y), n_classes), 1.0 / n_classes)
+    if folds < 2:
+        return out
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # sklearn warns when groups make folds uneven
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(splitter.split(x, y, np.asarray(groups)))
+    # One BLAS thread: these matrices are small, and on a busy 2-core machine two
+    # threads contend (measured 5x slower fits).
+    with threadpool_limits(1):
+        for train, test in splits:
+            out[test] = _fold(x, y, train, test, n_classes, seed, strength)
+    return out
+
+
+def _fold(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+          n_classes: int, seed: int, strength: float) -> np.ndarray:
+    """Probabilities of `test` from a regression fitted on `train`."""
+    out = np.zeros((len(test), n_classes))
+    components = int(min(MAX_COMPONENTS, len(train) - 1, x.shape[1]))
+    model = make_pipeline(StandardScaler(), PCA(components, random_state=seed),
+                          LogisticRegression(C=strength, max_iter=300))
+    with warnings.catch_warnings():  # a class absent from a fold, slow convergence
+        warnings.simplefilter("ignore")
+        model.fit(x[train], y[train])
+    out[:, model.classes_] = model.predict_proba(x[test])
+    return out
+
+
+def label_issues(labels: Sequence[int], probabilities: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The images confident learning flags, most suspect first.
+
+    Args:
+        labels: Given class index of each image.
+        probabilities: `[N, C]` out-of-sample probabilities.
+
+    Returns:
+        `(indices, scores)`: the flagged images, ranked, and each one's score (1 - the
+        probability of its given class: higher is more suspect).
+    """
+    from cleanlab.filter import find_label_issues
+
+    y = np.asarray(labels)
+    present = np.bincount(y, minlength=probabilities.shape[1]) > 0
+    if present.sum() < 2:
+        return np.zeros(0, np.int64), np.zeros(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ranked = find_label_issues(y, probabilities, filter_by="prune_by_noise_rate",
+                                   return_indices_ranked_by="self_confidence", n_jobs=1)
+    ranked = np.asarray(ranked, np.int64)
+    return ranked, 1.0 - probabilities[ranked, y[ranked]]

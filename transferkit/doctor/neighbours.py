@@ -1,0 +1,57 @@
+"""Nearest neighbours in feature space by cosine similarity, in blocks (bounded memory).
+
+Pooled ReLU features are all positive, so two unrelated photos already have a cosine of
+0.5-0.7; centring them on the folder's mean first spreads unrelated pairs around 0 and
+leaves the same photo near 1, which is what both the near-duplicate threshold and the
+outlier distance need.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BLOCK_ROWS = 1024  # rows of the similarity matrix held at once: 1024 x N float32
+
+
+def normalized(features: np.ndarray) -> np.ndarray:
+    """Features centred on their mean and scaled to unit length (float32 [N, D]).
+
+    Args:
+        features: `[N, D]` pooled features.
+
+    Returns:
+        `[N, D]`, each row of norm 1 (an all-zero row stays zero).
+    """
+    values = np.asarray(features, np.float32)
+    values = values - values.mean(axis=0, keepdims=True)
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    return values / np.maximum(norms, 1e-12)
+
+
+def nearest(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` most similar other rows of each row.
+
+    Args:
+        unit: `[N, D]` unit rows (`normalized`).
+        k: Neighbours per row (at most N - 1).
+
+    Returns:
+        `(indices, similarities)`: int `[N, k]` and float32 `[N, k]`, most similar first;
+        a row is never its own neighbour.
+    """
+    n = len(unit)
+    k = max(0, min(k, n - 1))
+    indices = np.zeros((n, k), np.int64)
+    similarities = np.zeros((n, k), np.float32)
+    if k == 0:
+        return indices, similarities
+    for start in range(0, n, BLOCK_ROWS):
+        block = unit[start:start + BLOCK_ROWS] @ unit.T
+        rows = np.arange(len(block))
+        block[rows, start + rows] = -np.inf  # not its own neighbour
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        values = np.take_along_axis(block, top, axis=1)
+        order = np.argsort(-values, axis=1, kind="stable")
+        indices[start:start + len(block)] = np.take_along_axis(top, order, axis=1)
+        similarities[start:start + len(block)] = np.take_along_axis(values, order, axis=1)
+    return indices, similarities
