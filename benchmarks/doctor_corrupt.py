@@ -16,30 +16,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
-KINDS = ("reencoded", "resized", "cropped", "flipped", "colour")
-
-
-def altered(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
-    """One near-copy of `image`: the same photo after an everyday edit."""
-    w, h = image.size
-    if kind == "resized":
-        scale = rng.uniform(0.6, 0.8)
-        return image.resize((max(8, int(w * scale)), max(8, int(h * scale))),
-                            Image.Resampling.BICUBIC)
-    if kind == "cropped":
-        keep = rng.uniform(0.85, 0.92)
-        cw, ch = int(w * keep), int(h * keep)
-        x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
-        return image.crop((x, y, x + cw, y + ch))
-    if kind == "flipped":
-        return ImageOps.mirror(image)
-    if kind == "colour":
-        image = ImageEnhance.Brightness(image).enhance(rng.uniform(1.1, 1.25))
-        return ImageEnhance.Color(image).enhance(rng.uniform(0.7, 1.3))
-    return image  # re-encoded: written at low JPEG quality below
-
+from transferkit.testing import NEAR_COPY_KINDS, near_copy
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -69,10 +48,10 @@ def main() -> None:
         target.symlink_to(file.resolve())
         new_path[i] = f"{cls}/{file.name}"
     for j, i in enumerate(originals):
-        kind = KINDS[j % len(KINDS)]
+        kind = NEAR_COPY_KINDS[j % len(NEAR_COPY_KINDS)]
         file = files[i]
         copy = data / file.parent.name / f"{file.stem}_copy_{kind}.jpg"
-        image = altered(Image.open(file).convert("RGB"), kind, rng)
+        image = near_copy(Image.open(file).convert("RGB"), kind, rng)
         image.save(copy, format="JPEG", quality=40 if kind == "reencoded" else 90)
         truth["pairs"].append({"original": new_path[i], "copy": copy.relative_to(data)
                                .as_posix(), "kind": kind})

@@ -75,6 +75,41 @@ def make_color_folder(root: str | Path, classes: dict[str, tuple[int, int, int]]
     return root
 
 
+NEAR_COPY_KINDS = ("reencoded", "resized", "cropped", "flipped", "colour")
+
+
+def near_copy(image, kind: str, rng: np.random.Generator):
+    """A near-copy of a PIL image: the same photo after an everyday edit.
+
+    Args:
+        image: A PIL RGB image.
+        kind: One of `NEAR_COPY_KINDS` (`reencoded` returns the image as it is: save it
+            at a low JPEG quality).
+        rng: Random sizes, crops and colour factors.
+
+    Returns:
+        The edited PIL image.
+    """
+    from PIL import Image, ImageEnhance, ImageOps
+
+    w, h = image.size
+    if kind == "resized":
+        scale = rng.uniform(0.6, 0.8)
+        return image.resize((max(8, int(w * scale)), max(8, int(h * scale))),
+                            Image.Resampling.BICUBIC)
+    if kind == "cropped":
+        keep = rng.uniform(0.85, 0.92)
+        cw, ch = int(w * keep), int(h * keep)
+        x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+        return image.crop((x, y, x + cw, y + ch))
+    if kind == "flipped":
+        return ImageOps.mirror(image)
+    if kind == "colour":
+        image = ImageEnhance.Brightness(image).enhance(rng.uniform(1.1, 1.25))
+        return ImageEnhance.Color(image).enhance(rng.uniform(0.7, 1.3))
+    return image  # re-encoded: the caller saves it at a low JPEG quality
+
+
 def register_tfds_folder(name: str, folder: str | Path) -> None:
     """Registers a real TFDS dataset builder `name` whose examples are a class folder.
 

@@ -1,7 +1,7 @@
 """The Model tab: what the served classifier is, how it was trained and how it does.
 
 Everything comes from the `Run`'s accessors (plan, metrics, splits, per-class table,
-confusion matrix, top losses, data folder), so a run trained from `tfds:NAME` shows the
+confusion matrix, training history, top losses, data folder), so a run trained from `tfds:NAME` shows the
 same as one trained from a folder. An export without a Keras model shows its classes.
 """
 
@@ -18,6 +18,7 @@ from transferkit.demo.handlers import display_copy
 from transferkit.demo.session import Session
 from transferkit.errors import ImageError, RunError
 from transferkit.explain import DEFAULT_METHOD, overlay
+from transferkit.report.plots import training_curves
 from transferkit.run import Run
 
 TOP_LOSSES_SHOWN = 6             # confidently wrong test images shown
@@ -45,6 +46,9 @@ def model_tab(session: Session) -> None:
             if matrix is not None:
                 gr.Image(str(matrix), label="Confusion matrix (test set)", show_label=False,
                          interactive=False, buttons=["download", "fullscreen"])
+    history = run.history
+    if history is not None and not history.empty:  # the report's plot, the same code
+        gr.Plot(training_curves(history), label="Training curves", elem_id="tk-curves")
     losses = run.top_losses
     if losses is None:
         return

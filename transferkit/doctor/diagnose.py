@@ -111,6 +111,9 @@ def diagnose(data: str | os.PathLike, out: str | os.PathLike = "doctor",
         image_size = planned_size(index, classes, defaults.resolved())
     key = FeatureKey("imagenet", image_size)
     if features is None:
+        features = FeatureStore(out / layout.FEATURES_DIR).load(key, names, defaults.seed)
+        source = str(out)
+    if features is None:
         if progress:
             print(f"doctor: computing the ImageNet features of {len(names)} images "
                   f"({defaults.backbone}, {image_size} px)", flush=True)

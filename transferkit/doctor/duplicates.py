@@ -1,9 +1,9 @@
 """Near-duplicates: the same photo re-encoded, resized, cropped, flipped or colour-shifted.
 
-Two images are near-duplicates when their centred ImageNet features have a cosine
-similarity of at least `threshold` (`neighbours.normalized`). Pairs just below it can be
-confirmed by a perceptual hash (`imagehash.phash` of the image and of its mirror image:
-a flip changes the hash, not the photo). Groups are the connected components of the
+Candidate pairs are nearest neighbours in centred ImageNet features
+(`neighbours.normalized`); `findings.find_issues` keeps those whose features (CSLS score,
+cosine) and perceptual hash (`imagehash.phash` of the image and of its mirror image: a
+flip changes the hash, not the photo) agree, or whose hashes are all but equal. Groups are the connected components of the
 pairs, merged with the audit's exact duplicates (same bytes), so the split keeps each
 group in one split.
 """

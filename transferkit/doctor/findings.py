@@ -33,8 +33,19 @@ class DoctorConfig:
             similarity to the nearest `neighbours` images) of a near-duplicate pair.
             Plain cosine ranks the many look-alike photos of dense classes (a field of
             tulips) above cropped copies; CSLS discounts that density.
+        duplicate_cosine: Lowest plain cosine (of centred features) of a pair: CSLS
+            alone is relative, and in a small folder of look-alike images every pair
+            of a class stands out from the rest.
+        same_cosine: A pair at least this similar is a near-duplicate whatever its
+            CSLS score (a copy inside a tight cluster scores low).
         phash_max: Largest perceptual-hash distance (of 64 bits, flips allowed) of a
-            near-duplicate pair; unrelated photos are near 32. None: no hash check.
+            pair the features found; unrelated photos are near 32, crops 14-22. None:
+            no hash check (features alone).
+        hash_match: A pair at most this far apart in hash is a near-duplicate whatever
+            the CSLS score, if its cosine is at least `hash_cosine`: a heavily
+            re-encoded small photo can move its features far (cosine 0.57 measured)
+            but not its hash.
+        hash_cosine: See `hash_match`; also the floor of the candidate pairs.
         label_min_score: Of cleanlab's flags, those kept: 1 - the out-of-sample
             probability of the given class at least this. On frozen features (~67%
             accurate on flowers5) cleanlab flags a fifth of the folder; the surest tenth
@@ -47,10 +58,14 @@ class DoctorConfig:
 
     neighbours: int = 10
     duplicate_score: float = 0.35
-    phash_max: int | None = 20
+    duplicate_cosine: float = 0.7
+    same_cosine: float = 0.95
+    phash_max: int | None = 24
+    hash_match: int = 4
+    hash_cosine: float = 0.5
     label_min_score: float = 0.9
     outlier_k: int = 5
-    outlier_spread: float = 5.0
+    outlier_spread: float = 4.0
     folds: int = 5
     seed: int = 0
 
@@ -105,13 +120,14 @@ def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Seque
     unit = normalized(features)
     indices, sims = nearest(unit, config.neighbours)
     density = sims[:, 1:].mean(axis=1) if sims.shape[1] > 1 else np.zeros(n)
-    pairs, cos = candidate_pairs(indices, sims, floor=0.0)
+    pairs, cos = candidate_pairs(indices, sims, floor=config.hash_cosine)
     score = 2 * cos - density[pairs[:, 0]] - density[pairs[:, 1]] if len(pairs) else cos
-    keep = score >= config.duplicate_score
-    pairs, score = pairs[keep], score[keep]
+    keep = ((score >= config.duplicate_score) & (cos >= config.duplicate_cosine)) | \
+        (cos >= config.same_cosine)
     if folder is not None and config.phash_max is not None and len(pairs):
-        close = phash_distance([Path(folder) / p for p in paths], pairs) <= config.phash_max
-        pairs, score = pairs[close], score[close]
+        distance = phash_distance([Path(folder) / p for p in paths], pairs)
+        keep = (keep & (distance <= config.phash_max)) | (distance <= config.hash_match)
+    pairs, score = pairs[keep], score[keep]
     component = groups_of(n, pairs, exact_keys)
     sizes = np.bincount(component)
     groups = np.where(sizes[component] > 1, component, -1)
@@ -131,7 +147,8 @@ def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Seque
     flagged, label_scores = label_issues(labels, probabilities)
     sure = label_scores >= config.label_min_score
     flagged, label_scores = flagged[sure], label_scores[sure]
-    distance = outlier_scores(sims, config.outlier_k)
+    distance = outlier_scores(nearest(normalized(features, centre=False),
+                                      config.outlier_k)[1], config.outlier_k)
     far = outliers(distance, config.outlier_spread)
 
     rows = [(paths[i], classes[i], "near_duplicate", float(best[i]), int(groups[i]), "")

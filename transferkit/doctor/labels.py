@@ -17,15 +17,16 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
+
+from transferkit.doctor.neighbours import normalized
 
 MAX_COMPONENTS = 128  # PCA before the regression: faster fits, the same ranking
 
 
 def out_of_sample_probabilities(features: np.ndarray, labels: Sequence[int],
                                 groups: Sequence[int], n_classes: int, folds: int = 5,
-                                seed: int = 0, strength: float = 0.01) -> np.ndarray:
+                                seed: int = 0, strength: float = 3000.0) -> np.ndarray:
     """Predicted class probabilities of every image by a model that did not train on it.
 
     Args:
@@ -35,12 +36,15 @@ def out_of_sample_probabilities(features: np.ndarray, labels: Sequence[int],
         n_classes: Number of classes.
         folds: Folds (fewer when the smallest class has fewer images).
         seed: Seed of the fold assignment.
-        strength: Inverse L2 regularization of the logistic regression (`C`).
+        strength: The logistic regression's `C` is `strength / training images`: the
+            same L2 penalty per image whatever the folder's size (measured on the
+            corrupted flowers5 copy: 300 → 110, 1,000 → 120, 3,000 → 124, 10,000 →
+            123 of its 171 flips among the top 342).
 
     Returns:
         float `[N, n_classes]`, rows summing to 1.
     """
-    x = np.asarray(features, np.float32)
+    x = normalized(features, centre=False)  # unit rows: no scaler blowing up dead units
     y = np.asarray(labels)
     counts = np.bincount(y, minlength=n_classes)
     folds = int(min(folds, counts[counts > 0].min()))
@@ -55,7 +59,7 @@ def out_of_sample_probabilities(features: np.ndarray, labels: Sequence[int],
     # threads contend (measured 5x slower fits).
     with threadpool_limits(1):
         for train, test in splits:
-            out[test] = _fold(x, y, train, test, n_classes, seed, strength)
+            out[test] = _fold(x, y, train, test, n_classes, seed, strength / len(train))
     return out
 
 
@@ -64,7 +68,7 @@ def _fold(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
     """Probabilities of `test` from a regression fitted on `train`."""
     out = np.zeros((len(test), n_classes))
     components = int(min(MAX_COMPONENTS, len(train) - 1, x.shape[1]))
-    model = make_pipeline(StandardScaler(), PCA(components, random_state=seed),
+    model = make_pipeline(PCA(components, random_state=seed),
                           LogisticRegression(C=strength, max_iter=300))
     with warnings.catch_warnings():  # a class absent from a fold, slow convergence
         warnings.simplefilter("ignore")

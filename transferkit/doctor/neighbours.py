@@ -2,8 +2,10 @@
 
 Pooled ReLU features are all positive, so two unrelated photos already have a cosine of
 0.5-0.7; centring them on the folder's mean first spreads unrelated pairs around 0 and
-leaves the same photo near 1, which is what both the near-duplicate threshold and the
-outlier distance need.
+leaves the same photo near 1, which is what the near-duplicate scores need. The outlier
+distance is the other way round: measured on flowers5 with a planted screenshot, it
+stands out 6 robust deviations from the rest uncentred, 2 centred (centring makes every
+direction count, even those that only tell one flower from another).
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ import numpy as np
 BLOCK_ROWS = 1024  # rows of the similarity matrix held at once: 1024 x N float32
 
 
-def normalized(features: np.ndarray) -> np.ndarray:
-    """Features centred on their mean and scaled to unit length (float32 [N, D]).
+def normalized(features: np.ndarray, centre: bool = True) -> np.ndarray:
+    """Features (centred on their mean) scaled to unit length (float32 [N, D]).
 
     Args:
         features: `[N, D]` pooled features.
+        centre: Subtract the mean row first.
 
     Returns:
         `[N, D]`, each row of norm 1 (an all-zero row stays zero).
     """
     values = np.asarray(features, np.float32)
-    values = values - values.mean(axis=0, keepdims=True)
+    if centre:
+        values = values - values.mean(axis=0, keepdims=True)
     norms = np.linalg.norm(values, axis=1, keepdims=True)
     return values / np.maximum(norms, 1e-12)
 

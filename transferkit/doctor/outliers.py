@@ -1,7 +1,7 @@
 """Outliers: images far from every other image in feature space (kNN distance).
 
 A screenshot among flower photos has no close neighbour of any class, so the mean cosine
-distance to its k nearest neighbours is large. Scores are compared with the folder's own
+distance (of the uncentred features: `neighbours`) to its k nearest neighbours is large. Scores are compared with the folder's own
 distribution (median + `spread` x the median absolute deviation, a robust z-score), so
 the cut adapts to how varied the folder is.
 """

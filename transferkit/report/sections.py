@@ -85,7 +85,8 @@ def training_section(run: Run) -> dict[str, Any] | None:
     history = run.history
     if history is None or history.empty:
         return None
-    section: dict[str, Any] = {"curves": data_uri(png_bytes(training_curves(history)))}
+    section: dict[str, Any] = {"curves": data_uri(png_bytes(training_curves(history))),
+                               "fine_tuning": None}
     plan = run.plan or {}
     phase2 = history[history["phase"] == 2] if "phase" in history else history.iloc[:0]
     phase1 = history[history["phase"] == 1] if "phase" in history else history
