@@ -17,7 +17,6 @@ from pathlib import Path
 
 import gradio as gr
 import matplotlib
-import pytest
 from PIL import Image
 
 from test_browser import TIMEOUT_MS, artifacts, browser  # noqa: F401  (fixtures)
@@ -117,7 +116,7 @@ def test_the_model_tab_shows_the_training_curves(tiny_run):
     assert plots[0].value  # the figure, serialized
 
 
-def test_the_report_in_a_real_browser(browser, tiny_run, artifacts):  # noqa: F811
+def test_the_report_in_a_real_browser(browser, tiny_run, artifacts):  # noqa: F811 (fixtures)
     from playwright.sync_api import expect
 
     expect.set_options(timeout=TIMEOUT_MS)

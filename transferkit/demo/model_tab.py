@@ -1,8 +1,9 @@
 """The Model tab: what the served classifier is, how it was trained and how it does.
 
 Everything comes from the `Run`'s accessors (plan, metrics, splits, per-class table,
-confusion matrix, training history, top losses, data folder), so a run trained from `tfds:NAME` shows the
-same as one trained from a folder. An export without a Keras model shows its classes.
+confusion matrix, training history, top losses, data folder), so a run trained from
+`tfds:NAME` shows the same as one trained from a folder. An export without a Keras
+model shows its classes.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from transferkit.data.images import load_image
 from transferkit.demo.handlers import display_copy
 from transferkit.demo.session import Session
-from transferkit.errors import ImageError, RunError
+from transferkit.errors import RunError
 from transferkit.explain import DEFAULT_METHOD, overlay
 from transferkit.report.plots import training_curves
+from transferkit.report.sections import top_loss_images
 from transferkit.run import Run
 
 TOP_LOSSES_SHOWN = 6             # confidently wrong test images shown
@@ -52,7 +53,7 @@ def model_tab(session: Session) -> None:
     losses = run.top_losses
     if losses is None:
         return
-    wrong = _top_losses(session, losses)
+    wrong = _top_losses(session)
     if wrong:
         gr.Markdown("### Most confidently wrong test images\nEach image beside the "
                     "Grad-CAM heat map of the class the model (wrongly) chose.")
@@ -66,22 +67,11 @@ def model_tab(session: Session) -> None:
                     f"folder is no longer where the run was trained ({folder})*")
 
 
-def _top_losses(session: Session, losses: pd.DataFrame) -> list[tuple[np.ndarray, str]]:
+def _top_losses(session: Session) -> list[tuple[np.ndarray, str]]:
     """The most confidently wrong test images still on disk, each beside its heat map
     of the (wrongly) predicted class, with a caption."""
     names = session.class_names
-    root = session.run.data_folder
-    images, rows = [], []
-    for row in losses.itertuples():
-        if len(images) == TOP_LOSSES_SHOWN:
-            break
-        if row.predicted not in names:
-            continue
-        try:
-            images.append(load_image(root / row.path))
-        except ImageError:  # moved or deleted since training
-            continue
-        rows.append(row)
+    images, rows = top_loss_images(session.run, TOP_LOSSES_SHOWN)
     if not images:
         return []
     maps = session.heatmaps(DEFAULT_METHOD, session.run.preprocess(images),

@@ -92,10 +92,6 @@ class Findings:
     groups: np.ndarray
     probabilities: np.ndarray
 
-    def flagged(self, issues: Sequence[str] = ("label_issue", "outlier")) -> set[str]:
-        """The paths with any of `issues` (what `--exclude-flagged` leaves out)."""
-        return set(self.issues.loc[self.issues["issue"].isin(issues), "path"])
-
 
 def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Sequence[str],
                 features: np.ndarray, folder: Path | None = None,

@@ -38,6 +38,7 @@ def data_section(run: Run) -> dict[str, Any]:
                                 fill_value=0)
     counts = counts.reindex(columns=[c for c in ("train", "val", "test") if c in counts])
     counts["total"] = counts.sum(axis=1)
+    counts.columns.name = None
     section["splits"] = html_table(counts.reset_index())
     if audit is not None:
         ok = audit["status"] == "ok"
@@ -152,26 +153,37 @@ def confusion_section(run: Run) -> dict[str, Any]:
         "accuracy": float(np.trace(matrix) / max(matrix.sum(), 1))}
 
 
-def wrong_section(run: Run) -> list[dict[str, Any]]:
-    """The most confidently wrong test images, each beside its Grad-CAM overlay of the
-    (wrongly) predicted class (`transferkit.explain`'s public API)."""
+def top_loss_images(run: Run, n: int) -> tuple[list[np.ndarray], list[Any]]:
+    """Up to `n` of the most confidently wrong test images still on disk (the report's
+    and the demo's Model tab's).
+
+    Returns:
+        `(images, rows)`: the decoded images and their `top_losses.csv` rows.
+    """
     from transferkit.data.images import load_image
     from transferkit.errors import ImageError
-    from transferkit.explain import GradCAM, overlay
 
     losses = run.top_losses
-    if losses is None or losses.empty:
-        return []
-    root = run.data_folder
     images, rows = [], []
-    for row in losses.itertuples(index=False):
-        if len(images) == WRONG_SHOWN or row.predicted not in run.class_names:
+    for row in ([] if losses is None else losses.itertuples(index=False)):
+        if len(images) == n:
+            break
+        if row.predicted not in run.class_names:
             continue
         try:
-            images.append(load_image(root / row.path))
+            images.append(load_image(run.data_folder / row.path))
         except ImageError:  # moved or deleted since training
             continue
         rows.append(row)
+    return images, rows
+
+
+def wrong_section(run: Run) -> list[dict[str, Any]]:
+    """The most confidently wrong test images, each beside its Grad-CAM overlay of the
+    (wrongly) predicted class (`transferkit.explain`'s public API)."""
+    from transferkit.explain import GradCAM, overlay
+
+    images, rows = top_loss_images(run, WRONG_SHOWN)
     if not images:
         return []
     maps = GradCAM(run.model)(run.preprocess(images),
