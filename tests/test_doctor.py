@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pandas as pd
@@ -171,7 +172,8 @@ def test_cli_json_reuses_the_stored_features(planted, capsys, monkeypatch):
 
     data, _, _, _, issues, out = planted
     # Every feature must come from the store: computing one now fails the test.
-    monkeypatch.setattr("transferkit.doctor.training_step.extractor_at",
+    module = sys.modules["transferkit.doctor.diagnose"]  # the package exports the function
+    monkeypatch.setattr(module, "extractor_at",
                         lambda *a: pytest.fail("features were recomputed"))
     assert cli.main(["doctor", str(data), "--out", str(out), "--image-size", str(SIZE),
                      "--json"]) == 0

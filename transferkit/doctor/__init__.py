@@ -4,8 +4,9 @@
     issues = diagnose("photos/")                 # → doctor/data_issues.csv
 
 Modules: `neighbours` (cosine kNN), `duplicates`, `labels` (k-fold + cleanlab),
-`outliers`, `findings` (all three from features), `diagnose` (the folder: audit, feature
-store, files), `training_step` (inside `train`, before the split), `command` (the CLI).
+`outliers`, `findings` (all three from features), `examine` (the images, their size and
+trunk; the files written), `diagnose` (a folder: audit, feature store), `training_step`
+(inside `train`, before the split), `command` (the CLI).
 """
 
 from transferkit.doctor.diagnose import diagnose

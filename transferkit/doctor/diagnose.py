@@ -9,7 +9,6 @@ all), else `OUT/features/`, computed once and reused by the next call. Training 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,49 +17,10 @@ import pandas as pd
 from transferkit import layout
 from transferkit.config import TrainConfig
 from transferkit.data.scan import scan_folder, summarize_classes
-from transferkit.doctor.findings import DoctorConfig, Findings, find_issues
+from transferkit.doctor.examine import examine, extractor_at, planned_size, usable_rows
+from transferkit.doctor.findings import DoctorConfig
 from transferkit.errors import ConfigError
 from transferkit.features import FeatureKey, FeatureStore
-from transferkit.fileio import write_csv, write_json
-
-
-def usable_rows(index: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """The audit's usable images of `classes`, sorted by path: the split's (and the
-    feature store's) row order."""
-    usable = index[(index["status"] == "ok") & index["class"].isin(classes)]
-    return usable.sort_values("path").reset_index(drop=True)
-
-
-def examine(rows: pd.DataFrame, classes: list[str], features: np.ndarray, folder: Path,
-            out: Path, config: DoctorConfig, extra: dict | None = None) -> Findings:
-    """Finds the issues of `rows` and writes `data_issues.csv` and `doctor.json` to `out`.
-
-    Args:
-        rows: `usable_rows` output (path, class, sha256).
-        classes: Class names, in output order.
-        features: `[len(rows), D]` ImageNet features, in row order.
-        folder: The data folder.
-        out: Folder for the two files.
-        config: Thresholds.
-        extra: More fields for `doctor.json` (e.g. the feature key).
-
-    Returns:
-        The `Findings`.
-    """
-    start = time.time()
-    findings = find_issues(rows["path"].tolist(), rows["class"].tolist(), classes,
-                           features, folder, rows["sha256"].tolist(), config)
-    issues = findings.issues
-    write_csv(out / layout.DATA_ISSUES_FILE, issues)
-    counts = issues["issue"].value_counts().to_dict()
-    write_json(out / layout.DOCTOR_FILE, {
-        "n_images": len(rows), "config": config.to_dict(),
-        "counts": {k: int(counts.get(k, 0)) for k in ("near_duplicate", "label_issue",
-                                                       "outlier")},
-        "near_duplicate_groups": int(issues.loc[issues["issue"] == "near_duplicate",
-                                                "group"].nunique()),
-        "seconds": round(time.time() - start, 1), **(extra or {})})
-    return findings
 
 
 def diagnose(data: str | os.PathLike, out: str | os.PathLike = "doctor",
@@ -88,7 +48,6 @@ def diagnose(data: str | os.PathLike, out: str | os.PathLike = "doctor",
         DataError: Missing folder, or fewer than 2 usable classes.
         RunError: `run` is not a finished run directory.
     """
-    from transferkit.doctor.training_step import extractor_at, planned_size
     from transferkit.run import load_run
 
     config = check_config(config or DoctorConfig())

@@ -17,39 +17,11 @@ import keras
 import pandas as pd
 
 from transferkit import layout
-from transferkit.backbones import get_backbone, load_pretrained
 from transferkit.config import TrainConfig
-from transferkit.doctor.diagnose import examine, usable_rows
+from transferkit.doctor.examine import examine, extractor_at, planned_size, usable_rows
 from transferkit.doctor.findings import DoctorConfig
-from transferkit.features import FeatureKey, FeatureStore, feature_extractor
+from transferkit.features import FeatureKey, FeatureStore
 from transferkit.fileio import read_json
-from transferkit.model import build_classifier
-from transferkit.plan import make_plan
-
-
-def planned_size(index: pd.DataFrame, classes: list[str], config: TrainConfig) -> int:
-    """The image size the plan will choose, estimated before the split.
-
-    The plan reads the training split's smallest class and median side; before the split
-    they are estimated from the whole folder (the split is stratified, so the estimate
-    is off by an image or so per class: a plan on a threshold may still choose another
-    size, and phase 1 then computes its features at that size).
-    """
-    rows = usable_rows(index, classes)
-    counts = rows["class"].value_counts().to_dict()
-    train = {c: max(1, n - max(1, round(n * config.val_split))
-                    - max(1, round(n * config.test_split))) for c, n in counts.items()}
-    median = float((rows[["width", "height"]].min(axis=1)).median())
-    return make_plan(train, config, get_backbone(config.backbone), median).image_size
-
-
-def extractor_at(config: TrainConfig, n_classes: int, size: int) -> keras.Model:
-    """The pretrained trunk of `config`'s backbone at `size` (raw pixels → features)."""
-    backbone = get_backbone(config.backbone)
-    pretrained = None if config.weights == "none" else \
-        load_pretrained(backbone, config.weights)
-    return feature_extractor(build_classifier(backbone, n_classes, size, pretrained,
-                                              config.dropout))
 
 
 def doctor_before_split(out_dir: Path, source: Path, index: pd.DataFrame,
