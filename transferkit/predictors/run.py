@@ -1,0 +1,20 @@
+"""`RunPredictor`: a run directory's own Keras model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transferkit.predictors.base import Predictor
+
+
+class RunPredictor(Predictor):
+    """The run's own Keras model (`transferkit.run.Run.predict`)."""
+
+    kind = "run"
+
+    def __init__(self, run):
+        super().__init__(run.class_names, run.path)
+        self.run = run
+
+    def _predict_pixels(self, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
+        return np.asarray(self.run.predict(pixels, batch_size), np.float32)
