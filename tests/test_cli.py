@@ -286,7 +286,7 @@ def test_evaluate_with_classes_unknown_to_the_run(capsys, tiny_run, color_folder
 def test_evaluate_with_a_folder_that_is_not_a_run(capsys, color_folder, tmp_path):
     code, _, err = cli(capsys, "evaluate", color_folder, "--data", color_folder)
     assert code == 2
-    assert_one_error_line(err, "not a transferkit run directory")
+    assert_one_error_line(err, "is not a model transferkit can load; pass a run directory")
 
 
 def test_no_command_is_a_usage_error(capsys):

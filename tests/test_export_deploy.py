@@ -166,7 +166,8 @@ def test_refused_int8_export_writes_nothing(deployed, tiny_run, tmp_path, monkey
     assert list(tmp_path.iterdir()) == []  # No export, no temporary folder.
 
 
-def test_cli_predicts_with_the_onnx_model(deployed, tiny_run, capsys):
+def test_cli_predicts_and_evaluates_with_the_exports(deployed, tiny_run, color_folder,
+                                                    capsys):
     out, _ = deployed
     image = tiny_run.split_paths("test")[0]
     assert main(["predict", str(out / "model.onnx"), str(image), "--json",
@@ -174,3 +175,9 @@ def test_cli_predicts_with_the_onnx_model(deployed, tiny_run, capsys):
     (record,) = json.loads(capsys.readouterr().out)
     assert record["top_k"][0]["label"] == tiny_run.top_k(tiny_run.predict([image]),
                                                          k=1)[0][0]["label"]
+    expected = tiny_run.evaluate(color_folder)
+    for model in (out / "model.onnx", out / "model_int8.tflite"):
+        assert main(["evaluate", str(model), "--data", str(color_folder), "--json"]) == 0
+        metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert metrics["n_images"] == expected["n_images"] == 36
+        assert metrics["accuracy"] == pytest.approx(expected["accuracy"], abs=1 / 36)

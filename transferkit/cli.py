@@ -86,16 +86,17 @@ def _train(args) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a run on another folder")
-    p.add_argument("run", help="run directory")
+    p = sub.add_parser("evaluate", help="evaluate a run or an exported model on a folder")
+    p.add_argument("run", help="run directory, export folder, SavedModel directory, "
+                               ".tflite or .onnx file")
     p.add_argument("--data", required=True, help="folder whose classes are a subset of the run's")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _evaluate(args) -> int:
-    from transferkit.run import load_run
+    from transferkit.predictor import load_predictor
 
-    metrics = load_run(args.run).evaluate(args.data)
+    metrics = load_predictor(args.run).evaluate(args.data)
     if args.json:
         print(json.dumps(metrics))
     else:

@@ -89,6 +89,20 @@ class Predictor:
                 record["top_k"] = best
         return records
 
+    def evaluate(self, data_dir: str | os.PathLike, batch_size: int = DEFAULT_BATCH
+                 ) -> dict[str, Any]:
+        """Accuracy and macro-F1 on a folder whose classes are among the model's.
+
+        Returns:
+            `{"accuracy", "macro_f1", "n_images", "n_skipped"}`.
+
+        Raises:
+            DataError: The folder has classes the model does not know, or no images.
+        """
+        from transferkit.evaluate import evaluate_folder
+
+        return evaluate_folder(self.predict, self.class_names, data_dir, batch_size)
+
     def top_k(self, probabilities: np.ndarray, k: int = 3) -> list[list[dict[str, Any]]]:
         """The k most probable labels of each row (`transferkit.inference.top_k`)."""
         return top_k(probabilities, self.class_names, k)
