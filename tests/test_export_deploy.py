@@ -181,3 +181,12 @@ def test_cli_predicts_and_evaluates_with_the_exports(deployed, tiny_run, color_f
         metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert metrics["n_images"] == expected["n_images"] == 36
         assert metrics["accuracy"] == pytest.approx(expected["accuracy"], abs=1 / 36)
+
+
+def test_onnx_packages_are_imported_only_when_used():
+    code = ("import sys, transferkit.cli, transferkit.export, transferkit.predictor; "
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'tf2onnx') if m in sys.modules))")
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120)
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert process.stdout.strip().splitlines()[-1] == "[]"
