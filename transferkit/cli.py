@@ -86,16 +86,17 @@ def _train(args) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a run on another folder")
-    p.add_argument("run", help="run directory")
+    p = sub.add_parser("evaluate", help="evaluate a run or an exported model on a folder")
+    p.add_argument("run", help="run directory, export folder, SavedModel directory, "
+                               ".tflite or .onnx file")
     p.add_argument("--data", required=True, help="folder whose classes are a subset of the run's")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _evaluate(args) -> int:
-    from transferkit.run import load_run
+    from transferkit.predictor import load_predictor
 
-    metrics = load_run(args.run).evaluate(args.data)
+    metrics = load_predictor(args.run).evaluate(args.data)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -105,8 +106,9 @@ def _evaluate(args) -> int:
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="classify images with a run, SavedModel or .tflite")
-    p.add_argument("model", help="run directory, exported SavedModel directory or .tflite")
+    p = sub.add_parser("predict", help="classify images with a run or an exported model")
+    p.add_argument("model", help="run directory, export folder, SavedModel directory, "
+                                 ".tflite or .onnx file")
     p.add_argument("images", nargs="*", help="image files")
     p.add_argument("--samples", type=int, default=0,
                    help="also predict N images of the run's test split (run directories)")
@@ -189,10 +191,11 @@ def _backbones(args) -> int:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export a SavedModel / TFLite / Keras file")
+    p = sub.add_parser("export", help="export a SavedModel / TFLite / ONNX / Keras file")
     p.add_argument("run", help="run directory")
     p.add_argument("--format", default="savedmodel",
-                   help="comma-separated: savedmodel,tflite,keras (default savedmodel)")
+                   help="comma-separated: savedmodel,tflite,tflite-int8,onnx,keras "
+                        "(default savedmodel)")
     p.add_argument("--quantize", choices=["dynamic", "float16"], help="TFLite quantization")
     p.add_argument("--out", help="export folder (default RUN/export)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
@@ -273,7 +276,8 @@ def _explain_check(args) -> int:
 
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="the Gradio web demo")
-    p.add_argument("model", help="run directory, exported SavedModel folder or .tflite file")
+    p.add_argument("model", help="run directory, export folder, SavedModel folder, "
+                                 ".tflite or .onnx file")
     # Defaults None: `transferkit.demo.launch` holds them (127.0.0.1, 7860, 10mb).
     p.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine "
                                   "only; 0.0.0.0 serves the network, with no login)")

@@ -21,7 +21,8 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
 
     EXPORT/
       saved_model/         TensorFlow SavedModel (assets/labels.txt, assets/config.json)
-      model.tflite, model.keras, labels.txt, config.json, parity.json
+      model.tflite, model_int8.tflite, model.onnx, model.keras, labels.txt,
+      config.json, parity.json
 """
 
 # The run directory.
@@ -48,5 +49,7 @@ INSPECT_DIR = "inspect"       # `transferkit inspect` pictures (default --out)
 SAVED_MODEL_DIR = "saved_model"
 SAVED_MODEL_PB = "saved_model.pb"
 TFLITE_FILE = "model.tflite"
+TFLITE_INT8_FILE = "model_int8.tflite"   # full-integer ("tflite-int8" format)
+ONNX_FILE = "model.onnx"
 LABELS_TXT = "labels.txt"
 PARITY_FILE = "parity.json"

@@ -18,7 +18,7 @@ import pandas as pd
 from transferkit import layout
 from transferkit.config import TrainConfig
 from transferkit.data.splits import SPLITS
-from transferkit.errors import DataError, RunError
+from transferkit.errors import RunError
 from transferkit.fileio import read_json, readable_error, write_json
 from transferkit.inference import DEFAULT_BATCH, in_batches, top_k
 
@@ -322,18 +322,10 @@ class Run:
         Raises:
             DataError: The folder has classes the model does not know, or no images.
         """
-        from transferkit.data.scan import scan_folder
+        from transferkit.evaluate import known_images
 
         progress = not self.config.quiet if progress is None else progress
-        index = scan_folder(data_dir, progress=progress)
-        ok = index[index["status"] == "ok"]
-        unknown = sorted(set(ok["class"]) - set(self.class_names))
-        if unknown:
-            raise DataError(f"{data_dir} has classes the model was not trained on: "
-                            f"{unknown}; the run knows {self.class_names}")
-        if ok.empty:
-            raise DataError(f"{data_dir} has no usable images")
-        return index, ok
+        return known_images(self.class_names, data_dir, progress)
 
     def evaluate(self, data_dir: str | Path, batch_size: int = DEFAULT_BATCH) -> dict:
         """Accuracy and macro-F1 on a folder whose classes are a subset of the run's.
@@ -344,15 +336,10 @@ class Run:
         Raises:
             DataError: The folder has classes the model does not know, or no images.
         """
-        from transferkit.evaluate import classification_metrics
+        from transferkit.evaluate import evaluate_folder
 
-        index, ok = self.known_images(data_dir)
-        root = Path(data_dir)
-        probabilities = self.predict([root / p for p in ok["path"]], batch_size)
-        y_true = [self.class_names.index(c) for c in ok["class"]]
-        metrics = classification_metrics(y_true, probabilities, self.class_names)
-        metrics["n_skipped"] = int((index["status"] != "ok").sum())
-        return metrics
+        return evaluate_folder(self.predict, self.class_names, data_dir, batch_size,
+                               progress=not self.config.quiet)
 
 
 def load_run(run_dir: str | Path) -> Run:
