@@ -55,6 +55,8 @@ def test_temperature_scaling_recovers_a_known_temperature(true_t):
     assert after < before - 0.01
     assert calibration.ece(calibration.softmax(reported / t), labels) < \
         calibration.ece(calibration.softmax(reported), labels)
+    # Every answer right: the NLL has no minimum (T -> 0); T stays 1.
+    assert calibration.fit_temperature(np.eye(3)[[0, 1, 2]], np.array([0, 1, 2])) == 1.0
 
 
 def test_the_threshold_meets_its_target_on_the_split_it_was_chosen_on():

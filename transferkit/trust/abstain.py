@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from transferkit.errors import ConfigError
-from transferkit.fileio import atomic_path
+from transferkit.evaluate import save_png
 
 DEFAULT_TARGET_PRECISION = 0.90
 
@@ -117,9 +117,6 @@ def plot_risk_coverage(curve: pd.DataFrame, path: Path, threshold: float,
     ax.set_ylabel("risk (share of answers wrong)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, max(0.05, float(curve["risk"].max()) * 1.1) if len(curve) else 1)
-    ax.set_title("Risk-coverage (answers with confidence >= threshold)")
+    ax.set_title("Risk-coverage (test split)")
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from transferkit.fileio import atomic_path
+from transferkit.evaluate import save_png
 
 N_BINS = 15
 TEMPERATURE_RANGE = (0.05, 20.0)  # beyond it, the logits carry no usable ranking
@@ -61,10 +61,16 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         labels: `[N]` true class indices.
 
     Returns:
-        T (> 1 softens over-confident logits, < 1 sharpens under-confident ones).
+        T (> 1 softens over-confident logits, < 1 sharpens under-confident ones); 1
+        when the answers are all right or all wrong (the NLL then has no minimum).
     """
     z = np.asarray(logits, np.float64)
     labels = np.asarray(labels)
+    right = z.argmax(axis=1) == labels
+    if right.all() or not right.any():
+        # No minimum: with every answer right the NLL falls as T → 0 (and with every one
+        # wrong as T → inf). A small validation split gives no evidence: leave T at 1.
+        return 1.0
 
     def loss(log_t: float) -> float:
         scaled = z / np.exp(log_t)
@@ -183,7 +189,4 @@ def plot_reliability(before: pd.DataFrame, after: pd.DataFrame, path: Path,
     ax.set_ylim(0, 1)
     ax.set_title("Reliability (test split)")
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
