@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -157,6 +158,14 @@ def test_training_calibrates_and_the_folded_model_is_softmax_of_logits_over_t(tr
     np.testing.assert_allclose(trusted.model.predict_on_batch(pixels),
                                calibration.softmax(raw / params.temperature), atol=1e-5)
     assert trusted.model.output_shape == (None, len(trusted.class_names))  # one output
+    # The tiny run's validation answers may all be right (T = 1): fold a known T too.
+    model = keras.models.clone_model(trusted.model)
+    model.set_weights(trusted.model.get_weights())
+    model.get_layer("predictions").set_weights([params.raw_head["kernel"],
+                                                params.raw_head["bias"]])
+    calibration.fold_temperature(model, 1.7)
+    np.testing.assert_allclose(model.predict_on_batch(pixels),
+                               calibration.softmax(raw / 1.7), atol=1e-5)
 
 
 def test_trust_graph_equals_the_numpy_path_for_every_score(trusted):
