@@ -25,7 +25,8 @@ from transferkit.cli import main
 from transferkit.config import TrainConfig
 from transferkit.errors import RunError
 from transferkit.features import FeatureStore
-from transferkit.run import prepare_run_dir, run_state
+from transferkit.rundir import prepare_run_dir
+from transferkit.run import run_state
 from transferkit.testing import make_color_folder
 
 # os.environ holds conftest's KERAS_HOME (offline ImageNet weights) for the subprocesses.

@@ -23,6 +23,7 @@ from transferkit.config import TrainConfig  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
 from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
 from transferkit.inspect.command import add_inspect, run_inspect  # noqa: E402
+from transferkit.trust.command import add_calibrate, run_calibrate  # noqa: E402
 
 _DEFAULTS = TrainConfig()
 
@@ -72,6 +73,8 @@ def _add_train(sub) -> None:
                    help="replace an existing run (an unfinished run with the same options "
                         "is resumed without it)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="skip the trust outputs (see `transferkit calibrate`)")
 
 
 def _train(args) -> int:
@@ -90,18 +93,26 @@ def _add_evaluate(sub) -> None:
     p.add_argument("run", help="run directory, export folder, SavedModel directory, "
                                ".tflite or .onnx file")
     p.add_argument("--data", required=True, help="folder whose classes are a subset of the run's")
+    p.add_argument("--unknown", help="folder of images of none of the run's classes "
+                                     "(searched recursively): how well they are flagged")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _evaluate(args) -> int:
     from transferkit.predictor import load_predictor
 
-    metrics = load_predictor(args.run).evaluate(args.data)
+    m = load_predictor(args.run).evaluate(args.data, unknown=args.unknown)
     if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-              f"on {metrics['n_images']} images ({metrics['n_skipped']} skipped)")
+        print(json.dumps(m))
+        return 0
+    print(f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ECE {m['ece']:.4f}  "
+          f"on {m['n_images']} images ({m['n_skipped']} skipped)")
+    if "coverage" in m:
+        print(f"answered {m['coverage']:.1%} (not sure on the rest), of which "
+              f"{m['selective_accuracy']:.1%} right")
+    if "auroc" in m:
+        print(f"unknown images: {m['n_flagged_unknown']} of {m['n_unknown']} flagged; "
+              f"AUROC {m['auroc']:.3f}, FPR at 95% TPR {m['fpr_at_95_tpr']:.3f}")
     return 0
 
 
@@ -302,6 +313,7 @@ COMMANDS = {
     "explain": (_add_explain, _explain), "explain-check": (_add_explain_check, _explain_check),
     "serve": (_add_serve, _serve),
     "inspect": (add_inspect, run_inspect),  # transferkit/inspect/command.py
+    "calibrate": (add_calibrate, run_calibrate),  # transferkit/trust/command.py
 }
 
 

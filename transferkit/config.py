@@ -38,6 +38,8 @@ class TrainConfig:
         min_per_class: Fewest usable images a class may have.
         workers: Threads decoding images.
         quiet: No progress bars.
+        calibrate: Fit the trust outputs after training (temperature, "not sure"
+            threshold, unknown score; `transferkit.trust`); `--no-calibrate` skips it.
     """
 
     data: str = ""
@@ -61,6 +63,7 @@ class TrainConfig:
     min_per_class: int = 5
     workers: int = 2
     quiet: bool = False
+    calibrate: bool = True
 
     def resolved(self) -> "TrainConfig":
         """Returns a validated copy with defaults (image size) filled in.

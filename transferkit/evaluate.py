@@ -158,6 +158,13 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
                 ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
                         color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
     ax.set_title("Confusion matrix (test split)")
+    save_png(fig, path)
+
+
+def save_png(fig, path: Path) -> None:
+    """Lays out a matplotlib figure, writes it atomically as a PNG, and closes it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -14,6 +14,10 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
       metrics.json         test accuracy, macro-F1, counts, timings
       per_class.csv, confusion_matrix.csv, confusion_matrix.png, top_losses.csv
       explain_check.csv    faithfulness of the explanation methods (`explain-check`)
+      trust.json           temperature, "not sure" and "unknown" thresholds, how chosen
+      trust.npz            the unknown score's fitted arrays, the uncalibrated head
+      calibration.csv, calibration.png    reliability bins before / after (test split)
+      risk_coverage.csv, risk_coverage.png  precision vs coverage by threshold (test)
       model.keras          the trained classifier (raw 0-255 RGB in, probabilities out)
       features/            the feature store (`transferkit.features`)
       checkpoints/         training's resumable state; removed when the run completes
@@ -39,6 +43,12 @@ CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
 TOP_LOSSES_FILE = "top_losses.csv"
 EXPLAIN_CHECK_FILE = "explain_check.csv"
+TRUST_FILE = "trust.json"     # transferkit.trust.params
+TRUST_ARRAYS = "trust.npz"
+CALIBRATION_CSV = "calibration.csv"
+CALIBRATION_PNG = "calibration.png"
+RISK_COVERAGE_CSV = "risk_coverage.csv"
+RISK_COVERAGE_PNG = "risk_coverage.png"
 MODEL_FILE = "model.keras"
 FEATURES_DIR = "features"
 CHECKPOINTS_DIR = "checkpoints"

@@ -89,8 +89,8 @@ class Predictor:
                 record["top_k"] = best
         return records
 
-    def evaluate(self, data_dir: str | os.PathLike, batch_size: int = DEFAULT_BATCH
-                 ) -> dict[str, Any]:
+    def evaluate(self, data_dir: str | os.PathLike, unknown: str | os.PathLike | None = None,
+                 batch_size: int = DEFAULT_BATCH) -> dict[str, Any]:
         """Accuracy and macro-F1 on a folder whose classes are among the model's.
 
         Returns:
@@ -98,8 +98,14 @@ class Predictor:
 
         Raises:
             DataError: The folder has classes the model does not know, or no images.
+            ConfigError: `unknown` given: an exported model is evaluated on known classes
+                only (pass the run directory).
         """
+        from transferkit.errors import ConfigError
         from transferkit.evaluate import evaluate_folder
+
+        if unknown is not None:
+            raise ConfigError(f"--unknown needs the run directory, not {self.source}")
 
         return evaluate_folder(self.predict, self.class_names, data_dir, batch_size)
 

@@ -23,7 +23,7 @@ class RunPredictor(Predictor):
     def _predict_pixels(self, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
         return np.asarray(self.run.predict(pixels, batch_size), np.float32)
 
-    def evaluate(self, data_dir: str | os.PathLike, batch_size: int = DEFAULT_BATCH
-                 ) -> dict[str, Any]:
-        """`Run.evaluate`: the run's own evaluation (its progress setting)."""
-        return self.run.evaluate(data_dir, batch_size)
+    def evaluate(self, data_dir: str | os.PathLike, unknown: str | os.PathLike | None = None,
+                 batch_size: int = DEFAULT_BATCH) -> dict[str, Any]:
+        """`Run.evaluate`: the run's own evaluation, with its trust measures."""
+        return self.run.evaluate(data_dir, unknown, batch_size)
