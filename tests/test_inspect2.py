@@ -223,3 +223,17 @@ def test_transfer_experiment_rows_and_resume(tmp_path, monkeypatch):
     assert (out / "transfer.png").is_file()
     with pytest.raises(ConfigError, match="other options .*image_size"):
         transfer_experiment(data, out, progress=False, **{**options, "image_size": 48})
+
+
+def test_the_inside_tab_maps_the_codes_and_probes_the_depths(tiny_run):
+    from types import SimpleNamespace
+
+    from transferkit.demo.inside_tab import InsideViews
+
+    views = InsideViews(SimpleNamespace(run=tiny_run))
+    quiet = lambda *a, **k: None  # noqa: E731  (gradio's progress, outside an event)
+    tsne_map, grid, numbers = views.embedding(progress=quiet)
+    assert tsne_map.endswith("embedding_tsne.png") and grid.endswith("embedding_grid.png")
+    assert "**imagenet** codes of 36 images" in numbers and "never fine-tuned" in numbers
+    curve, maps, numbers = views.probe(progress=quiet)
+    assert curve.endswith("depth_probe.png") and numbers.count("→") == 5  # 6 depths

@@ -28,6 +28,11 @@ HEAD_DROPOUT = 0.2  # as the classifier's (`TrainConfig.dropout`)
 SCRATCH_BN_MOMENTUM = 0.9
 
 
+def cell_name(fraction: float, method: str) -> str:
+    """The cell's file stem, e.g. `0.05_fine-tune`."""
+    return f"{fraction:g}_{method}"
+
+
 class Cells:
     """Trains the experiment's cells on one split.
 
@@ -119,8 +124,6 @@ class Cells:
 
     def _head(self, fraction: float, rows: np.ndarray) -> tuple[keras.Model, int]:
         """The head trained on the frozen features of `rows` (kept for fine-tuning)."""
-        from transferkit.experiments.transfer import cell_name
-
         features = self.features()
         head = keras.Sequential([
             keras.Input(features.shape[1:]),

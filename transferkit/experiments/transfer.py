@@ -132,11 +132,6 @@ def nested_subsets(splits: pd.DataFrame, fractions: Sequence[float], seed: int
             for f in fractions}
 
 
-def cell_name(fraction: float, method: str) -> str:
-    """The cell's file stem, e.g. `0.05_fine-tune`."""
-    return f"{fraction:g}_{method}"
-
-
 def transfer_experiment(data: str | Path, out: str | Path,
                         progress: bool = True, **options) -> pd.DataFrame:
     """Runs (or resumes) the experiment; writes `transfer.csv` and `transfer.png` in `out`.
@@ -154,7 +149,7 @@ def transfer_experiment(data: str | Path, out: str | Path,
         ConfigError: Bad options, or `out` holds an experiment with other options.
         DataError: The folder is missing or has no usable classes.
     """
-    from transferkit.experiments.cells import Cells
+    from transferkit.experiments.cells import Cells, cell_name
     from transferkit.experiments.plot import plot_transfer
     from transferkit.plan import fine_tune_fraction
 

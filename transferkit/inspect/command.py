@@ -80,7 +80,7 @@ def add_inspect(sub) -> None:
     f.add_argument("--seed", type=int, default=0)
     f = _add(views, "depth-probe", "linear separability of the classes by depth")
     f.add_argument("--depths", type=int, default=6, help="evenly spaced blocks (0: all)")
-    f.add_argument("--max-images", type=int, default=1500,
+    f.add_argument("--max-images", type=int, default=3000,
                    help="training and test images read, a stratified sample (0: all)")
     f.add_argument("--seed", type=int, default=0)
 
@@ -124,7 +124,8 @@ def _call(args) -> dict[str, Any]:
     if view == "embedding":
         return ins.embedding_view(args.run, out, max_images=args.max_images or None,
                                   grid=args.grid, mode=args.mode, seed=args.seed,
-                                  progress=_progress(not args.json))
+                                  progress=_progress(not args.json),
+                                  verbose=0 if args.json else 1)
     if view == "depth-probe":
         return ins.depth_probe_view(args.run, out, n_depths=args.depths or None,
                                     max_images=args.max_images or None, seed=args.seed,

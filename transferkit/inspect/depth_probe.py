@@ -76,7 +76,7 @@ def imagenet_model(run: Any) -> keras.Model | None:
 
 
 def depth_probe(source: Any, layers: Sequence[str] | None = None,
-                n_depths: int | None = DEPTHS, max_images: int | None = 1500,
+                n_depths: int | None = DEPTHS, max_images: int | None = 3000,
                 seed: int = 0, verbose: int = 0) -> dict:
     """The probe's accuracy at each depth, for the ImageNet and the fine-tuned backbone.
 
@@ -135,7 +135,7 @@ def depth_probe(source: Any, layers: Sequence[str] | None = None,
 
 
 def depth_probe_view(source: Any, out: Any = None, n_depths: int | None = DEPTHS,
-                     max_images: int | None = 1500, seed: int = 0,
+                     max_images: int | None = 3000, seed: int = 0,
                      progress: Callable[[float], None] | None = None,
                      verbose: int = 0) -> dict:
     """`transferkit inspect depth-probe`: the accuracy-vs-depth curve and a t-SNE per depth.
@@ -151,20 +151,24 @@ def depth_probe_view(source: Any, out: Any = None, n_depths: int | None = DEPTHS
 
     Returns:
         `{"view": "depth-probe", "files", "records": [{"features", "depth", "layer",
-        "accuracy", "channels"}], "notes", "seconds"}`.
+        "accuracy", "channels"}], "chance", "notes", "seconds"}`.
     """
+    start = time.perf_counter()
     _, run = as_model(source)
     result = depth_probe(source, None, n_depths, max_images, seed, verbose)
     output = Output(out, run)
+    test_labels = result["labels"][result["test"]]
+    chance = float(np.bincount(test_labels).max() / len(test_labels))
     output.png("depth_probe", probe_figure(result["layers"], {
-        name: s["accuracy"] for name, s in result["sets"].items()}))
+        name: s["accuracy"] for name, s in result["sets"].items()}, chance))
     output.png("depth_tsne", _tsne_figure(result, run.class_names, seed, progress))
     records = [{"features": name, "depth": d + 1, "layer": layer,
                 "accuracy": s["accuracy"][d], "channels": int(s["features"][d].shape[1])}
                for name, s in result["sets"].items()
                for d, layer in enumerate(result["layers"])]
     return {"view": "depth-probe", "files": output.files, "records": records,
-            "notes": result["notes"], "seconds": result["seconds"]}
+            "chance": chance, "notes": result["notes"],
+            "seconds": time.perf_counter() - start}
 
 
 def probe_figure(layers: Sequence[str], accuracies: dict[str, Sequence[float]],
@@ -180,7 +184,7 @@ def probe_figure(layers: Sequence[str], accuracies: dict[str, Sequence[float]],
     for name, values in accuracies.items():
         ax.plot(depth, values, "o-", label=f"{name} backbone")
     if chance is not None:
-        ax.axhline(chance, color="grey", ls=":", label="chance")
+        ax.axhline(chance, color="grey", ls=":", label="chance (largest class)")
     ax.set_xticks(depth, [f"{d}\n{n}" for d, n in zip(depth, layers)], fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_xlabel("depth (block output, global-average-pooled)")

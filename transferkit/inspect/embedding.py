@@ -122,18 +122,23 @@ def stratified_sample(labels: Sequence[Any], max_images: int | None, seed: int =
     return np.sort(picked)
 
 
-def feature_sets(run: Any) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+def feature_sets(run: Any, verbose: int = 0
+                 ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
     """The run's CNN codes from its feature store: `{"imagenet", "fine-tuned"}` → `[N, D]`.
 
     A feature-extraction run has one set (its backbone never changed: `imagenet`), a
     run trained from scratch one too (`fine-tuned`: there are no ImageNet codes), and so
     does a run whose ImageNet codes were never stored. Each case is said in the notes.
 
+    Args:
+        run: The run.
+        verbose: Keras progress bar when the final features are computed (first use).
+
     Returns:
         `(sets, names, notes)`: the sets, the image paths (`splits.csv` order), notes.
     """
     notes: list[str] = []
-    names, final = run.features("final")
+    names, final = run.features("final", verbose=verbose)
     if run.config.weights == "none":
         notes.append("trained from scratch (--weights none): there are no ImageNet "
                      "features, only the trained model's")
@@ -152,7 +157,7 @@ def feature_sets(run: Any) -> tuple[dict[str, np.ndarray], list[str], list[str]]
 
 def embedding(source: Any, max_images: int | None = 2000, seed: int = 0,
               perplexity: float = PERPLEXITY, k: int = NEIGHBOURS,
-              progress: Callable[[float], None] | None = None) -> dict:
+              progress: Callable[[float], None] | None = None, verbose: int = 0) -> dict:
     """t-SNE maps and their numbers for each of the run's feature sets.
 
     Args:
@@ -162,6 +167,7 @@ def embedding(source: Any, max_images: int | None = 2000, seed: int = 0,
         perplexity: Wanted perplexity (bounded by `perplexity_for`).
         k: Neighbours of the kNN classifier and of trustworthiness.
         progress: Called with the fraction done.
+        verbose: Keras progress bar when the final features are computed (first use).
 
     Returns:
         `{"paths", "labels", "splits", "correct" (test rows: the model right or not;
@@ -174,7 +180,7 @@ def embedding(source: Any, max_images: int | None = 2000, seed: int = 0,
     if run is None:
         raise ConfigError("the embedding reads a run's feature store: pass a run directory")
     start = time.perf_counter()
-    sets, names, notes = feature_sets(run)
+    sets, names, notes = feature_sets(run, verbose)
     splits = run.splits.set_index("path").loc[names]
     labels = splits["class"].map(run.class_names.index).to_numpy()
     picked = stratified_sample(labels, max_images, seed)
@@ -263,7 +269,8 @@ def map_canvas(positions: np.ndarray, tiles: Sequence[np.ndarray], side: int = 9
 
 def embedding_view(source: Any, out: Any = None, max_images: int | None = 2000,
                    grid: int = 24, mode: str = "assign", seed: int = 0,
-                   progress: Callable[[float], None] | None = None) -> dict:
+                   progress: Callable[[float], None] | None = None, verbose: int = 0
+                   ) -> dict:
     """`transferkit inspect embedding`: the t-SNE map and the grid of each feature set.
 
     Args:
@@ -274,6 +281,7 @@ def embedding_view(source: Any, out: Any = None, max_images: int | None = 2000,
         mode: Grid filling, `assign` (one-to-one) or `nearest`.
         seed: Seed of the sample and of t-SNE.
         progress: Called with the fraction done.
+        verbose: Keras progress bar when the final features are computed (first use).
 
     Returns:
         `{"view": "embedding", "files", "records": [{"features", "n_images",
@@ -288,7 +296,8 @@ def embedding_view(source: Any, out: Any = None, max_images: int | None = 2000,
 
     _, run = as_model(source)
     result = embedding(source, max_images, seed,
-                       progress=(lambda f: progress(0.7 * f)) if progress else None)
+                       progress=(lambda f: progress(0.7 * f)) if progress else None,
+                       verbose=verbose)
     output = Output(out, run)
     tiles = thumbnails(result["paths"], result["labels"],
                        progress=(lambda f: progress(0.7 + 0.3 * f)) if progress else None)
@@ -296,7 +305,7 @@ def embedding_view(source: Any, out: Any = None, max_images: int | None = 2000,
     wrong = np.array([c is False for c in result["correct"]])
     legend = [Patch(color=np.array(class_color(i)) / 255, label=name)
               for i, name in enumerate(result["class_names"])]
-    fig, axes = plt.subplots(1, len(sets), figsize=(6.2 * len(sets), 6.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.0 * len(sets), 5.3), squeeze=False)
     for ax, (name, s) in zip(axes[0], sets.items()):
         canvas, centres = map_canvas(s["positions"], tiles)
         ax.imshow(canvas)
@@ -310,16 +319,18 @@ def embedding_view(source: Any, out: Any = None, max_images: int | None = 2000,
         ax.axis("off")
     legend.append(plt.Line2D([], [], marker="x", color="black", lw=0,
                              label="misclassified test image"))
-    fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8)
+    fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=7)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     output.png("embedding_tsne", fig)
     side = max(2, min(grid, int(np.sqrt(len(tiles)))))
-    fig, axes = plt.subplots(1, len(sets), figsize=(6.2 * len(sets), 6.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.0 * len(sets), 5.3), squeeze=False)
     for ax, (name, s) in zip(axes[0], sets.items()):
         cells = grid_cells(s["positions"], side, side, mode)
         ax.imshow(tile_grid([tiles[i] for i in cells], side, gap=0))
         ax.set_title(f"{name} codes: t-SNE grid, {side}x{side} ({mode})", fontsize=9)
         ax.axis("off")
-    fig.legend(handles=legend[:-1], loc="lower center", ncol=len(legend), fontsize=8)
+    fig.legend(handles=legend[:-1], loc="lower center", ncol=len(legend), fontsize=7)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     output.png("embedding_grid", fig)
     records = [{"features": name, "n_images": len(tiles),
                 **{k: s[k] for k in ("trustworthiness", "knn_accuracy", "knn_accuracy_2d")}}
