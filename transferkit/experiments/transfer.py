@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.fileio import read_json, write_csv, write_json
 
@@ -43,6 +44,7 @@ METHODS = ("scratch", "frozen", "fine-tune")
 FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)
 COLUMNS = ["fraction", "images_per_class", "method", "accuracy", "ci_low", "ci_high",
            "epochs", "seconds", "plan_choice"]
+_TRAIN = TrainConfig()
 CSV_FILE, PLOT_FILE, CONFIG_FILE, SPLITS_FILE = ("transfer.csv", "transfer.png",
                                                  "experiment.json", "splits.csv")
 
@@ -73,18 +75,19 @@ class TransferConfig:
     data: str
     fractions: tuple[float, ...] = FRACTIONS
     methods: tuple[str, ...] = METHODS
-    backbone: str = "mobilenet_v2_0.35"
+    # Training's own defaults where the experiment has the same option: it measures them.
+    backbone: str = _TRAIN.backbone
     image_size: int = 128
     max_epochs: int = 6
     patience: int = 2
     min_steps: int = 16
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 3e-4
-    val_split: float = 0.15
-    test_split: float = 0.15
-    seed: int = 42
-    workers: int = 2
+    batch_size: int = _TRAIN.batch_size
+    learning_rate: float = _TRAIN.head_learning_rate
+    fine_tune_learning_rate: float = _TRAIN.fine_tune_learning_rate
+    val_split: float = _TRAIN.val_split
+    test_split: float = _TRAIN.test_split
+    seed: int = _TRAIN.seed
+    workers: int = _TRAIN.workers
 
     def checked(self) -> "TransferConfig":
         """A copy with sorted, validated fractions and methods.
