@@ -237,3 +237,16 @@ def test_the_inside_tab_maps_the_codes_and_probes_the_depths(tiny_run):
     assert "**imagenet** codes of 36 images" in numbers and "never fine-tuned" in numbers
     curve, maps, numbers = views.probe(progress=quiet)
     assert curve.endswith("depth_probe.png") and numbers.count("→") == 5  # 6 depths
+
+
+def test_experiment_command_rejects_bad_options_in_one_line(tmp_path, capsys):
+    from transferkit.cli import main
+
+    for fractions, message in [("0.1,2", "in (0, 1]"), ("a,b", "separated by commas")]:
+        assert main(["experiment", "transfer", str(tmp_path), "--out",
+                     str(tmp_path / "out"), "--fractions", fractions]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert main(["experiment", "transfer", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--methods", "frozen,magic"]) == 2
+    assert "unknown method 'magic'" in capsys.readouterr().err

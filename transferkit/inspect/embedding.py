@@ -49,6 +49,7 @@ def tsne(features: np.ndarray, seed: int = 0, perplexity: float = PERPLEXITY
     """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     x = np.asarray(features, np.float32)
     if len(x) < 4:
@@ -56,8 +57,12 @@ def tsne(features: np.ndarray, seed: int = 0, perplexity: float = PERPLEXITY
     dims = min(PCA_DIMS, len(x), x.shape[1])
     if x.shape[1] > dims:
         x = PCA(dims, random_state=seed).fit_transform(x)
-    return TSNE(2, perplexity=perplexity_for(len(x), perplexity), init="pca",
-                learning_rate="auto", random_state=seed).fit_transform(x).astype(np.float32)
+    # One OpenMP thread: on a few shared cores t-SNE's spinning threads wait for each
+    # other (2,000 points: 62 s with the default threads, 12 s with one, on 2 busy cores).
+    with threadpool_limits(1, user_api="openmp"):
+        return TSNE(2, perplexity=perplexity_for(len(x), perplexity), init="pca",
+                    learning_rate="auto", random_state=seed).fit_transform(x).astype(
+                        np.float32)
 
 
 def grid_cells(positions: np.ndarray, rows: int, columns: int, mode: str = "assign"
