@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from transferkit.config import TrainConfig  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
 from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
+from transferkit.experiments.command import add_experiment, run_experiment  # noqa: E402
 from transferkit.inspect.command import add_inspect, run_inspect  # noqa: E402
 from transferkit.trust.command import add_calibrate, run_calibrate  # noqa: E402
 
@@ -322,6 +323,7 @@ COMMANDS = {
     "serve": (_add_serve, _serve),
     "inspect": (add_inspect, run_inspect),  # transferkit/inspect/command.py
     "calibrate": (add_calibrate, run_calibrate),  # transferkit/trust/command.py
+    "experiment": (add_experiment, run_experiment),  # transferkit/experiments/command.py
 }
 
 
