@@ -214,15 +214,15 @@ def test_predict_samples_are_test_images_of_every_class(capsys, tiny_run):
 
 def test_predict_files_decodes_once_and_batches_the_good_files(tiny_run, color_folder,
                                                               tmp_path, monkeypatch):
-    import transferkit.predictor
+    import transferkit.predictors.base
     from transferkit.predictor import load_predictor
 
     notes = tmp_path / "notes.png"
     notes.write_text("not a picture")
     good = sorted((color_folder / "green").glob("*.png"))[:5]
     decoded, batches = [], []
-    load_image = transferkit.predictor.load_image
-    monkeypatch.setattr(transferkit.predictor, "load_image",
+    load_image = transferkit.predictors.base.load_image
+    monkeypatch.setattr(transferkit.predictors.base, "load_image",
                         lambda p: decoded.append(p) or load_image(p))
     predictor = load_predictor(tiny_run.path)
     model = predictor.run.model
@@ -286,7 +286,7 @@ def test_evaluate_with_classes_unknown_to_the_run(capsys, tiny_run, color_folder
 def test_evaluate_with_a_folder_that_is_not_a_run(capsys, color_folder, tmp_path):
     code, _, err = cli(capsys, "evaluate", color_folder, "--data", color_folder)
     assert code == 2
-    assert_one_error_line(err, "not a transferkit run directory")
+    assert_one_error_line(err, "is not a model transferkit can load; pass a run directory")
 
 
 def test_no_command_is_a_usage_error(capsys):

@@ -344,7 +344,7 @@ def test_tfds_run_is_checked_on_its_real_test_images(tfds_run, tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"formats": ("onnx",)}, "unknown export format"),
+    ({"formats": ("torchscript",)}, "unknown export format"),
     ({"formats": ("savedmodel",), "quantize": "int8"}, "unknown --quantize"),
     ({"formats": ("savedmodel",), "quantize": "dynamic"}, "TFLite model only"),
 ])
@@ -367,8 +367,8 @@ def test_cli_export(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--format", "onnx"], "unknown export format ['onnx']; choose from savedmodel, "
-                           "tflite, keras"),
+    (["--format", "torchscript"], "unknown export format ['torchscript']; choose from "
+                                  "savedmodel, tflite, tflite-int8, onnx, keras"),
     (["--format", "savedmodel", "--quantize", "dynamic"], "--quantize applies to the "
                                                           "TFLite model only"),
     ([], "already exists; pass --overwrite to replace it"),

@@ -49,7 +49,9 @@ def test_train_writes_the_report_with_every_section(tiny_run):
     page = (tiny_run.path / layout.REPORT_FILE).read_text(encoding="utf-8")
     ids = section_ids(page)
     assert set(ALWAYS) <= ids
-    assert not ids & set(OPTIONAL)  # no fine-tuning, no export, trust or embedding
+    assert not ids & {"fine-tuning", "export", "embedding"}  # none of them made
+    # Calibration: there exactly when training calibrated the run (trust.json).
+    assert ("calibration" in ids) == (tiny_run.path / layout.TRUST_FILE).is_file()
     assert "http://" not in page and "https://" not in page  # nothing from the network
     images = decoded_images(page)
     # Class balance, curves, one thumbnail per test image (cells), and the wrong ones.
@@ -65,7 +67,11 @@ def test_optional_parts_render_when_their_files_exist(tiny_run, tmp_path):
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run.path, run_dir, ignore=shutil.ignore_patterns(
-        layout.FEATURES_DIR, layout.REPORT_FILE))
+        layout.FEATURES_DIR, layout.REPORT_FILE, layout.CALIBRATION_PNG,
+        layout.RISK_COVERAGE_PNG, layout.TRUST_FILE, layout.DATA_ISSUES_FILE))
+    bare = write_run_report(run_dir).read_text(encoding="utf-8")
+    assert section_ids(bare) & set(OPTIONAL) == set()  # a run without any still renders
+    assert "issues" not in section_ids(bare)  # nor without the doctor's files
 
     def picture(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +82,7 @@ def test_optional_parts_render_when_their_files_exist(tiny_run, tmp_path):
 
     (run_dir / layout.TRUST_FILE).write_text(json.dumps({"temperature": 1.7}))
     picture(run_dir / layout.CALIBRATION_PNG)
-    picture(run_dir / layout.INSPECT_DIR / layout.EMBEDDING_PNG)
+    picture(run_dir / layout.INSPECT_DIR / layout.EMBEDDING_PNGS[0])
     (run_dir / layout.EXPORT_DIR).mkdir()
     (run_dir / layout.EXPORT_DIR / layout.PARITY_FILE).write_text(json.dumps(
         {"checked": True, "n_images": 8, "tflite": {"max_abs_diff": 3e-6,
@@ -85,8 +91,7 @@ def test_optional_parts_render_when_their_files_exist(tiny_run, tmp_path):
     ids = section_ids(page)
     assert {"export", "calibration", "embedding"} <= ids
     assert "temperature: 1.7" in page and "top1_agreement" in page
-    before = len(decoded_images((tiny_run.path / layout.REPORT_FILE).read_text()))
-    assert len(decoded_images(page)) == before + 2  # the two pictures, embedded
+    assert len(decoded_images(page)) == len(decoded_images(bare)) + 2  # both, embedded
 
 
 def test_a_fine_tuned_run_has_its_fine_tuning_section(fine_tuned_run, tmp_path):

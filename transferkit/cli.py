@@ -23,8 +23,10 @@ from transferkit.config import TrainConfig  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
 from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
 from transferkit.doctor.command import add_doctor, run_doctor  # noqa: E402
+from transferkit.experiments.command import add_experiment, run_experiment  # noqa: E402
 from transferkit.inspect.command import add_inspect, run_inspect  # noqa: E402
 from transferkit.report.command import add_report, run_report  # noqa: E402
+from transferkit.trust.command import add_calibrate, run_calibrate  # noqa: E402
 
 _DEFAULTS = TrainConfig()
 
@@ -74,6 +76,8 @@ def _add_train(sub) -> None:
                    help="replace an existing run (an unfinished run with the same options "
                         "is resumed without it)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="skip the trust outputs (see `transferkit calibrate`)")
     p.add_argument("--exclude-flagged", action="store_true",
                    help="leave the doctor's label issues and outliers out of the split")
 
@@ -90,27 +94,37 @@ def _train(args) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a run on another folder")
-    p.add_argument("run", help="run directory")
+    p = sub.add_parser("evaluate", help="evaluate a run or an exported model on a folder")
+    p.add_argument("run", help="run directory, export folder, SavedModel directory, "
+                               ".tflite or .onnx file")
     p.add_argument("--data", required=True, help="folder whose classes are a subset of the run's")
+    p.add_argument("--unknown", help="folder of images of none of the run's classes "
+                                     "(searched recursively): how well they are flagged")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _evaluate(args) -> int:
-    from transferkit.run import load_run
+    from transferkit.predictor import load_predictor
 
-    metrics = load_run(args.run).evaluate(args.data)
+    m = load_predictor(args.run).evaluate(args.data, unknown=args.unknown)
     if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-              f"on {metrics['n_images']} images ({metrics['n_skipped']} skipped)")
+        print(json.dumps(m))
+        return 0
+    print(f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ECE {m['ece']:.4f}  "
+          f"on {m['n_images']} images ({m['n_skipped']} skipped)")
+    if "coverage" in m:
+        print(f"answered {m['coverage']:.1%} (not sure on the rest), of which "
+              f"{m['selective_accuracy']:.1%} right")
+    if "auroc" in m:
+        print(f"unknown images: {m['n_flagged_unknown']} of {m['n_unknown']} flagged; "
+              f"AUROC {m['auroc']:.3f}, FPR at 95% TPR {m['fpr_at_95_tpr']:.3f}")
     return 0
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="classify images with a run, SavedModel or .tflite")
-    p.add_argument("model", help="run directory, exported SavedModel directory or .tflite")
+    p = sub.add_parser("predict", help="classify images with a run or an exported model")
+    p.add_argument("model", help="run directory, export folder, SavedModel directory, "
+                                 ".tflite or .onnx file")
     p.add_argument("images", nargs="*", help="image files")
     p.add_argument("--samples", type=int, default=0,
                    help="also predict N images of the run's test split (run directories)")
@@ -193,11 +207,17 @@ def _backbones(args) -> int:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export a SavedModel / TFLite / Keras file")
+    p = sub.add_parser("export", help="export a SavedModel / TFLite / ONNX / Keras file")
     p.add_argument("run", help="run directory")
     p.add_argument("--format", default="savedmodel",
-                   help="comma-separated: savedmodel,tflite,keras (default savedmodel)")
+                   help="comma-separated: savedmodel,tflite,tflite-int8,onnx,keras "
+                        "(default savedmodel)")
     p.add_argument("--quantize", choices=["dynamic", "float16"], help="TFLite quantization")
+    p.add_argument("--int8-min-agreement", type=float, default=0.98,
+                   help="tflite-int8 is kept only if its top-1 answers agree with the "
+                        "float model's on this share of the test images (default 0.98)")
+    p.add_argument("--int8-max-drop", type=float, default=0.01,
+                   help="... and its test accuracy drops at most this much (default 0.01)")
     p.add_argument("--out", help="export folder (default RUN/export)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.add_argument("--json", action="store_true", help="print the parity report as JSON")
@@ -205,10 +225,13 @@ def _add_export(sub) -> None:
 
 def _export(args) -> int:
     from transferkit.export import export_run
+    from transferkit.export.int8 import Int8Tolerance
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    tolerance = Int8Tolerance(args.int8_min_agreement, args.int8_max_drop)
     report = export_run(args.run, out=args.out, formats=formats, quantize=args.quantize,
-                        overwrite=args.overwrite, verbose=0 if args.json else 1)
+                        overwrite=args.overwrite, int8_tolerance=tolerance,
+                        verbose=0 if args.json else 1)
     if args.json:
         print(json.dumps(report, indent=2))
     return 0
@@ -277,7 +300,8 @@ def _explain_check(args) -> int:
 
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="the Gradio web demo")
-    p.add_argument("model", help="run directory, exported SavedModel folder or .tflite file")
+    p.add_argument("model", help="run directory, export folder, SavedModel folder, "
+                                 ".tflite or .onnx file")
     # Defaults None: `transferkit.demo.launch` holds them (127.0.0.1, 7860, 10mb).
     p.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine "
                                   "only; 0.0.0.0 serves the network, with no login)")
@@ -302,6 +326,8 @@ COMMANDS = {
     "explain": (_add_explain, _explain), "explain-check": (_add_explain_check, _explain_check),
     "serve": (_add_serve, _serve),
     "inspect": (add_inspect, run_inspect),  # transferkit/inspect/command.py
+    "calibrate": (add_calibrate, run_calibrate),  # transferkit/trust/command.py
+    "experiment": (add_experiment, run_experiment),  # transferkit/experiments/command.py
     "doctor": (add_doctor, run_doctor), "report": (add_report, run_report),
 }
 

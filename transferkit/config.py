@@ -40,6 +40,8 @@ class TrainConfig:
         exclude_flagged: Leave the images the data doctor flags (label issues,
             outliers) out of the split.
         quiet: No progress bars.
+        calibrate: Fit the trust outputs after training (temperature, "not sure"
+            threshold, unknown score; `transferkit.trust`); `--no-calibrate` skips it.
     """
 
     data: str = ""
@@ -64,6 +66,7 @@ class TrainConfig:
     workers: int = 2
     exclude_flagged: bool = False
     quiet: bool = False
+    calibrate: bool = True
 
     def resolved(self) -> "TrainConfig":
         """Returns a validated copy with defaults (image size) filled in.

@@ -7,7 +7,7 @@ the confusion matrix); this module only arranges them into the run directory's f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, \
     precision_recall_fscore_support
 
 from transferkit import layout
+from transferkit.errors import DataError
 from transferkit.fileio import atomic_path, write_csv
 
 
@@ -36,6 +37,61 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray,
             "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro",
                                        zero_division=0)),
             "n_images": int(len(y_true))}
+
+
+def known_images(class_names: Sequence[str], data_dir: str | Path,
+                 progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Audits a labelled folder whose classes must be a subset of `class_names`.
+
+    Args:
+        class_names: The model's classes.
+        data_dir: A folder of class folders.
+        progress: Show the audit's progress bar.
+
+    Returns:
+        `(index, ok)`: the whole audit and its usable rows.
+
+    Raises:
+        DataError: The folder has classes the model does not know, or no images.
+    """
+    from transferkit.data.scan import scan_folder
+
+    index = scan_folder(data_dir, progress=progress)
+    ok = index[index["status"] == "ok"]
+    unknown = sorted(set(ok["class"]) - set(class_names))
+    if unknown:
+        raise DataError(f"{data_dir} has classes the model was not trained on: "
+                        f"{unknown}; the run knows {list(class_names)}")
+    if ok.empty:
+        raise DataError(f"{data_dir} has no usable images")
+    return index, ok
+
+
+def evaluate_folder(predict: Callable[[list[Path], int], np.ndarray],
+                    class_names: Sequence[str], data_dir: str | Path, batch_size: int,
+                    progress: bool = True) -> dict:
+    """Accuracy and macro-F1 of any model on a labelled folder (a run or an export).
+
+    Args:
+        predict: Image paths and a batch size → `[N, C]` probabilities.
+        class_names: The model's classes; the folder's must be among them.
+        data_dir: A folder of class folders.
+        batch_size: Images per model call.
+        progress: Show the audit's progress bar.
+
+    Returns:
+        `{"accuracy", "macro_f1", "n_images", "n_skipped"}`.
+
+    Raises:
+        DataError: The folder has classes the model does not know, or no images.
+    """
+    index, ok = known_images(class_names, data_dir, progress)
+    root = Path(data_dir)
+    probabilities = predict([root / p for p in ok["path"]], batch_size)
+    y_true = [list(class_names).index(c) for c in ok["class"]]
+    metrics = classification_metrics(y_true, probabilities, class_names)
+    metrics["n_skipped"] = int((index["status"] != "ok").sum())
+    return metrics
 
 
 def write_report(run_dir: Path, y_true: Sequence[int], probabilities: np.ndarray,
@@ -107,6 +163,13 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
                 ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
                         color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
     ax.set_title("Confusion matrix (test split)")
+    save_png(fig, path)
+
+
+def save_png(fig, path: Path) -> None:
+    """Lays out a matplotlib figure, writes it atomically as a PNG, and closes it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -26,11 +26,13 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
       doctor.json          the doctor's thresholds, counts and timings
       test_predictions.csv every test image: path, true, predicted, probability
       report.html          the run report (`transferkit report`), one self-contained page
-      inspect/embedding.png  the embedding map (`transferkit inspect embedding`), if made
+      inspect/embedding_tsne.png, embedding_grid.png  the embedding map and grid
+                           (`transferkit inspect embedding`), if made
 
     EXPORT/
       saved_model/         TensorFlow SavedModel (assets/labels.txt, assets/config.json)
-      model.tflite, model.keras, labels.txt, config.json, parity.json
+      model.tflite, model_int8.tflite, model.onnx, model.keras, labels.txt,
+      config.json, parity.json
 """
 
 # The run directory.
@@ -62,11 +64,13 @@ DATA_ISSUES_FILE = "data_issues.csv"
 DOCTOR_FILE = "doctor.json"
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
 REPORT_FILE = "report.html"
-EMBEDDING_PNG = "embedding.png"  # in INSPECT_DIR
+EMBEDDING_PNGS = ("embedding_tsne.png", "embedding_grid.png")  # in INSPECT_DIR
 
 # An export folder (CONFIG_FILE and MODEL_FILE as in the run directory).
 SAVED_MODEL_DIR = "saved_model"
 SAVED_MODEL_PB = "saved_model.pb"
 TFLITE_FILE = "model.tflite"
+TFLITE_INT8_FILE = "model_int8.tflite"   # full-integer ("tflite-int8" format)
+ONNX_FILE = "model.onnx"
 LABELS_TXT = "labels.txt"
 PARITY_FILE = "parity.json"

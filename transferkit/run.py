@@ -7,7 +7,6 @@ the command line read the run's files, data and split images through it.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,8 +17,8 @@ import pandas as pd
 from transferkit import layout
 from transferkit.config import TrainConfig
 from transferkit.data.splits import SPLITS
-from transferkit.errors import DataError, RunError
-from transferkit.fileio import read_json, readable_error, write_json
+from transferkit.errors import RunError
+from transferkit.fileio import read_json
 from transferkit.inference import DEFAULT_BATCH, in_batches, top_k
 
 def load_model(path: str | Path) -> keras.Model:
@@ -51,75 +50,6 @@ def run_state(run_dir: Path) -> str | None:
         return read_json(run_dir / layout.STATE_FILE).get("state")
     except (OSError, ValueError, AttributeError):
         return None
-
-
-def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool:
-    """Makes `run_dir` ready for training; decides between a new run and a resume.
-
-    Args:
-        run_dir: The output folder.
-        config: The resolved options of this invocation.
-        overwrite: Replace a finished or unfinished run.
-
-    Returns:
-        True when resuming an unfinished run with the same options.
-
-    Raises:
-        RunError: A finished run (without `overwrite`), an unfinished run with other
-            options, a non-empty folder that is no run directory, or an unwritable path.
-    """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"--out {run_dir} is a file; choose a folder")
-    state = run_state(run_dir)
-    try:
-        if state is not None and overwrite:
-            shutil.rmtree(run_dir)
-            state = None
-        elif state == "complete":
-            raise RunError(f"{run_dir} holds a finished run; pass --overwrite to replace it, "
-                           "or choose another --out")
-        elif state is None and run_dir.is_dir() and any(run_dir.iterdir()):
-            raise RunError(f"{run_dir} is not empty and is not a transferkit run directory; "
-                           "choose a new or empty --out folder")
-    except OSError as e:  # Unreadable folder, or a link where a folder should be.
-        raise RunError(f"cannot use {run_dir} as the run directory: {e.strerror or e}; "
-                       "choose another --out folder") from e
-    # run.json is written before config.json, so a run marked "running" without a
-    # config.json was stopped before doing any work: it starts again from scratch.
-    resuming = state == "running" and (run_dir / layout.CONFIG_FILE).exists()
-    if resuming:
-        try:
-            previous = TrainConfig.from_dict(read_json(run_dir / layout.CONFIG_FILE))
-        except (OSError, ValueError, TypeError, AttributeError) as e:
-            raise RunError(f"{run_dir} holds an unfinished run whose config.json cannot be "
-                           "read; pass --overwrite to start again") from e
-        ours, theirs = _comparable(config), _comparable(previous)
-        if config.image_size is None:  # "auto" matches the size the plan chose before
-            theirs["image_size"] = None
-        changed = [k for k, v in ours.items() if theirs.get(k) != v]
-        if changed:
-            raise RunError(f"{run_dir} holds an unfinished run with other options "
-                           f"({', '.join(changed)}); run the same command as before to "
-                           "resume it, or pass --overwrite to start again")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise readable_error(e, run_dir) from e
-    write_json(run_dir / layout.STATE_FILE, {"state": "running"})
-    write_json(run_dir / layout.CONFIG_FILE, config.to_dict())
-    return resuming
-
-
-def mark_complete(run_dir: Path) -> None:
-    """Marks the run finished; done last, after every other file is written."""
-    write_json(run_dir / layout.STATE_FILE, {"state": "complete"})
-
-
-def _comparable(config: TrainConfig) -> dict[str, Any]:
-    values = config.to_dict()
-    for key in ("quiet", "workers"):  # do not change the result
-        values.pop(key)
-    return values
 
 
 class Run:
@@ -271,7 +201,7 @@ class Run:
         return path if path.is_file() else None
 
     # Any other file, by its `layout` name (the report's optional parts: data_issues.csv,
-    # trust.json, calibration.png, export/parity.json, inspect/embedding.png, ...).
+    # trust.json, calibration.png, export/parity.json, inspect/embedding_tsne.png, ...).
 
     def file(self, name: str) -> Path | None:
         """`RUN/name` if it is a file (e.g. `layout.CALIBRATION_PNG`), else None."""
@@ -338,37 +268,70 @@ class Run:
         Raises:
             DataError: The folder has classes the model does not know, or no images.
         """
-        from transferkit.data.scan import scan_folder
+        from transferkit.evaluate import known_images
 
         progress = not self.config.quiet if progress is None else progress
-        index = scan_folder(data_dir, progress=progress)
-        ok = index[index["status"] == "ok"]
-        unknown = sorted(set(ok["class"]) - set(self.class_names))
-        if unknown:
-            raise DataError(f"{data_dir} has classes the model was not trained on: "
-                            f"{unknown}; the run knows {self.class_names}")
-        if ok.empty:
-            raise DataError(f"{data_dir} has no usable images")
-        return index, ok
+        return known_images(self.class_names, data_dir, progress)
 
-    def evaluate(self, data_dir: str | Path, batch_size: int = DEFAULT_BATCH) -> dict:
-        """Accuracy and macro-F1 on a folder whose classes are a subset of the run's.
-
-        Returns:
-            `{"accuracy", "macro_f1", "n_images", "n_skipped"}`.
+    def evaluate(self, data_dir: str | Path, unknown: str | Path | None = None,
+                 batch_size: int = DEFAULT_BATCH) -> dict:
+        """Metrics on a folder whose classes are a subset of the run's (see
+        `transferkit.trust.assess.evaluate_folder`): accuracy, macro-F1, ECE, and with
+        trust the coverage and selective accuracy; `unknown` adds the unknown score's
+        AUROC on a folder of images of other kinds.
 
         Raises:
             DataError: The folder has classes the model does not know, or no images.
         """
-        from transferkit.evaluate import classification_metrics
+        from transferkit.trust.assess import evaluate_folder
 
-        index, ok = self.known_images(data_dir)
-        root = Path(data_dir)
-        probabilities = self.predict([root / p for p in ok["path"]], batch_size)
-        y_true = [self.class_names.index(c) for c in ok["class"]]
-        metrics = classification_metrics(y_true, probabilities, self.class_names)
-        metrics["n_skipped"] = int((index["status"] != "ok").sum())
-        return metrics
+        return evaluate_folder(self, data_dir, unknown, batch_size)
+
+    # Trust: calibration, "not sure" and "not one of my classes" (transferkit.trust).
+
+    @property
+    def trust(self):
+        """`TrustParams` from `trust.json` + `trust.npz`, or None (an uncalibrated run).
+
+        Raises:
+            RunError: `trust.json` exists but cannot be read.
+        """
+        from transferkit.trust.params import load_trust
+
+        return load_trust(self.path)
+
+    def trust_graph(self):
+        """`TrustGraph`: pixels → probabilities and trust outputs in TF ops (None
+        without trust); what the exporters and predictors call."""
+        from transferkit.trust.graph import TrustGraph
+
+        params = self.trust
+        return None if params is None else TrustGraph(self.model, params)
+
+    def assess(self, images: Sequence[Any], batch_size: int = DEFAULT_BATCH
+               ) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
+        """Probabilities and the per-image trust fields of images (paths, bytes, arrays).
+
+        Returns:
+            `(probabilities [N, C], fields)`: `fields` has one
+            `{"abstained", "unknown", "unknown_score"}` per image, or is None for a run
+            without trust (nothing is claimed).
+
+        Raises:
+            ImageError: An image cannot be decoded (the message names it).
+        """
+        graph = self.trust_graph()
+        if graph is None:
+            return self.predict(images, batch_size), None
+        parts = [graph(self.preprocess(list(images)[i:i + batch_size]))
+                 for i in range(0, len(images), batch_size)]
+        if not parts:
+            return np.zeros((0, len(self.class_names)), np.float32), []
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        fields = [{"abstained": bool(a), "unknown": bool(u), "unknown_score": float(s)}
+                  for a, u, s in zip(out["abstained"], out["is_unknown"],
+                                     out["unknown_score"])]
+        return out["probabilities"], fields
 
 
 def load_run(run_dir: str | Path) -> Run:

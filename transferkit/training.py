@@ -3,7 +3,8 @@
     audit (data/scan.py) → doctor (doctor/) → split (data/splits.py) → classifier (model.py) → plan (plan.py)
     → phase 1: the head on stored features (features.py)
     → phase 2: fine-tune the planned top blocks, end to end with augmentation
-    → evaluate on the test split (evaluate.py) → model.keras, metrics.json, run.json
+    → evaluate on the test split (evaluate.py) → model.keras, metrics.json
+    → calibrate: temperature, "not sure", unknown score (trust/) → run.json
     → report.html (report/)
 
 Every step writes its files atomically and a killed run resumes where it stopped: the
@@ -43,7 +44,9 @@ from transferkit.fileio import atomic_path, write_csv, write_json
 from transferkit.model import backbone_blocks, build_classifier, set_trainable_blocks
 from transferkit.plan import make_plan, with_blocks
 from transferkit.report import write_run_report
-from transferkit.run import Run, load_run, mark_complete, prepare_run_dir
+from transferkit.run import Run, load_run
+from transferkit.rundir import mark_complete, prepare_run_dir
+from transferkit.trust.fit import fit_trust
 
 IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-weighted
 
@@ -166,6 +169,8 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
     write_json(out_dir / layout.METRICS_FILE, metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
     FeatureStore(out_dir / layout.FEATURES_DIR).drop_augmented()
+    if config.calibrate:  # before the mark: a complete run is a calibrated one
+        fit_trust(Run(out_dir, model, classes, config), say=say)
     mark_complete(out_dir)
     say(f"Test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
         f"on {metrics['n_test']} images; {metrics['train_seconds']:.0f} s. Run: {out_dir}")

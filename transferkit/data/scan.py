@@ -101,6 +101,25 @@ def scan_folder(data_dir: str | os.PathLike, *, workers: int = 2, progress: bool
     return index
 
 
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """Every file below `folder` with an image extension, recursively, sorted.
+
+    Subfolder names mean nothing here (unlike `scan_folder`): for a folder of images
+    of any kind, e.g. inputs of no known class. Hidden and system files are skipped.
+
+    Raises:
+        DataError: `folder` is missing, is not a folder, or holds no image file.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    files = sorted(f for f in _files_under(root) if not _junk_reason(f)
+                   and _is_utf8(str(f)))
+    if not files:
+        raise DataError(f"no image files under {root}")
+    return files
+
+
 def summarize_classes(index: pd.DataFrame, min_per_class: int = 5
                       ) -> tuple[list[str], list[str]]:
     """Decides which classes can be trained on.

@@ -1,9 +1,10 @@
 """Parity: do the exported models, reloaded as users load them, give the run's answers?
 
-Float exports must reproduce the Keras model's probabilities to `MAX_ABS_DIFF`;
-quantized TFLite models must agree with it on the top class at least
-`MIN_TOP1_AGREEMENT` of the time. The exported models are called through
-`transferkit.predictor`, as users call them.
+Float exports (SavedModel, TFLite, ONNX in ONNX Runtime) must reproduce the Keras
+model's probabilities to `MAX_ABS_DIFF`; weight-quantized TFLite models must agree with
+it on the top class at least `MIN_TOP1_AGREEMENT` of the time (the full-integer model has
+its own check, `transferkit.export.int8`). The exported models are called through
+`transferkit.predictors`, as users call them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from transferkit.errors import RunError
 from transferkit.export.sample import Sample, parity_sample
 from transferkit.export.savedmodel import decode_image_bytes
 from transferkit.inference import in_batches
-from transferkit.predictor import SavedModelPredictor, TFLitePredictor
+from transferkit.predictors import ONNXPredictor, SavedModelPredictor, TFLitePredictor
 from transferkit.run import Run
 
 MAX_ABS_DIFF = 1e-4
@@ -33,7 +34,8 @@ def check_parity(run: Run, folder: Path, formats: tuple[str, ...], quantize: str
     Args:
         run: The exported run.
         folder: The (temporary) export folder, holding the exported models.
-        formats: The formats exported; `"savedmodel"` and `"tflite"` are checked.
+        formats: The formats exported; `"savedmodel"`, `"tflite"` and `"onnx"` are
+            checked here.
         quantize: The TFLite quantization, or None.
         n_parity: The most images to compare on (at least 1).
         say: Prints progress.
@@ -59,6 +61,11 @@ def check_parity(run: Run, folder: Path, formats: tuple[str, ...], quantize: str
         tflite = TFLitePredictor(folder / layout.TFLITE_FILE)
         report["tflite"] = {**compare(reference, in_batches(tflite.invoke, batch, 1)),
                             "quantize": quantize}
+    if "onnx" in formats:
+        onnx = ONNXPredictor(folder / layout.ONNX_FILE)
+        report["onnx"] = {**compare(reference, onnx.predict(sample.pixels)),
+                          "runtime": "onnxruntime",
+                          "fed": "Pillow-decoded uint8 pixels at their original sizes"}
     for line in summary(report):
         say(f"  {line}")
     failures = problems(report, quantize)
@@ -95,6 +102,10 @@ def problems(report: dict[str, Any], quantize: str | None) -> list[str]:
             not result["top1_agreement"] >= MIN_TOP1_AGREEMENT:
         failures.append(f"TFLite ({quantize}): top-1 agreement "
                         f"{result['top1_agreement']:.1%} < {MIN_TOP1_AGREEMENT:.0%}")
+    result = report.get("onnx")
+    if result and not result["max_abs_diff"] <= MAX_ABS_DIFF:
+        failures.append(f"ONNX (in ONNX Runtime): max abs diff "
+                        f"{result['max_abs_diff']:.3g} > {MAX_ABS_DIFF:g}")
     return failures
 
 
@@ -105,6 +116,8 @@ def summary(report: dict[str, Any]) -> list[str]:
     if "tflite" in report:
         rows.append((f"TFLite ({report['tflite']['quantize'] or 'float32'})",
                      report["tflite"]))
+    if "onnx" in report:
+        rows.append(("ONNX (ONNX Runtime)", report["onnx"]))
     return [f"{name}: max abs diff {result['max_abs_diff']:.2g}, top-1 agreement "
             f"{result['top1_agreement']:.1%}" for name, result in rows]
 

@@ -15,28 +15,33 @@ from typing import Any, Callable, Sequence
 
 from transferkit import layout
 from transferkit.errors import ConfigError, RunError
-from transferkit.export import parity, savedmodel, tflite
+from transferkit.export import int8, onnx, parity, savedmodel, tflite
+from transferkit.export.int8 import Int8Tolerance
 from transferkit.fileio import replace_dir, write_json, write_text
 from transferkit.run import Run, load_run
 
-FORMATS = ("savedmodel", "tflite", "keras")
+FORMATS = ("savedmodel", "tflite", "tflite-int8", "onnx", "keras")
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None,
                formats: Sequence[str] = ("savedmodel",), quantize: str | None = None,
                overwrite: bool = False, n_parity: int = 200,
+               int8_tolerance: Int8Tolerance = Int8Tolerance(),
                verbose: int = 1) -> dict[str, Any]:
     """Exports a finished run and checks that the exported models give its answers.
 
     Args:
         run_dir: A finished run directory.
         out: The export folder (default `<run_dir>/export`).
-        formats: Any of `"savedmodel"`, `"tflite"`, `"keras"`.
+        formats: Any of `"savedmodel"`, `"tflite"`, `"tflite-int8"` (full-integer,
+            `model_int8.tflite`), `"onnx"`, `"keras"`.
         quantize: TFLite only: None (float32), `"dynamic"` (int8 weights) or
             `"float16"` (float16 weights).
         overwrite: Replace an existing export folder.
-        n_parity: Images of the run's test split on which each exported model is compared
-            with the Keras model (0 skips the check).
+        n_parity: Images of the run's test split on which each exported float model is
+            compared with the Keras model (0 skips the check). The int8 model is always
+            checked, on the whole test split.
+        int8_tolerance: When the int8 model is kept (top-1 agreement, accuracy drop).
         verbose: 0 is silent, 1 (or more) prints progress lines.
 
     Returns:
@@ -63,7 +68,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None,
         raise RunError(f"cannot create the export folder {out}: {e.strerror or e}; "
                        "choose another --out") from e
     try:
-        report = _export_into(run, tmp, formats, quantize, n_parity, say)
+        report = _export_into(run, tmp, formats, quantize, n_parity, int8_tolerance, say)
         report["path"] = str(out)
         write_json(tmp / layout.PARITY_FILE, report)
         _check_destination(out, overwrite, run_dir)  # It may have appeared meanwhile.
@@ -78,7 +83,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None,
 
 
 def _export_into(run: Run, folder: Path, formats: tuple[str, ...], quantize: str | None,
-                 n_parity: int, say: Callable[..., None]) -> dict[str, Any]:
+                 n_parity: int, int8_tolerance: Int8Tolerance,
+                 say: Callable[..., None]) -> dict[str, Any]:
     """Writes every requested format into `folder`, checks parity, returns the report."""
     labels, config = folder / layout.LABELS_TXT, folder / layout.CONFIG_FILE
     write_text(labels, "".join(f"{name}\n" for name in run.class_names))
@@ -93,10 +99,21 @@ def _export_into(run: Run, folder: Path, formats: tuple[str, ...], quantize: str
         say("Converting to TFLite" + (f" ({quantize} quantization)" if quantize else ""))
         (folder / layout.TFLITE_FILE).write_bytes(
             tflite.convert_to_tflite(run.model, run.image_size, quantize))
+    if "tflite-int8" in formats:
+        say(f"Converting to full-integer TFLite (calibrating on {int8.N_REPRESENTATIVE} "
+            "train images)")
+        (folder / layout.TFLITE_INT8_FILE).write_bytes(tflite.convert_to_tflite_int8(
+            run.model, run.image_size, int8.representative_images(run)))
+    if "onnx" in formats:
+        say("Converting to ONNX")
+        (folder / layout.ONNX_FILE).write_bytes(
+            onnx.convert_to_onnx(run.model, run.image_size, run.class_names))
 
     n_classes = len(run.class_names)
     signatures = {"savedmodel": savedmodel.signature_doc(n_classes),
-                  "tflite": tflite.signature_doc(n_classes, run.image_size)}
+                  "tflite": tflite.signature_doc(n_classes, run.image_size),
+                  "tflite-int8": tflite.int8_signature_doc(n_classes, run.image_size),
+                  "onnx": onnx.signature_doc(n_classes)}
     report: dict[str, Any] = {
         "run": str(run.path),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -108,10 +125,20 @@ def _export_into(run: Run, folder: Path, formats: tuple[str, ...], quantize: str
                       "min_top1_agreement": parity.MIN_TOP1_AGREEMENT},
         "signatures": {name: signatures[name] for name in formats if name in signatures},
     }
-    if "tflite" in formats:
-        report["tflite_bytes"] = (folder / layout.TFLITE_FILE).stat().st_size
-    if {"savedmodel", "tflite"} & set(formats) and n_parity > 0:
+    for name, file in (("tflite", layout.TFLITE_FILE), ("tflite-int8",
+                       layout.TFLITE_INT8_FILE), ("onnx", layout.ONNX_FILE)):
+        if name in formats:
+            report[f"{name.replace('-', '_')}_bytes"] = (folder / file).stat().st_size
+    if "tflite-int8" in formats:  # Always checked: it is the only guard on int8.
+        say("Checking the int8 TFLite model on the run's test split")
+        report["tflite_int8"] = int8.check_int8(run, folder / layout.TFLITE_INT8_FILE,
+                                                int8_tolerance)
+        say(f"  {int8.summary(report['tflite_int8'])}")
+    if {"savedmodel", "tflite", "onnx"} & set(formats) and n_parity > 0:
         report.update(parity.check_parity(run, folder, formats, quantize, n_parity, say))
+    elif "tflite-int8" in formats:
+        report.update(checked=True, n_images=report["tflite_int8"]["n_images"],
+                      sample="test", images="the run's whole test split")
     else:
         report.update(checked=False, why="n_parity=0" if n_parity == 0 else
                       f"{layout.MODEL_FILE} is a copy of the run's model")

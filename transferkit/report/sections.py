@@ -216,7 +216,7 @@ def optional_sections(run: Run) -> dict[str, Any]:
                  if isinstance(v, (int, float, str, bool))}
         out["calibration"] = {"facts": facts,
                               "pictures": [file_uri(p) for p in pictures if p]}
-    embedding = run.file(f"{layout.INSPECT_DIR}/{layout.EMBEDDING_PNG}")
-    if embedding:
-        out["embedding"] = file_uri(embedding)
+    embedding = [run.file(f"{layout.INSPECT_DIR}/{name}") for name in layout.EMBEDDING_PNGS]
+    if any(embedding):
+        out["embedding"] = [file_uri(p) for p in embedding if p]
     return out

@@ -1,0 +1,201 @@
+"""Deploy anywhere (issue 18): ONNX and full-integer TFLite, each checked in its runtime.
+
+The tiny run is exported once for the module (ONNX + int8 TFLite); a separate Python
+process that never imports transferkit then runs both in ONNX Runtime and the TFLite
+interpreter, as a deployment would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from transferkit.cli import main
+from transferkit.data.images import load_image
+from transferkit.errors import RunError
+from transferkit.export import Int8Tolerance, export_run
+from transferkit.predictor import load_predictor
+
+TOLERANCE = 1e-4
+
+# argv = .onnx, int8 .tflite, inputs .npz, Keras reference .npy, output .json.
+STANDALONE = textwrap.dedent('''
+    import json
+    import sys
+
+    import numpy as np
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    onnx_file, tflite_file, inputs, reference, out = sys.argv[1:]
+    inputs = np.load(inputs)
+    reference = np.load(reference)
+    pixels = [inputs[f"pixels_{i}"] for i in range(len(reference))]
+    result = {}
+
+    session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    result["onnx_inputs"] = [[i.name, i.type, i.shape] for i in session.get_inputs()]
+    result["onnx_outputs"] = [[o.name, o.type] for o in session.get_outputs()]
+    result["metadata"] = session.get_modelmeta().custom_metadata_map
+    rows, names = [], []
+    for p in pixels:  # Each image at its own size: the resize is inside.
+        probabilities, _, class_name = session.run(None, {"images": p[None]})
+        rows.append(probabilities)
+        names.append(class_name[0])
+    result["onnx_max_abs_diff"] = float(np.abs(np.concatenate(rows) - reference).max())
+    result["onnx_class_name"] = [str(n) for n in names]
+    same = np.stack([pixels[0], pixels[0]])  # A batch of two in one call.
+    result["onnx_batch"] = session.run(["class_index"], {"images": same})[0].tolist()
+
+    interpreter = tf.lite.Interpreter(model_path=tflite_file)
+    interpreter.allocate_tensors()
+    (image,), (probs,) = interpreter.get_input_details(), interpreter.get_output_details()
+    result["int8_input"] = [image["dtype"].__name__, image["shape"].tolist(),
+                            list(image["quantization"])]
+    result["int8_output"] = [probs["dtype"].__name__, list(probs["quantization"])]
+    size = int(image["shape"][1])
+    top = []
+    for p in pixels:  # The client resizes, rounds to uint8, and divides the output by 256.
+        x = tf.image.resize(tf.cast(p, tf.float32), (size, size), method="bilinear",
+                            antialias=True)
+        x = np.clip(np.rint(x.numpy()), 0, 255).astype(np.uint8)
+        interpreter.set_tensor(image["index"], x[None])
+        interpreter.invoke()
+        top.append(int(np.argmax(interpreter.get_tensor(probs["index"])[0] / 256)))
+    result["int8_top1"] = top
+    result["transferkit_imported"] = "transferkit" in sys.modules
+    with open(out, "w") as f:
+        json.dump(result, f)
+''')
+
+
+@pytest.fixture(scope="module")
+def deployed(tiny_run, tmp_path_factory):
+    """The tiny run exported as ONNX and int8 TFLite: (export folder, parity report)."""
+    out = tmp_path_factory.mktemp("deployed") / "export"
+    report = export_run(tiny_run.path, out, formats=("onnx", "tflite-int8"), verbose=0)
+    return out, report
+
+
+def test_report_and_layout(deployed, tiny_run):
+    out, report = deployed
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "labels.txt", "model.onnx", "model_int8.tflite", "parity.json"]
+    assert json.loads((out / "parity.json").read_text()) == report
+    n_test = len(tiny_run.split_paths("test"))
+    assert report["onnx"]["max_abs_diff"] <= TOLERANCE
+    assert report["onnx"]["runtime"] == "onnxruntime" and report["n_images"] == n_test
+    int8 = report["tflite_int8"]
+    assert int8["n_images"] == n_test and int8["top1_agreement"] == 1.0
+    assert int8["accuracy_change"] == 0.0
+    assert int8["tolerance"] == {"min_top1_agreement": 0.98, "max_accuracy_drop": 0.01}
+    # Full-integer: a quarter of the float weights' bytes, plus the graph.
+    assert report["tflite_int8_bytes"] < 0.45 * report["onnx_bytes"]
+
+
+def test_standalone_runtimes_match_keras(deployed, tiny_run, tmp_path):
+    out, _ = deployed
+    paths = tiny_run.split_paths("test")
+    pixels = [load_image(p) for p in paths]
+    reference = np.asarray(tiny_run.model.predict_on_batch(tiny_run.preprocess(pixels)))
+    np.save(tmp_path / "reference.npy", reference)
+    np.savez(tmp_path / "inputs.npz", **{f"pixels_{i}": p for i, p in enumerate(pixels)})
+    (tmp_path / "standalone.py").write_text(STANDALONE)
+    process = subprocess.run(
+        [sys.executable, str(tmp_path / "standalone.py"), str(out / "model.onnx"),
+         str(out / "model_int8.tflite"), str(tmp_path / "inputs.npz"),
+         str(tmp_path / "reference.npy"), str(tmp_path / "result.json")],
+        capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+
+    assert result["transferkit_imported"] is False
+    assert result["onnx_inputs"] == [["images", "tensor(uint8)", ["N", "H", "W", 3]]]
+    assert result["onnx_outputs"] == [["probabilities", "tensor(float)"],
+                                      ["class_index", "tensor(int64)"],
+                                      ["class_name", "tensor(string)"]]
+    assert json.loads(result["metadata"]["class_names"]) == tiny_run.class_names
+    assert result["metadata"]["image_size"] == "96"
+    assert result["onnx_max_abs_diff"] <= TOLERANCE
+    expected = reference.argmax(axis=1).tolist()
+    assert result["onnx_class_name"] == [tiny_run.class_names[i] for i in expected]
+    assert result["onnx_batch"] == [expected[0]] * 2
+    assert result["int8_input"] == ["uint8", [1, 96, 96, 3], [1.0, 0]]
+    assert result["int8_output"] == ["uint8", [1 / 256, 0]]
+    assert result["int8_top1"] == expected
+
+
+def test_load_predictor_gives_the_runs_top_k(deployed, tiny_run):
+    out, _ = deployed
+    images = tiny_run.split_paths("test")
+    reference = tiny_run.predict(images)
+    expected = [[x["label"] for x in row] for row in tiny_run.top_k(reference, k=3)]
+    for path, kind in ((out / "model.onnx", "onnx"), (out / "model_int8.tflite", "tflite"),
+                       (out, "tflite")):  # A folder without a SavedModel: the TFLite one.
+        predictor = load_predictor(path)
+        assert predictor.kind == kind and predictor.class_names == tiny_run.class_names
+        probabilities = predictor.predict(images)
+        assert [[x["label"] for x in row] for row in predictor.top_k(
+            probabilities, k=3)] == expected, path
+        if kind == "onnx":
+            np.testing.assert_allclose(probabilities, reference, atol=TOLERANCE)
+    assert load_predictor(out / "model_int8.tflite").quantized
+
+
+def test_refused_int8_export_writes_nothing(deployed, tiny_run, tmp_path, monkeypatch,
+                                            capsys):
+    # The int8 model is reused (the conversion is what takes time); the tolerance is
+    # one it cannot meet.
+    model = (deployed[0] / "model_int8.tflite").read_bytes()
+    monkeypatch.setattr("transferkit.export.tflite.convert_to_tflite_int8",
+                        lambda *args: model)
+    n_test = len(tiny_run.split_paths("test"))
+    with pytest.raises(RunError) as error:
+        export_run(tiny_run.path, tmp_path / "export", formats=("tflite-int8", "keras"),
+                   int8_tolerance=Int8Tolerance(min_top1_agreement=1.01,
+                                                max_accuracy_drop=-0.5), verbose=0)
+    assert str(error.value) == (
+        "the int8 TFLite model was refused: top-1 agreement with the Keras model 100.0% "
+        "< 101%; accuracy drop 0.0 points > -50 (TFLite (int8): top-1 agreement "
+        f"100.0%, accuracy 1.000 -> 1.000 on {n_test} test images). Nothing was "
+        "exported; use --format tflite (float32) or --quantize dynamic instead, or "
+        "accept it knowingly with --int8-min-agreement / --int8-max-drop")
+    assert list(tmp_path.iterdir()) == []  # No export, no temporary folder.
+    # The command line's thresholds are the ones applied.
+    assert main(["export", str(tiny_run.path), "--out", str(tmp_path / "export"),
+                 "--format", "tflite-int8", "--int8-min-agreement", "1.01"]) == 2
+    assert "100.0% < 101%" in capsys.readouterr().err
+    assert main(["export", str(tiny_run.path), "--out", str(tmp_path / "export"),
+                 "--format", "tflite-int8", "--int8-min-agreement", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["formats"]
+
+
+def test_cli_predicts_and_evaluates_with_the_exports(deployed, tiny_run, color_folder,
+                                                    capsys):
+    out, _ = deployed
+    image = tiny_run.split_paths("test")[0]
+    assert main(["predict", str(out / "model.onnx"), str(image), "--json",
+                 "--top-k", "1"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["top_k"][0]["label"] == tiny_run.top_k(tiny_run.predict([image]),
+                                                         k=1)[0][0]["label"]
+    expected = tiny_run.evaluate(color_folder)
+    for model in (out / "model.onnx", out / "model_int8.tflite"):
+        assert main(["evaluate", str(model), "--data", str(color_folder), "--json"]) == 0
+        metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert metrics["n_images"] == expected["n_images"] == 36
+        assert metrics["accuracy"] == pytest.approx(expected["accuracy"], abs=1 / 36)
+
+
+def test_onnx_packages_are_imported_only_when_used():
+    code = ("import sys, transferkit.cli, transferkit.export, transferkit.predictor; "
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'tf2onnx') if m in sys.modules))")
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120)
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert process.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,139 @@
+""""Not one of my classes": an out-of-distribution score and its threshold.
+
+Every score is "higher = less like the training data":
+
+- `max_softmax`: 1 - the max calibrated probability (Hendrycks & Gimpel, 2017).
+- `energy`: -logsumexp of the (calibrated) logits (Liu et al., 2020).
+- `mahalanobis`: the smallest Mahalanobis distance of the pooled features to a class
+  mean, with one shared covariance (Lee et al., 2018).
+- `mahalanobis_normalized` (the default): the same on L2-normalized pooled features
+  projected on the principal components keeping 95% of the training variance. The
+  pooled features of a ReLU network vary mostly in length (how strongly any pattern
+  fired), which says little about *which* patterns; normalizing keeps the direction, and
+  the projection drops the directions too thin to estimate a covariance in.
+
+Both Mahalanobis kinds store three arrays (float32), so that the score is one matrix
+product and a distance in numpy and in TF alike: `center` [D], `projection` [D, k]
+(principal axes times the whitening of the shared covariance) and `means` [C, k] (the
+class means, projected): score = min_c ||(x - center) @ projection - means[c]||^2,
+with x the (normalized) features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transferkit.errors import ConfigError
+
+KINDS = ("mahalanobis_normalized", "mahalanobis", "energy", "max_softmax")
+DEFAULT_KIND = "mahalanobis_normalized"
+DEFAULT_FALSE_REJECTION = 0.05
+PCA_VARIANCE = 0.95
+
+
+def check_kind(kind: str) -> str:
+    """Raises ConfigError for an unknown score kind; returns it otherwise."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown score {kind!r}; choose one of {', '.join(KINDS)}")
+    return kind
+
+
+def fit_constants(kind: str, features: np.ndarray, labels: np.ndarray,
+                  n_classes: int) -> dict[str, np.ndarray]:
+    """Fits a score's constants on the training split's pooled features.
+
+    Args:
+        kind: One of `KINDS`.
+        features: `[N, D]` pooled features of the training images (final weights).
+        labels: `[N]` their classes.
+        n_classes: C.
+
+    Returns:
+        `{"center", "projection", "means"}` for the Mahalanobis kinds; `{}` for scores
+        computed from the logits alone.
+    """
+    from sklearn.covariance import LedoitWolf
+
+    if check_kind(kind) not in ("mahalanobis", "mahalanobis_normalized"):
+        return {}
+    x = np.asarray(features, np.float64)
+    labels = np.asarray(labels)
+    if kind == "mahalanobis_normalized":
+        x = _normalize(x)
+    center = x.mean(axis=0)
+    axes = np.eye(x.shape[1])
+    if kind == "mahalanobis_normalized":
+        _, s, vt = np.linalg.svd(x - center, full_matrices=False)
+        share = np.cumsum(s ** 2) / max(np.sum(s ** 2), 1e-300)
+        k = int(np.searchsorted(share, PCA_VARIANCE) + 1)
+        axes = vt[:k].T
+    z = (x - center) @ axes
+    present = [c for c in range(n_classes) if np.any(labels == c)]
+    means = np.zeros((n_classes, z.shape[1]))
+    for c in present:
+        means[c] = z[labels == c].mean(axis=0)
+    # Shared covariance of the within-class residuals; Ledoit-Wolf shrinkage keeps it
+    # invertible when there are fewer images than dimensions.
+    residual = z - means[labels]
+    covariance = LedoitWolf(assume_centered=True).fit(residual).covariance_
+    values, vectors = np.linalg.eigh(covariance)
+    whiten = vectors / np.sqrt(np.maximum(values, 1e-12 * values.max()))
+    # An absent class (none in the training split) gets a mean no image is near.
+    means = means @ whiten
+    for c in set(range(n_classes)) - set(present):
+        means[c] = np.full(means.shape[1], 1e3)
+    return {"center": center.astype(np.float32),
+            "projection": (axes @ whiten).astype(np.float32),
+            "means": means.astype(np.float32)}
+
+
+def unknown_score(kind: str, constants: dict[str, np.ndarray], features: np.ndarray,
+                  logits: np.ndarray) -> np.ndarray:
+    """The score of each image (higher: less like the training data), in float32.
+
+    Args:
+        kind: One of `KINDS`.
+        constants: From `fit_constants`.
+        features: `[N, D]` pooled features.
+        logits: `[N, C]` calibrated logits (the folded head's).
+
+    Returns:
+        float32 `[N]`. The TF graph (`transferkit.trust.graph`) computes the same.
+    """
+    logits = np.asarray(logits, np.float32)
+    if check_kind(kind) == "max_softmax":
+        z = logits - logits.max(axis=1, keepdims=True)
+        return (1 - 1 / np.exp(z).sum(axis=1)).astype(np.float32)
+    if kind == "energy":
+        top = logits.max(axis=1)
+        return (-(top + np.log(np.exp(logits - top[:, None]).sum(axis=1)))).astype(
+            np.float32)
+    x = np.asarray(features, np.float32)
+    if kind == "mahalanobis_normalized":
+        x = _normalize(x)
+    y = (x - constants["center"]) @ constants["projection"]
+    # ||y - m||^2 = |y|^2 - 2 y.m + |m|^2: one matrix product for all classes.
+    means = constants["means"]
+    distance = (np.sum(y * y, axis=1, keepdims=True) - 2 * y @ means.T
+                + np.sum(means * means, axis=1)[None, :])
+    return np.maximum(distance.min(axis=1), 0).astype(np.float32)
+
+
+def threshold_at(known_scores: np.ndarray, false_rejection: float) -> float:
+    """The score above which an input is "unknown", rejecting `false_rejection` of these.
+
+    Args:
+        known_scores: Scores of images of the known classes (the validation split).
+        false_rejection: The share of them to flag, e.g. 0.05.
+
+    Returns:
+        The (1 - false_rejection) quantile of the scores.
+    """
+    if not 0 < false_rejection < 1:
+        raise ConfigError(f"--false-rejection must be between 0 and 1, got "
+                          f"{false_rejection}")
+    return float(np.quantile(np.asarray(known_scores, np.float64), 1 - false_rejection))
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
