@@ -159,7 +159,7 @@ def test_export_layout_and_report(exported, tiny_run):
     out, report = exported
     for name in ("saved_model/saved_model.pb", "saved_model/assets/labels.txt",
                  "saved_model/assets/config.json", "model.tflite", "model.keras",
-                 "labels.txt", "config.json", "parity.json", "trust.json"):
+                 "labels.txt", "config.json", "parity.json", "trust.json", "trust.npz"):
         assert (out / name).is_file(), name
     assert (out / "labels.txt").read_text().splitlines() == tiny_run.class_names
     assert (out / "saved_model/assets/labels.txt").read_text() == \
@@ -275,6 +275,9 @@ def test_load_predictor_errors(exported, tmp_path):
     with pytest.raises(RunError, match="run directory, an export folder"):
         load_predictor(tmp_path)
     shutil.copy(out / "model.tflite", tmp_path / "alone.tflite")
+    with pytest.raises(RunError, match="unknown score but no trust.json beside it"):
+        load_predictor(tmp_path / "alone.tflite")
+    shutil.copy(out / "trust.json", tmp_path / "trust.json")
     with pytest.raises(RunError, match="labels.txt"):
         load_predictor(tmp_path / "alone.tflite")
 
@@ -359,7 +362,7 @@ def test_moved_data_falls_back_to_synthetic_images(exported, tiny_run, tmp_path,
     assert report["n_images"] == 12
     assert report["tflite"]["max_abs_diff"] <= TOLERANCE
     assert sorted(p.name for p in (run_dir / "export").iterdir()) == [
-        "config.json", "labels.txt", "model.tflite", "parity.json"]
+        "config.json", "labels.txt", "model.tflite", "parity.json", "trust.json"]
 
 
 def test_tfds_run_is_checked_on_its_real_test_images(tfds_run, tmp_path):
@@ -399,7 +402,8 @@ def test_cli_export(tiny_run, tmp_path, capsys):
     assert report == json.loads((out / "parity.json").read_text())
     assert report["formats"] == ["keras"] and report["checked"] is False
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "labels.txt", "model.keras", "parity.json"]
+        "config.json", "labels.txt", "model.keras", "parity.json", "trust.json",
+        "trust.npz"]  # the Keras model's trust goes with it
 
 
 @pytest.mark.parametrize("args, message", [

@@ -90,10 +90,13 @@ def _export_into(run: Run, folder: Path, formats: tuple[str, ...], quantize: str
     write_text(labels, "".join(f"{name}\n" for name in run.class_names))
     write_json(config, run.config.to_dict())
     trust = run.trust_graph()  # None: an uncalibrated run exports as before
-    if trust is not None:  # The thresholds, for the TFLite predictors (and readers).
-        trust.params.save_thresholds(folder)
     if "keras" in formats:
         shutil.copyfile(run.path / layout.MODEL_FILE, folder / layout.MODEL_FILE)
+    if trust is not None and "keras" in formats:  # the Keras model's trust, whole
+        for name in (layout.TRUST_FILE, layout.TRUST_ARRAYS):
+            shutil.copyfile(run.path / name, folder / name)
+    elif trust is not None and {"tflite", "tflite-int8"} & set(formats):
+        trust.params.save_thresholds(folder)  # what the TFLite predictors read
     if "savedmodel" in formats:
         say("Writing the SavedModel")
         savedmodel.write_saved_model(run.model, run.image_size, labels, config,
@@ -128,7 +131,7 @@ def _export_into(run: Run, folder: Path, formats: tuple[str, ...], quantize: str
         "tolerance": {"max_abs_diff": parity.MAX_ABS_DIFF,
                       "min_top1_agreement": parity.MIN_TOP1_AGREEMENT},
         "signatures": {name: signatures[name] for name in formats if name in signatures},
-        "trust": layout.TRUST_FILE if trusted else None,
+        "trust": layout.TRUST_FILE if (folder / layout.TRUST_FILE).is_file() else None,
     }
     for name, file in (("tflite", layout.TFLITE_FILE), ("tflite-int8",
                        layout.TFLITE_INT8_FILE), ("onnx", layout.ONNX_FILE)):
