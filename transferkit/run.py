@@ -309,6 +309,8 @@ class Run:
         Raises:
             ImageError: An image cannot be decoded (the message names it).
         """
+        from transferkit.predictors.base import trust_fields
+
         graph = self.trust_graph()
         if graph is None:
             return self.predict(images, batch_size), None
@@ -317,10 +319,8 @@ class Run:
         if not parts:
             return np.zeros((0, len(self.class_names)), np.float32), []
         out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        fields = [{"abstained": bool(a), "unknown": bool(u), "unknown_score": float(s)}
-                  for a, u, s in zip(out["abstained"], out["is_unknown"],
-                                     out["unknown_score"])]
-        return out["probabilities"], fields
+        return out["probabilities"], trust_fields(out["abstained"], out["is_unknown"],
+                                                  out["unknown_score"])
 
 
 def load_run(run_dir: str | Path) -> Run:

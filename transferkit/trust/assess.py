@@ -46,6 +46,7 @@ def evaluate_run(run, data_dir: str | Path, unknown_dir: str | Path | None = Non
         RunError: `unknown_dir` given for a run without trust (calibrate it first).
     """
     from transferkit.evaluate import evaluate_folder
+    from transferkit.predictors.base import trust_fields
 
     params = run.trust
     kernel, bias = run.model.get_layer("predictions").get_weights()
@@ -56,9 +57,8 @@ def evaluate_run(run, data_dir: str | Path, unknown_dir: str | Path | None = Non
         if params is None:
             return seen[-1]["probabilities"], None
         out = outputs_from_features(params, seen[-1]["features"], kernel, bias)
-        return seen[-1]["probabilities"], [
-            {"abstained": bool(a), "unknown": bool(u), "unknown_score": float(s)}
-            for a, u, s in zip(out["abstained"], out["is_unknown"], out["unknown_score"])]
+        return seen[-1]["probabilities"], trust_fields(
+            out["abstained"], out["is_unknown"], out["unknown_score"])
 
     metrics = evaluate_folder(assess, run.class_names, data_dir, unknown_dir, batch_size,
                               progress=not run.config.quiet,
