@@ -277,7 +277,8 @@ def test_load_predictor_errors(exported, tmp_path):
     shutil.copy(out / "model.tflite", tmp_path / "alone.tflite")
     with pytest.raises(RunError, match="unknown score but no trust.json beside it"):
         load_predictor(tmp_path / "alone.tflite")
-    shutil.copy(out / "trust.json", tmp_path / "trust.json")
+    for name in ("trust.json", "trust.npz"):
+        shutil.copy(out / name, tmp_path / name)
     with pytest.raises(RunError, match="labels.txt"):
         load_predictor(tmp_path / "alone.tflite")
 

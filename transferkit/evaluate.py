@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, \
 
 from transferkit import layout
 from transferkit.errors import DataError, RunError
-from transferkit.fileio import atomic_path, write_csv
+from transferkit.fileio import atomic_path, save_png, write_csv
 
 
 def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray,
@@ -99,7 +99,7 @@ def evaluate_folder(assess: Callable[[list[Path], int], tuple[np.ndarray, list |
         RunError: `unknown_dir` given for a model without an unknown score.
     """
     from transferkit.data.scan import image_files
-    from transferkit.trust.assess import unknown_separation
+    from transferkit.trust.unknown import unknown_separation
     from transferkit.trust.calibration import ece
 
     index, ok = known_images(class_names, data_dir, progress)
@@ -197,13 +197,3 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
                         color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
     ax.set_title("Confusion matrix (test split)")
     save_png(fig, path)
-
-
-def save_png(fig, path: Path) -> None:
-    """Lays out a matplotlib figure, writes it atomically as a PNG, and closes it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from transferkit.errors import RunError
 from transferkit.inference import DEFAULT_BATCH
 from transferkit.trust import unknown
+from transferkit.trust.unknown import unknown_separation
 from transferkit.trust.graph import outputs_from_features, trunk_of
 
 
@@ -67,26 +67,6 @@ def evaluate_run(run, data_dir: str | Path, unknown_dir: str | Path | None = Non
         metrics.update(unknown_score=params.unknown_kind,
                        auroc_by_score=_auroc_by_score(run, seen[0], seen[1], kernel, bias))
     return metrics
-
-
-def unknown_separation(known_scores: np.ndarray, unknown_scores: np.ndarray
-                       ) -> dict[str, float]:
-    """AUROC of telling unknown from known images by the score, and FPR at 95% TPR.
-
-    Args:
-        known_scores: Scores of images of the known classes.
-        unknown_scores: Scores of the unknown images (higher should mean unknown).
-
-    Returns:
-        `auroc` (unknown = positive) and `fpr_at_95_tpr`: the share of unknown images
-        accepted as known at the threshold that keeps 95% of the known images.
-    """
-    scores = np.concatenate([known_scores, unknown_scores]).astype(np.float64)
-    is_unknown = np.r_[np.zeros(len(known_scores)), np.ones(len(unknown_scores))]
-    # Known images are the positives of the FPR-at-95%-TPR convention (Liang et al.).
-    fpr, tpr, _ = roc_curve(1 - is_unknown, -scores)
-    return {"auroc": float(roc_auc_score(is_unknown, scores)),
-            "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95 - 1e-12)])}
 
 
 def _forward(run, files: Sequence[Path], batch_size: int) -> dict[str, np.ndarray]:
