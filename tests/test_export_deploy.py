@@ -174,7 +174,8 @@ def test_load_predictor_gives_the_runs_top_k(deployed, tiny_run, tmp_path):
     assert [sorted(r) for r in records] == [["path", "top_k"]] * 2
 
 
-def test_refused_int8_export_writes_nothing(deployed, tiny_run, tmp_path, monkeypatch):
+def test_refused_int8_export_writes_nothing(deployed, tiny_run, tmp_path, monkeypatch,
+                                            capsys):
     # The int8 model is reused (the conversion is what takes time); the tolerance is
     # one it cannot meet.
     model = (deployed[0] / "model_int8.tflite").read_bytes()
@@ -189,8 +190,16 @@ def test_refused_int8_export_writes_nothing(deployed, tiny_run, tmp_path, monkey
         "the int8 TFLite model was refused: top-1 agreement with the Keras model 100.0% "
         "< 101%; accuracy drop 0.0 points > -50 (TFLite (int8): top-1 agreement "
         f"100.0%, accuracy 1.000 -> 1.000 on {n_test} test images). Nothing was "
-        "exported; use --format tflite (float32) or --quantize dynamic instead")
+        "exported; use --format tflite (float32) or --quantize dynamic instead, or "
+        "accept it knowingly with --int8-min-agreement / --int8-max-drop")
     assert list(tmp_path.iterdir()) == []  # No export, no temporary folder.
+    # The command line's thresholds are the ones applied.
+    assert main(["export", str(tiny_run.path), "--out", str(tmp_path / "export"),
+                 "--format", "tflite-int8", "--int8-min-agreement", "1.01"]) == 2
+    assert "100.0% < 101%" in capsys.readouterr().err
+    assert main(["export", str(tiny_run.path), "--out", str(tmp_path / "export"),
+                 "--format", "tflite-int8", "--int8-min-agreement", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["formats"]
 
 
 def test_cli_predicts_and_evaluates_with_the_exports(deployed, tiny_run, color_folder,

@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from transferkit.config import TrainConfig  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
 from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
+from transferkit.experiments.command import add_experiment, run_experiment  # noqa: E402
 from transferkit.inspect.command import add_inspect, run_inspect  # noqa: E402
 from transferkit.trust.command import add_calibrate, run_calibrate  # noqa: E402
 
@@ -208,6 +209,11 @@ def _add_export(sub) -> None:
                    help="comma-separated: savedmodel,tflite,tflite-int8,onnx,keras "
                         "(default savedmodel)")
     p.add_argument("--quantize", choices=["dynamic", "float16"], help="TFLite quantization")
+    p.add_argument("--int8-min-agreement", type=float, default=0.98,
+                   help="tflite-int8 is kept only if its top-1 answers agree with the "
+                        "float model's on this share of the test images (default 0.98)")
+    p.add_argument("--int8-max-drop", type=float, default=0.01,
+                   help="... and its test accuracy drops at most this much (default 0.01)")
     p.add_argument("--out", help="export folder (default RUN/export)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.add_argument("--json", action="store_true", help="print the parity report as JSON")
@@ -215,10 +221,13 @@ def _add_export(sub) -> None:
 
 def _export(args) -> int:
     from transferkit.export import export_run
+    from transferkit.export.int8 import Int8Tolerance
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    tolerance = Int8Tolerance(args.int8_min_agreement, args.int8_max_drop)
     report = export_run(args.run, out=args.out, formats=formats, quantize=args.quantize,
-                        overwrite=args.overwrite, verbose=0 if args.json else 1)
+                        overwrite=args.overwrite, int8_tolerance=tolerance,
+                        verbose=0 if args.json else 1)
     if args.json:
         print(json.dumps(report, indent=2))
     return 0
@@ -314,6 +323,7 @@ COMMANDS = {
     "serve": (_add_serve, _serve),
     "inspect": (add_inspect, run_inspect),  # transferkit/inspect/command.py
     "calibrate": (add_calibrate, run_calibrate),  # transferkit/trust/command.py
+    "experiment": (add_experiment, run_experiment),  # transferkit/experiments/command.py
 }
 
 

@@ -3,7 +3,10 @@
 The convolution calculator and the layer table; the feature maps and a max pooling of
 an uploaded image at a chosen layer; the first-layer filters; the top patches of a
 channel over the run's test images; activation maximization with an objective selector;
-translation invariance of the uploaded image. Everything calls `transferkit.inspect`.
+translation invariance of the uploaded image; what the network learned about the run's
+own images: the t-SNE map of its CNN codes (ImageNet beside fine-tuned, from the run's
+feature store) and the linear probe's accuracy by depth. Everything calls
+`transferkit.inspect`.
 
 Its events share one concurrency group of their own (`inside`, one at a time), so a
 dream that takes seconds never holds up the Classify tab's predictions. Saliency (which
@@ -24,6 +27,10 @@ from transferkit.errors import ImageError, TransferkitError
 
 CONCURRENCY_ID = "inside"
 CONCURRENCY_LIMIT = 1
+# The tab's embedding and probe use smaller samples than the commands (which default to
+# 2,000 and 1,500 images): a map in well under a minute on 2 cores.
+TAB_EMBEDDING_IMAGES = 600
+TAB_PROBE_IMAGES = 500
 TABLE_COLUMNS = ["name", "type", "output_shape", "kernel", "stride", "padding", "params",
                  "receptive_field", "jump"]
 
@@ -137,6 +144,40 @@ class InsideViews:
                             f"{r['end']:.3f} in {r['steps']} steps ({r['seconds']:.1f} s); "
                             f"8 random starts: {r['random_mean']:.3f} ± {r['random_std']:.3f}")
 
+    def embedding(self, progress=gr.Progress()):
+        from transferkit.inspect import embedding_view
+
+        r = embedding_view(self.run, self.scratch(), max_images=TAB_EMBEDDING_IMAGES,
+                           grid=16, progress=lambda f: progress(f, desc="t-SNE"))
+        lines = [f"- **{x['features']}** codes of {x['n_images']} images: "
+                 f"trustworthiness {x['trustworthiness']:.3f}, kNN accuracy "
+                 f"{x['knn_accuracy']:.3f} (in 2-D {x['knn_accuracy_2d']:.3f})"
+                 for x in r["records"]]
+        return r["files"][0], r["files"][1], "\n".join(lines + [f"- *{n}*" for n in
+                                                                r["notes"]])
+
+    def probe(self, progress=gr.Progress()):
+        from transferkit.inspect import depth_probe_view
+
+        progress(0, desc="features at every depth")
+        r = depth_probe_view(self.run, self.scratch(), max_images=TAB_PROBE_IMAGES,
+                             progress=lambda f: progress(f, desc="t-SNE per depth"))
+        by_set: dict[str, list[str]] = {}
+        for x in r["records"]:
+            by_set.setdefault(x["features"], []).append(f"{x['accuracy']:.2f}")
+        lines = [f"- **{name}**: {' → '.join(values)}" for name, values in by_set.items()]
+        return r["files"][0], r["files"][1], "\n".join(
+            ["Linear probe test accuracy, depth by depth:"] + lines +
+            [f"- *{n}*" for n in r["notes"]])
+
+    def scratch(self) -> str:
+        """A folder of this session's own for the pictures (the run may be read-only)."""
+        import tempfile
+
+        if getattr(self, "_scratch", None) is None:
+            self._scratch = tempfile.mkdtemp(prefix="transferkit-inside-")
+        return self._scratch
+
     def invariance(self, payload):
         import matplotlib.pyplot as plt
 
@@ -232,4 +273,30 @@ def inside_tab(session: Session) -> None:
         dream_numbers = gr.Markdown()
         dream_button.click(_guarded(views.dream), [objective, dream_layer, channel, target,
                                                    steps], [dreamed, dream_numbers],
+                           api_visibility="private", **limits)
+    with gr.Accordion("What the network learned about your images: CNN codes and depth",
+                      open=False):
+        gr.Markdown("The t-SNE map of the pooled features (the head's input) of a sample "
+                    "of the run's images, framed by class, misclassified test images "
+                    "crossed; the ImageNet backbone's codes beside the fine-tuned ones. "
+                    "Then a logistic regression at each depth: how linearly separable the "
+                    "classes are after each block (`transferkit inspect embedding`, "
+                    "`inspect depth-probe`).")
+        with gr.Row():
+            map_button = gr.Button("Map the CNN codes (t-SNE)")
+            probe_button = gr.Button("Probe separability by depth")
+        tsne_map = gr.Image(label="t-SNE of the CNN codes", format="png",
+                            interactive=False, elem_id="tk-inside-embedding")
+        tsne_grid = gr.Image(label="The same map as a grid", format="png",
+                             interactive=False)
+        map_numbers = gr.Markdown(elem_id="tk-inside-embedding-numbers")
+        map_button.click(_guarded(views.embedding), [], [tsne_map, tsne_grid, map_numbers],
+                         api_visibility="private", **limits)
+        probe_curve = gr.Image(label="Linear probe accuracy by depth", format="png",
+                               interactive=False, elem_id="tk-inside-probe")
+        probe_maps = gr.Image(label="t-SNE of the test images at each depth", format="png",
+                              interactive=False)
+        probe_numbers = gr.Markdown()
+        probe_button.click(_guarded(views.probe), [], [probe_curve, probe_maps,
+                                                       probe_numbers],
                            api_visibility="private", **limits)

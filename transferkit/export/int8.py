@@ -133,7 +133,7 @@ def check_int8(run: Run, model_file: Path, tolerance: Int8Tolerance) -> dict[str
         raise RunError(
             f"the int8 TFLite model was refused: {'; '.join(failures)} ({summary(result)})."
             " Nothing was exported; use --format tflite (float32) or --quantize dynamic "
-            "instead")
+            "instead, or accept it knowingly with --int8-min-agreement / --int8-max-drop")
     return result
 
 

@@ -10,13 +10,18 @@ and `files`; the computations under them are plain functions too (`layer_table`,
 
 Modules: `base` (a sub-model up to layer L, checked choices, output), `architecture`,
 `pooling`, `feature_maps`, `filters`, `patches`, `dream`, `invariance`, `gradients`,
-`case_studies`, and `command` (the `inspect` subcommand).
+`case_studies`, `embedding` (t-SNE of the CNN codes), `depth_probe` (linear
+separability by depth), and `command` (the `inspect` subcommand).
 """
 
 from transferkit.inspect.architecture import (
     architecture_view, calculator, conv_output, geometries, layer_table)
 from transferkit.inspect.case_studies import case_studies, case_studies_view
+from transferkit.inspect.depth_probe import (
+    depth_probe, depth_probe_view, pooled_features, probe_accuracy, probe_layers)
 from transferkit.inspect.dream import OBJECTIVES, dream, dream_view
+from transferkit.inspect.embedding import (
+    embedding, embedding_view, grid_cells, knn_accuracy, perplexity_for, tsne)
 from transferkit.inspect.feature_maps import feature_maps, feature_maps_view
 from transferkit.inspect.filters import effective_filters, filter_kernels, filters_view
 from transferkit.inspect.gradients import gradient_norms, gradients_view, toy_networks
@@ -26,9 +31,11 @@ from transferkit.inspect.patches import top_patches, top_patches_view
 from transferkit.inspect.pooling import max_pool, pooling_view
 
 __all__ = [
-    "OBJECTIVES", "architecture_view", "calculator", "case_studies", "case_studies_view",
-    "conv_output", "dream", "dream_view", "effective_filters", "feature_maps",
-    "feature_maps_view", "filter_kernels", "filters_view", "geometries", "gradient_norms",
-    "gradients_view", "invariance", "invariance_view", "layer_table", "max_pool",
-    "pooling_view", "shifted_feature_error", "top_patches", "top_patches_view",
-    "toy_networks"]
+    "OBJECTIVES", "architecture_view", "calculator", "case_studies",
+    "case_studies_view", "conv_output", "depth_probe", "depth_probe_view", "dream",
+    "dream_view", "effective_filters", "embedding", "embedding_view", "feature_maps",
+    "feature_maps_view", "filter_kernels", "filters_view", "geometries",
+    "gradient_norms", "gradients_view", "grid_cells", "invariance", "invariance_view",
+    "knn_accuracy", "layer_table", "max_pool", "perplexity_for", "pooled_features",
+    "pooling_view", "probe_accuracy", "probe_layers", "shifted_feature_error",
+    "top_patches", "top_patches_view", "toy_networks", "tsne"]

@@ -70,6 +70,19 @@ def add_inspect(sub) -> None:
                    help="training steps of the 20-layer toy networks")
     _add(views, "case-studies", "LeNet-5, AlexNet, inception module, residual block",
          run=False)
+    f = _add(views, "embedding", "t-SNE map and grid of the CNN codes, before vs after "
+                                 "fine-tuning")
+    f.add_argument("--max-images", type=int, default=2000,
+                   help="images mapped, a stratified sample (0: all)")
+    f.add_argument("--grid", type=int, default=24, help="cells per side of the grid view")
+    f.add_argument("--mode", choices=("assign", "nearest"), default="assign",
+                   help="grid cells: one image each (assign) or each its nearest")
+    f.add_argument("--seed", type=int, default=0)
+    f = _add(views, "depth-probe", "linear separability of the classes by depth")
+    f.add_argument("--depths", type=int, default=6, help="evenly spaced blocks (0: all)")
+    f.add_argument("--max-images", type=int, default=3000,
+                   help="training and test images read, a stratified sample (0: all)")
+    f.add_argument("--seed", type=int, default=0)
 
 
 def _progress(enabled: bool):
@@ -108,6 +121,16 @@ def _call(args) -> dict[str, Any]:
                               size=args.size, photo=args.image, seed=args.seed,
                               fourier=not args.no_fourier,
                               progress=_progress(not args.json))
+    if view == "embedding":
+        return ins.embedding_view(args.run, out, max_images=args.max_images or None,
+                                  grid=args.grid, mode=args.mode, seed=args.seed,
+                                  progress=_progress(not args.json),
+                                  verbose=0 if args.json else 1)
+    if view == "depth-probe":
+        return ins.depth_probe_view(args.run, out, n_depths=args.depths or None,
+                                    max_images=args.max_images or None, seed=args.seed,
+                                    progress=_progress(not args.json),
+                                    verbose=0 if args.json else 1)
     if view == "invariance":
         return ins.invariance_view(args.run, args.image, out, max_shift=args.max_shift,
                                    step=args.step)
@@ -141,6 +164,15 @@ def _summary(record: dict) -> list[str]:
         toy = ", ".join(f"{k} {v['ratio']:.2e}" for k, v in record["toy"].items())
         return [f"first/last gradient norm: this model {record['ratio']:.3g}; 20-layer toy "
                 f"networks: {toy}"]
+    if view == "embedding":
+        return record["notes"] + [
+            f"{r['features']} codes of {r['n_images']} images: trustworthiness "
+            f"{r['trustworthiness']:.3f}, kNN accuracy {r['knn_accuracy']:.3f} "
+            f"(2-D: {r['knn_accuracy_2d']:.3f})" for r in record["records"]]
+    if view == "depth-probe":
+        return record["notes"] + [
+            f"{r['features']} depth {r['depth']} ({r['layer']}, {r['channels']} channels): "
+            f"probe accuracy {r['accuracy']:.3f}" for r in record["records"]]
     if view == "architecture":
         return [f"{len(record['layers'])} layers, "
                 f"{sum(r['params'] for r in record['layers']):,} parameters"]

@@ -1,0 +1,198 @@
+"""One cell of the transfer experiment: train one method on one subset, score the test split.
+
+The three methods share everything but what they start from and what they train: the
+same split, image size, batch, maximum epochs, patience and augmentation
+(`data.pipeline.augment`), the same loss, and Adam with one epoch of warm-up then
+cosine decay. The frozen head reads the pretrained features from the experiment's
+feature store (`features.FeatureStore`, computed once for every image); the fine-tuned
+model starts from that very head, as training's phase 2 starts from phase 1.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+
+from transferkit.data.pipeline import image_dataset
+from transferkit.fileio import atomic_path
+
+HEAD_DROPOUT = 0.2  # as the classifier's (`TrainConfig.dropout`)
+# Keras's MobileNet BatchNorm keeps 99.9% of its moving statistics per step: a network
+# trained from scratch for a few hundred steps would be tested with its initial
+# statistics (mean 0, variance 1) and score chance. A shorter memory fixes that.
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+def cell_name(fraction: float, method: str) -> str:
+    """The cell's file stem, e.g. `0.05_fine-tune`."""
+    return f"{fraction:g}_{method}"
+
+
+class Cells:
+    """Trains the experiment's cells on one split.
+
+    Args:
+        config: The experiment's `TransferConfig`.
+        out: The experiment's folder (its `features/` and the heads in `cells/`).
+        splits: `splits.csv` (path, class, split).
+        verbose: Keras progress (0 quiet, 1 bar, 2 a line per epoch).
+        say: Prints a line of progress.
+    """
+
+    def __init__(self, config: Any, out: Path, splits: pd.DataFrame, verbose: int,
+                 say: Callable[..., None]):
+        from transferkit.backbones import get_backbone
+
+        self.config, self.out, self.verbose, self.say = config, Path(out), verbose, say
+        self.folder = Path(config.data)
+        self.names = splits["path"].tolist()
+        self.classes = sorted(splits["class"].unique())
+        self.labels = splits["class"].map(self.classes.index).to_numpy(np.int32)
+        self.val = np.flatnonzero(splits["split"].to_numpy() == "val")
+        self.test = np.flatnonzero(splits["split"].to_numpy() == "test")
+        self.backbone = get_backbone(config.backbone)
+        self._pretrained: keras.Model | None = None
+        self._features: np.ndarray | None = None
+
+    def train(self, method: str, fraction: float, rows: Sequence[int]) -> dict:
+        """Trains `method` on the training images at `rows`; scores it on the test split.
+
+        Returns:
+            `{"correct": [0/1 per test image], "epochs": epochs trained}`.
+        """
+        keras.utils.set_random_seed(self.config.seed)
+        rows = np.asarray(rows)
+        if method == "frozen":
+            head, epochs = self._head(fraction, rows)
+            predicted = head.predict(self.features()[self.test], verbose=0)
+            return {"correct": self._correct(predicted), "epochs": epochs}
+        from transferkit.model import backbone_blocks, build_classifier, \
+            set_trainable_blocks
+
+        if method == "scratch":
+            # Random weights: every layer learns, BatchNorm statistics included.
+            model = build_classifier(self.backbone, len(self.classes),
+                                     self.config.image_size, weights=None,
+                                     dropout=HEAD_DROPOUT)
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = SCRATCH_BN_MOMENTUM
+            rate = self.config.learning_rate
+        else:
+            head, _ = self._head(fraction, rows)
+            model = build_classifier(self.backbone, len(self.classes),
+                                     self.config.image_size, self.pretrained(),
+                                     dropout=HEAD_DROPOUT)
+            model.get_layer("predictions").set_weights(
+                head.get_layer("predictions").get_weights())
+            set_trainable_blocks(model, len(backbone_blocks(model)))
+            rate = self.config.fine_tune_learning_rate
+        epochs = self._fit_images(model, rows, rate)
+        test = image_dataset(self._paths(self.test), None, self.config.image_size,
+                             self.config.batch_size, workers=self.config.workers)
+        return {"correct": self._correct(model.predict(test, verbose=0)), "epochs": epochs}
+
+    def pretrained(self) -> keras.Model:
+        """The standalone ImageNet backbone (loaded once)."""
+        from transferkit.backbones import load_pretrained
+
+        if self._pretrained is None:
+            self._pretrained = load_pretrained(self.backbone, "imagenet")
+        return self._pretrained
+
+    def features(self) -> np.ndarray:
+        """The pretrained backbone's pooled features of every image, from the store."""
+        from transferkit.features import FeatureKey, FeatureStore, feature_extractor
+        from transferkit.model import build_classifier
+
+        if self._features is None:
+            self.say(f"pretrained features of the {len(self.names)} images "
+                     f"({self.config.image_size} px; kept in {self.out / 'features'})")
+            model = build_classifier(self.backbone, len(self.classes),
+                                     self.config.image_size, self.pretrained())
+            store = FeatureStore(self.out / "features")
+            self._features = np.asarray(store.get(
+                FeatureKey("imagenet", self.config.image_size), self.names, self.folder,
+                feature_extractor(model), self.config.seed, self.config.batch_size,
+                self.config.workers, verbose=self.verbose))
+        return self._features
+
+    def _head(self, fraction: float, rows: np.ndarray) -> tuple[keras.Model, int]:
+        """The head trained on the frozen features of `rows` (kept for fine-tuning)."""
+        features = self.features()
+        head = keras.Sequential([
+            keras.Input(features.shape[1:]),
+            keras.layers.Dropout(HEAD_DROPOUT),
+            keras.layers.Dense(len(self.classes), activation="softmax",
+                               name="predictions")])
+        saved = self.out / "cells" / f"{cell_name(fraction, 'frozen')}_head.npz"
+        if saved.exists():
+            with np.load(saved) as weights:
+                head.get_layer("predictions").set_weights([weights["kernel"],
+                                                           weights["bias"]])
+                return head, int(weights["epochs"])
+        repeated = self._repeated(rows)
+        steps = math.ceil(len(repeated) / self.config.batch_size)
+        head.compile(keras.optimizers.Adam(self._schedule(self.config.learning_rate,
+                                                          steps)),
+                     keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+        fit = head.fit(features[repeated], self.labels[repeated],
+                       validation_data=(features[self.val], self.labels[self.val]),
+                       epochs=self.config.max_epochs, batch_size=self.config.batch_size,
+                       verbose=0, callbacks=[self._stopping()])
+        epochs = len(fit.history["loss"])
+        kernel, bias = head.get_layer("predictions").get_weights()
+        with atomic_path(saved, suffix=".tmp.npz") as tmp:
+            np.savez(tmp, kernel=kernel, bias=bias, epochs=epochs)
+        return head, epochs
+
+    def _fit_images(self, model: keras.Model, rows: np.ndarray, rate: float) -> int:
+        """Trains `model` end to end on augmented images; returns the epochs run."""
+        config = self.config
+        repeated = self._repeated(rows)
+        train = image_dataset(self._paths(repeated), self.labels[repeated],
+                              config.image_size, config.batch_size,
+                              shuffle_seed=config.seed, augment_seed=config.seed,
+                              workers=config.workers)
+        val = image_dataset(self._paths(self.val), self.labels[self.val],
+                            config.image_size, config.batch_size, workers=config.workers)
+        steps = math.ceil(len(repeated) / config.batch_size)
+        model.compile(keras.optimizers.Adam(self._schedule(rate, steps)),
+                      keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+        fit = model.fit(train, validation_data=val, epochs=config.max_epochs,
+                        verbose=self.verbose, callbacks=[self._stopping()])
+        return len(fit.history["loss"])
+
+    def _repeated(self, rows: np.ndarray) -> np.ndarray:
+        """`rows` repeated so that an epoch has at least `min_steps` steps."""
+        need = self.config.min_steps * self.config.batch_size
+        return np.tile(rows, max(1, math.ceil(need / len(rows))))
+
+    def _schedule(self, rate: float, steps_per_epoch: int):
+        """One epoch of linear warm-up to `rate`, then cosine decay to zero."""
+        total = self.config.max_epochs * steps_per_epoch
+        warmup = min(steps_per_epoch, total // 2)
+        return keras.optimizers.schedules.CosineDecay(
+            rate / 10, max(1, total - warmup), warmup_target=rate, warmup_steps=warmup)
+
+    def _stopping(self) -> keras.callbacks.Callback:
+        return keras.callbacks.EarlyStopping(patience=self.config.patience,
+                                             restore_best_weights=True)
+
+    def _paths(self, rows: Sequence[int]) -> list[str]:
+        return [str(self.folder / self.names[i]) for i in rows]
+
+    def _correct(self, probabilities: np.ndarray) -> list[int]:
+        if len(probabilities) != len(self.test):
+            from transferkit.errors import DataError
+
+            raise DataError(f"{len(self.test) - len(probabilities)} test images under "
+                            f"{self.folder} can no longer be decoded; restore them or use "
+                            "a new --out")
+        predicted = np.asarray(probabilities).argmax(axis=1)
+        return (predicted == self.labels[self.test]).astype(int).tolist()
