@@ -16,6 +16,7 @@ import re
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CHROMIUM = Path(os.environ.get("TRANSFERKIT_CHROMIUM", "/usr/bin/chromium"))
@@ -139,4 +140,77 @@ def test_inside_tab_shows_the_feature_maps_of_an_uploaded_image(browser, demo, s
         "img => [img.naturalWidth, img.naturalHeight]")
     assert min(size) >= 64, size
     page.screenshot(path=str(artifacts / "demo-inside.png"), full_page=True)
+    assert not errors, errors
+
+
+def _trust_candidates(run, folder: Path) -> list[Path]:
+    """Test images, blends of two classes' images (to be unsure of) and drawn shapes
+    (of no class), as files."""
+    from PIL import Image, ImageDraw
+
+    splits = run.splits
+    test = splits[splits["split"] == "test"].sort_values("path", kind="stable")
+    firsts = [run.data_folder / rows["path"].iloc[0]
+              for _, rows in test.groupby("class", sort=True)]
+    files = sorted(run.split_paths("test"))[:24]
+    for i, (a, b) in enumerate(zip(firsts, firsts[1:] + firsts[:1])):
+        blend = Image.blend(*(Image.open(p).convert("RGB").resize((160, 160))
+                              for p in (a, b)), 0.5)
+        files.append(folder / f"blend{i}.png")
+        blend.save(files[-1])
+    for i in range(3):
+        drawing = Image.new("RGB", (160, 160), "white")
+        pen = ImageDraw.Draw(drawing)
+        pen.rectangle((20 + 10 * i, 30, 120, 100), outline="black", width=6)
+        pen.ellipse((60, 60 + 10 * i, 150, 150), fill=(40 * i, 40 * i, 40 * i))
+        files.append(folder / f"drawing{i}.png")
+        drawing.save(files[-1])
+    return files
+
+
+def test_not_sure_and_not_one_of_my_classes_in_the_browser(browser, demo, served_run,
+                                                          artifacts, tmp_path):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    files = _trust_candidates(served_run, tmp_path)
+    probabilities, fields = served_run.assess(files)
+    assert fields is not None, "the served run has no trust.json (calibrate it)"
+    unsure = [i for i, f in enumerate(fields) if f["abstained"] and not f["unknown"]]
+    other = [i for i, f in enumerate(fields) if f["unknown"]]
+    assert unsure and other, fields
+    names = served_run.class_names
+    guesses = np.argsort(-probabilities[unsure[0]], kind="stable")[:2]
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(demo.local_url)
+    verdict = page.locator("#tk-verdict")
+    top = page.locator("#tk-label [data-testid=label-output-value]")
+
+    page.locator("#tk-input input[type=file]").set_input_files(str(files[unsure[0]]))
+    expect(verdict).to_contain_text(
+        f"Not sure — my best guesses are {names[guesses[0]]} "
+        f"({probabilities[unsure[0], guesses[0]]:.0%}) or {names[guesses[1]]}")
+    caption = page.locator("#tk-heatmap [data-testid=block-label]")
+    expect(top).to_have_text(names[guesses[0]])  # the probabilities still show below
+    expect(caption).to_contain_text(f"{names[guesses[0]]} (top prediction)")
+    page.screenshot(path=str(artifacts / "demo_not_sure.png"), full_page=True)
+
+    drawing = other[-1]  # the drawings come last
+    best = names[int(probabilities[drawing].argmax())]
+    page.locator("#tk-input input[type=file]").set_input_files(str(files[drawing]))
+    expect(verdict).to_contain_text(f"This does not look like any of: {', '.join(names)}")
+    expect(top).to_have_text(best)
+    expect(page.locator("#tk-heatmap img")).to_be_visible()
+    expect(caption).to_contain_text(f"{best} (top prediction)")
+    page.screenshot(path=str(artifacts / "demo_unknown.png"), full_page=True)
+
+    sure = [i for i, f in enumerate(fields) if not f["abstained"] and not f["unknown"]]
+    page.locator("#tk-input input[type=file]").set_input_files(str(files[sure[0]]))
+    expect(top).to_have_text(names[int(probabilities[sure[0]].argmax())])
+    expect(verdict).not_to_contain_text("Not sure")
+    expect(verdict).not_to_contain_text("does not look like")
     assert not errors, errors

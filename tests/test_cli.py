@@ -225,10 +225,9 @@ def test_predict_files_decodes_once_and_batches_the_good_files(tiny_run, color_f
     monkeypatch.setattr(transferkit.predictors.base, "load_image",
                         lambda p: decoded.append(p) or load_image(p))
     predictor = load_predictor(tiny_run.path)
-    model = predictor.run.model
-    real = model.predict_on_batch
-    monkeypatch.setattr(model, "predict_on_batch", lambda x: batches.append(len(x)) or
-                        real(x))
+    graph = predictor.run.trust_graph()  # the run is calibrated: its trust graph runs
+    real = graph._eager
+    monkeypatch.setattr(graph, "_eager", lambda x: batches.append(len(x)) or real(x))
     records = predictor.predict_files([good[0], notes, *good[1:]], k=2)
     assert [r["path"] for r in records] == [str(p) for p in [good[0], notes, *good[1:]]]
     assert records[1] == {"path": str(notes), "error": "not an image (looks like text)"}

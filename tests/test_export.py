@@ -20,6 +20,7 @@ from PIL import Image
 from transferkit.cli import main
 from transferkit.errors import ConfigError, RunError
 from transferkit.export import export_run, latency_ms
+from transferkit.trust import load_trust
 from transferkit.predictor import load_predictor
 
 TOLERANCE = 1e-4
@@ -59,6 +60,8 @@ STANDALONE = textwrap.dedent('''
     probabilities = np.concatenate([o["probabilities"].numpy() for o in outputs])
     result["serving_default"] = {
         "max_abs_diff": float(np.abs(probabilities - reference).max()),
+        "abstained": [bool(o["abstained"][0]) for o in outputs],
+        "is_unknown": [bool(o["is_unknown"][0]) for o in outputs],
         "class_index": [int(o["class_index"][0]) for o in outputs],
         "class_name": [o["class_name"][0].numpy().decode() for o in outputs]}
 
@@ -67,6 +70,8 @@ STANDALONE = textwrap.dedent('''
     output = serve_bytes(image_bytes=tf.constant(files))
     result["serve_bytes"] = {
         "max_abs_diff": float(np.abs(output["probabilities"].numpy() - reference).max()),
+        "abstained": output["abstained"].numpy().tolist(),
+        "is_unknown": output["is_unknown"].numpy().tolist(),
         "class_index": output["class_index"].numpy().tolist(),
         "class_name": [c.decode() for c in output["class_name"].numpy()]}
 
@@ -89,17 +94,26 @@ STANDALONE = textwrap.dedent('''
     # TFLite: the client resizes (bilinear, antialiased) to the fixed input size.
     interpreter = tf.lite.Interpreter(model_path=tflite)
     interpreter.allocate_tensors()
-    (image,), (probs,) = interpreter.get_input_details(), interpreter.get_output_details()
+    (image,) = interpreter.get_input_details()
+    # [1, C] probabilities and [1] unknown score; the thresholds are in trust.json.
+    probs, score = sorted(interpreter.get_output_details(), key=lambda o: -len(o["shape"]))
+    with open(tflite.rsplit("/", 1)[0] + "/trust.json") as f:
+        trust = json.load(f)
     result["tflite_input"] = [image["dtype"].__name__, image["shape"].tolist()]
-    rows = []
+    rows, flags = [], []
     for p in pixels:
         x = tf.image.resize(tf.cast(p, tf.float32), (size, size), method="bilinear",
                             antialias=True)
         interpreter.set_tensor(image["index"], x.numpy()[None])
         interpreter.invoke()
         rows.append(interpreter.get_tensor(probs["index"]).copy())
+        flags.append([bool(rows[-1].max() < np.float32(trust["abstain_threshold"])),
+                      bool(interpreter.get_tensor(score["index"])[0]
+                           > np.float32(trust["unknown_threshold"]))])
     result["tflite"] = {"max_abs_diff": float(np.abs(np.concatenate(rows) - reference)
-                                              .max())}
+                                              .max()),
+                        "abstained": [a for a, _ in flags],
+                        "is_unknown": [u for _, u in flags]}
 
     result["transferkit_imported"] = "transferkit" in sys.modules
     with open(out, "w") as f:
@@ -145,7 +159,7 @@ def test_export_layout_and_report(exported, tiny_run):
     out, report = exported
     for name in ("saved_model/saved_model.pb", "saved_model/assets/labels.txt",
                  "saved_model/assets/config.json", "model.tflite", "model.keras",
-                 "labels.txt", "config.json", "parity.json"):
+                 "labels.txt", "config.json", "parity.json", "trust.json", "trust.npz"):
         assert (out / name).is_file(), name
     assert (out / "labels.txt").read_text().splitlines() == tiny_run.class_names
     assert (out / "saved_model/assets/labels.txt").read_text() == \
@@ -158,6 +172,12 @@ def test_export_layout_and_report(exported, tiny_run):
     for result in (*report["savedmodel"].values(), report["tflite"]):
         assert result["max_abs_diff"] <= TOLERANCE
         assert result["top1_agreement"] == 1.0
+        # The flags match the Keras run's (disagreement only at the threshold itself).
+        assert result["abstained_unexplained"] == result["unknown_unexplained"] == 0
+        assert result["unknown_score_max_rel_diff"] < 1e-4
+    assert report["trust"] == "trust.json"
+    assert load_trust(out).abstain_threshold == tiny_run.trust.abstain_threshold
+    assert "unknown_score" in report["signatures"]["tflite"]["outputs"]
     assert report["savedmodel"]["serve_bytes"]["decoder_mismatches"] == 0
     assert "latency_ms" not in report  # Exports do not time anything (benchmarks do).
     assert not [p for p in out.parent.iterdir() if p.name != "export"]  # no temp folders
@@ -186,7 +206,8 @@ def test_standalone_process_matches_keras(exported, tiny_run, assorted_images, t
 
     assert result["transferkit_imported"] is False
     outputs = {"probabilities": ["float32", [None, 3]], "class_index": ["int64", [None]],
-               "class_name": ["string", [None]]}
+               "class_name": ["string", [None]], "unknown_score": ["float32", [None]],
+               "is_unknown": ["bool", [None]], "abstained": ["bool", [None]]}
     assert result["signatures"] == {
         "serving_default": {"inputs": {"images": ["uint8", [None, None, None, 3]]},
                             "outputs": outputs},
@@ -200,6 +221,13 @@ def test_standalone_process_matches_keras(exported, tiny_run, assorted_images, t
         assert result[name]["class_name"] == expected_name, name
     assert result["tflite_input"] == ["float32", [1, 96, 96, 3]]
     assert result["tflite"]["max_abs_diff"] <= TOLERANCE
+    # "Not sure" and "not one of my classes": the same in the Keras run, both
+    # signatures and TFLite (its thresholds read from trust.json by a plain client).
+    _, fields = tiny_run.assess(assorted_images)
+    for flag, key in (("abstained", "abstained"), ("is_unknown", "unknown")):
+        expected_flags = [f[key] for f in fields]
+        for name in ("serving_default", "serve_bytes", "tflite"):
+            assert result[name][flag] == expected_flags, (name, flag)
 
     error_type, message = result["corrupt"]
     assert error_type == "InvalidArgumentError"
@@ -228,6 +256,14 @@ def test_predictors_agree(exported, tiny_run, assorted_images):
         assert np.allclose([[x["probability"] for x in row] for row in top],
                            [[x["probability"] for x in row] for row in expected],
                            atol=TOLERANCE)
+    # Every predictor's records carry the run's trust fields.
+    _, fields = tiny_run.assess(assorted_images)
+    for predictor in predictors:
+        records = predictor.predict_files(assorted_images, k=1)
+        assert [(r["abstained"], r["unknown"]) for r in records] == [
+            (f["abstained"], f["unknown"]) for f in fields], predictor
+        assert [r["unknown_score"] for r in records] == pytest.approx(
+            [f["unknown_score"] for f in fields], rel=1e-4)
     # serve_bytes through the predictor: TensorFlow decodes these exactly as Pillow.
     encoded = [p.read_bytes() for p in assorted_images]
     np.testing.assert_allclose(predictors[1].predict_encoded(encoded),
@@ -239,6 +275,10 @@ def test_load_predictor_errors(exported, tmp_path):
     with pytest.raises(RunError, match="run directory, an export folder"):
         load_predictor(tmp_path)
     shutil.copy(out / "model.tflite", tmp_path / "alone.tflite")
+    with pytest.raises(RunError, match="unknown score but no trust.json beside it"):
+        load_predictor(tmp_path / "alone.tflite")
+    for name in ("trust.json", "trust.npz"):
+        shutil.copy(out / name, tmp_path / name)
     with pytest.raises(RunError, match="labels.txt"):
         load_predictor(tmp_path / "alone.tflite")
 
@@ -323,7 +363,7 @@ def test_moved_data_falls_back_to_synthetic_images(exported, tiny_run, tmp_path,
     assert report["n_images"] == 12
     assert report["tflite"]["max_abs_diff"] <= TOLERANCE
     assert sorted(p.name for p in (run_dir / "export").iterdir()) == [
-        "config.json", "labels.txt", "model.tflite", "parity.json"]
+        "config.json", "labels.txt", "model.tflite", "parity.json", "trust.json"]
 
 
 def test_tfds_run_is_checked_on_its_real_test_images(tfds_run, tmp_path):
@@ -363,7 +403,8 @@ def test_cli_export(tiny_run, tmp_path, capsys):
     assert report == json.loads((out / "parity.json").read_text())
     assert report["formats"] == ["keras"] and report["checked"] is False
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "labels.txt", "model.keras", "parity.json"]
+        "config.json", "labels.txt", "model.keras", "parity.json", "trust.json",
+        "trust.npz"]  # the Keras model's trust goes with it
 
 
 @pytest.mark.parametrize("args, message", [

@@ -8,12 +8,14 @@ interpreter, as a deployment would.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from transferkit.cli import main
 from transferkit.data.images import load_image
@@ -42,11 +44,14 @@ STANDALONE = textwrap.dedent('''
     result["onnx_inputs"] = [[i.name, i.type, i.shape] for i in session.get_inputs()]
     result["onnx_outputs"] = [[o.name, o.type] for o in session.get_outputs()]
     result["metadata"] = session.get_modelmeta().custom_metadata_map
-    rows, names = [], []
+    rows, names, flags = [], [], []
     for p in pixels:  # Each image at its own size: the resize is inside.
-        probabilities, _, class_name = session.run(None, {"images": p[None]})
+        probabilities, class_name, abstained, unknown = session.run(
+            ["probabilities", "class_name", "abstained", "is_unknown"], {"images": p[None]})
         rows.append(probabilities)
         names.append(class_name[0])
+        flags.append([bool(abstained[0]), bool(unknown[0])])
+    result["onnx_flags"] = flags
     result["onnx_max_abs_diff"] = float(np.abs(np.concatenate(rows) - reference).max())
     result["onnx_class_name"] = [str(n) for n in names]
     same = np.stack([pixels[0], pixels[0]])  # A batch of two in one call.
@@ -85,10 +90,13 @@ def deployed(tiny_run, tmp_path_factory):
 def test_report_and_layout(deployed, tiny_run):
     out, report = deployed
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "labels.txt", "model.onnx", "model_int8.tflite", "parity.json"]
+        "config.json", "labels.txt", "model.onnx", "model_int8.tflite", "parity.json",
+        "trust.json"]  # the thresholds only (no trust.npz): what the predictors need
     assert json.loads((out / "parity.json").read_text()) == report
     n_test = len(tiny_run.split_paths("test"))
     assert report["onnx"]["max_abs_diff"] <= TOLERANCE
+    assert report["onnx"]["abstained_unexplained"] == report["onnx"][
+        "unknown_unexplained"] == 0
     assert report["onnx"]["runtime"] == "onnxruntime" and report["n_images"] == n_test
     int8 = report["tflite_int8"]
     assert int8["n_images"] == n_test and int8["top1_agreement"] == 1.0
@@ -118,7 +126,12 @@ def test_standalone_runtimes_match_keras(deployed, tiny_run, tmp_path):
     assert result["onnx_inputs"] == [["images", "tensor(uint8)", ["N", "H", "W", 3]]]
     assert result["onnx_outputs"] == [["probabilities", "tensor(float)"],
                                       ["class_index", "tensor(int64)"],
-                                      ["class_name", "tensor(string)"]]
+                                      ["class_name", "tensor(string)"],
+                                      ["unknown_score", "tensor(float)"],
+                                      ["is_unknown", "tensor(bool)"],
+                                      ["abstained", "tensor(bool)"]]
+    _, fields = tiny_run.assess(pixels)
+    assert result["onnx_flags"] == [[f["abstained"], f["unknown"]] for f in fields]
     assert json.loads(result["metadata"]["class_names"]) == tiny_run.class_names
     assert result["metadata"]["image_size"] == "96"
     assert result["onnx_max_abs_diff"] <= TOLERANCE
@@ -130,7 +143,7 @@ def test_standalone_runtimes_match_keras(deployed, tiny_run, tmp_path):
     assert result["int8_top1"] == expected
 
 
-def test_load_predictor_gives_the_runs_top_k(deployed, tiny_run):
+def test_load_predictor_gives_the_runs_top_k(deployed, tiny_run, tmp_path):
     out, _ = deployed
     images = tiny_run.split_paths("test")
     reference = tiny_run.predict(images)
@@ -145,6 +158,20 @@ def test_load_predictor_gives_the_runs_top_k(deployed, tiny_run):
         if kind == "onnx":
             np.testing.assert_allclose(probabilities, reference, atol=TOLERANCE)
     assert load_predictor(out / "model_int8.tflite").quantized
+    # Trust fields: ONNX has the run's; int8 says "not sure" only (from trust.json).
+    _, fields = tiny_run.assess(images)
+    onnx_records = load_predictor(out / "model.onnx").predict_files(images)
+    assert [(r["abstained"], r["unknown"]) for r in onnx_records] == [
+        (f["abstained"], f["unknown"]) for f in fields]
+    int8_records = load_predictor(out / "model_int8.tflite").predict_files(images)
+    assert all(sorted(r) == ["abstained", "path", "top_k"] for r in int8_records)
+    # An export without trust.json (an old export) claims nothing.
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("model_int8.tflite", "labels.txt"):
+        shutil.copyfile(out / name, old / name)
+    records = load_predictor(old / "model_int8.tflite").predict_files(images[:2])
+    assert [sorted(r) for r in records] == [["path", "top_k"]] * 2
 
 
 def test_refused_int8_export_writes_nothing(deployed, tiny_run, tmp_path, monkeypatch,
@@ -176,7 +203,13 @@ def test_refused_int8_export_writes_nothing(deployed, tiny_run, tmp_path, monkey
 
 
 def test_cli_predicts_and_evaluates_with_the_exports(deployed, tiny_run, color_folder,
-                                                    capsys):
+                                                    capsys, tmp_path):
+    unknown_images = tmp_path / "other"
+    unknown_images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):  # noise: images of no colour class
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(
+            unknown_images / f"{i}.png")
     out, _ = deployed
     image = tiny_run.split_paths("test")[0]
     assert main(["predict", str(out / "model.onnx"), str(image), "--json",
@@ -184,12 +217,25 @@ def test_cli_predicts_and_evaluates_with_the_exports(deployed, tiny_run, color_f
     (record,) = json.loads(capsys.readouterr().out)
     assert record["top_k"][0]["label"] == tiny_run.top_k(tiny_run.predict([image]),
                                                          k=1)[0][0]["label"]
-    expected = tiny_run.evaluate(color_folder)
+    assert {"abstained", "unknown", "unknown_score"} <= set(record)
+    expected = tiny_run.evaluate(color_folder, unknown=unknown_images)
     for model in (out / "model.onnx", out / "model_int8.tflite"):
         assert main(["evaluate", str(model), "--data", str(color_folder), "--json"]) == 0
         metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert metrics["n_images"] == expected["n_images"] == 36
         assert metrics["accuracy"] == pytest.approx(expected["accuracy"], abs=1 / 36)
+        if model.suffix == ".onnx":  # int8: its own (quantized) confidences
+            assert metrics["coverage"] == pytest.approx(expected["coverage"], abs=1 / 36)
+        assert 0 < metrics["coverage"] <= 1
+    # --unknown on an export: the same AUROC and flags as on the run.
+    assert main(["evaluate", str(out / "model.onnx"), "--data", str(color_folder),
+                 "--unknown", str(unknown_images), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("auroc", "n_unknown", "n_flagged_unknown", "coverage"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert "auroc_by_score" in expected and "auroc_by_score" not in metrics
+    with pytest.raises(RunError, match="full-integer"):
+        load_predictor(out / "model_int8.tflite").evaluate(color_folder, unknown_images)
 
 
 def test_onnx_packages_are_imported_only_when_used():

@@ -18,6 +18,7 @@ from transferkit.features import feature_extractor
 from transferkit.run import load_run
 from transferkit.trust import abstain, calibration, unknown
 from transferkit.trust.assess import unknown_separation
+from transferkit.predictor import load_predictor
 from transferkit.trust.fit import fit_trust
 from transferkit.trust.graph import TrustGraph, outputs_from_features
 
@@ -210,6 +211,13 @@ def test_drawn_shapes_are_flagged_not_one_of_the_classes(trusted, color_folder, 
     probabilities, fields = trusted.assess(sorted(shapes.rglob("*.png")))
     assert [f["unknown"] for f in fields].count(True) == m["n_flagged_unknown"]
     assert probabilities.shape == (12, 3)
+    assert main(["predict", str(trusted.path), *map(str, sorted(shapes.rglob("*.png"))),
+                 "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [{k: r[k] for k in ("abstained", "unknown")} for r in records] == [
+        {"abstained": f["abstained"], "unknown": f["unknown"]} for f in fields]
+    assert [r["unknown_score"] for r in records] == pytest.approx(
+        [f["unknown_score"] for f in fields], rel=1e-5)
 
 
 def test_old_runs_without_trust_load_predict_and_calibrate(trusted, tmp_path, capsys):
@@ -223,6 +231,8 @@ def test_old_runs_without_trust_load_predict_and_calibrate(trusted, tmp_path, ca
     probabilities, fields = run.assess(files)
     assert fields is None  # nothing claimed
     np.testing.assert_array_equal(probabilities, run.predict(files))
+    records = load_predictor(old).predict_files(files[:2])
+    assert [sorted(r) for r in records] == [["path", "top_k"]] * 2
     assert "coverage" not in run.evaluate(trusted.data_folder)
     with pytest.raises(RunError, match="calibrate"):
         run.evaluate(trusted.data_folder, unknown=trusted.data_folder)

@@ -7,7 +7,7 @@ the confusion matrix); this module only arranges them into the run directory's f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,8 +15,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, \
     precision_recall_fscore_support
 
 from transferkit import layout
-from transferkit.errors import DataError
-from transferkit.fileio import atomic_path, write_csv
+from transferkit.errors import DataError, RunError
+from transferkit.fileio import atomic_path, save_png, write_csv
 
 
 def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray,
@@ -67,30 +67,68 @@ def known_images(class_names: Sequence[str], data_dir: str | Path,
     return index, ok
 
 
-def evaluate_folder(predict: Callable[[list[Path], int], np.ndarray],
-                    class_names: Sequence[str], data_dir: str | Path, batch_size: int,
-                    progress: bool = True) -> dict:
-    """Accuracy and macro-F1 of any model on a labelled folder (a run or an export).
+def evaluate_folder(assess: Callable[[list[Path], int], tuple[np.ndarray, list | None]],
+                    class_names: Sequence[str], data_dir: str | Path,
+                    unknown_dir: str | Path | None = None, batch_size: int = 32,
+                    progress: bool = True, source: str = "the model") -> dict[str, Any]:
+    """Metrics of any model (a run or an export) on a labelled folder, and optionally on
+    a folder of images of other kinds.
+
+    The trust measures come from the model's own per-image fields (`abstained`,
+    `unknown`, `unknown_score`), so an export is judged by what it outputs.
 
     Args:
-        predict: Image paths and a batch size → `[N, C]` probabilities.
+        assess: Image paths and a batch size → `(probabilities [N, C], fields)`, as
+            `Predictor.assess` and `Run.assess` (fields None: the model has no trust).
         class_names: The model's classes; the folder's must be among them.
         data_dir: A folder of class folders.
+        unknown_dir: Images of no class the model knows (searched recursively, its
+            subfolder names ignored).
         batch_size: Images per model call.
         progress: Show the audit's progress bar.
+        source: The model, as error messages name it.
 
     Returns:
-        `{"accuracy", "macro_f1", "n_images", "n_skipped"}`.
+        `accuracy`, `macro_f1`, `n_images`, `n_skipped`, `ece`; with trust also
+        `coverage` (the share answered, not "not sure") and `selective_accuracy` (the
+        accuracy of those answers, NaN when none); with `unknown_dir` also `auroc`,
+        `fpr_at_95_tpr`, `n_unknown`, `n_flagged_unknown`, `n_known_flagged_unknown`.
 
     Raises:
-        DataError: The folder has classes the model does not know, or no images.
+        DataError: Unknown classes in `data_dir`, no images, or an unreadable image.
+        RunError: `unknown_dir` given for a model without an unknown score.
     """
+    from transferkit.data.scan import image_files
+    from transferkit.trust.unknown import unknown_separation
+    from transferkit.trust.calibration import ece
+
     index, ok = known_images(class_names, data_dir, progress)
     root = Path(data_dir)
-    probabilities = predict([root / p for p in ok["path"]], batch_size)
-    y_true = [list(class_names).index(c) for c in ok["class"]]
-    metrics = classification_metrics(y_true, probabilities, class_names)
+    probabilities, fields = assess([root / p for p in ok["path"]], batch_size)
+    y_true = np.array([list(class_names).index(c) for c in ok["class"]])
+    metrics: dict[str, Any] = classification_metrics(y_true, probabilities, class_names)
     metrics["n_skipped"] = int((index["status"] != "ok").sum())
+    metrics["ece"] = ece(probabilities, y_true)
+    scored = fields is not None and all("unknown_score" in f for f in fields)
+    if unknown_dir is not None and not scored:
+        raise RunError(f"{source} has no unknown score (" + (
+            "no trust.json: run `transferkit calibrate` on its run, then export again" if fields
+            is None else "a full-integer TFLite model outputs probabilities only; use "
+            "the float model") + ")")
+    if fields is None:
+        return metrics
+    answered = ~np.array([f["abstained"] for f in fields], bool)
+    correct = np.argmax(probabilities, axis=1) == y_true
+    metrics.update(coverage=float(answered.mean()), selective_accuracy=float(
+        correct[answered].mean()) if answered.any() else float("nan"))
+    if unknown_dir is None:
+        return metrics
+    theirs = assess(image_files(unknown_dir), batch_size)[1]
+    metrics.update(unknown_separation(np.array([f["unknown_score"] for f in fields]),
+                                      np.array([f["unknown_score"] for f in theirs])))
+    metrics.update(n_unknown=len(theirs),
+                   n_flagged_unknown=sum(f["unknown"] for f in theirs),
+                   n_known_flagged_unknown=sum(f["unknown"] for f in fields))
     return metrics
 
 
@@ -164,13 +202,3 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
                         color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
     ax.set_title("Confusion matrix (test split)")
     save_png(fig, path)
-
-
-def save_png(fig, path: Path) -> None:
-    """Lays out a matplotlib figure, writes it atomically as a PNG, and closes it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)

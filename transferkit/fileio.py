@@ -120,3 +120,13 @@ def _file_in_the_way(path: Path) -> Path | None:
         if parent.exists() and not parent.is_dir():
             return parent
     return None
+
+
+def save_png(fig, path: Path) -> None:
+    """Lays out a matplotlib figure, writes it atomically as a PNG, and closes it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

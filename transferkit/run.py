@@ -276,16 +276,16 @@ class Run:
     def evaluate(self, data_dir: str | Path, unknown: str | Path | None = None,
                  batch_size: int = DEFAULT_BATCH) -> dict:
         """Metrics on a folder whose classes are a subset of the run's (see
-        `transferkit.trust.assess.evaluate_folder`): accuracy, macro-F1, ECE, and with
+        `transferkit.trust.assess.evaluate_run`): accuracy, macro-F1, ECE, and with
         trust the coverage and selective accuracy; `unknown` adds the unknown score's
         AUROC on a folder of images of other kinds.
 
         Raises:
             DataError: The folder has classes the model does not know, or no images.
         """
-        from transferkit.trust.assess import evaluate_folder
+        from transferkit.trust.assess import evaluate_run
 
-        return evaluate_folder(self, data_dir, unknown, batch_size)
+        return evaluate_run(self, data_dir, unknown, batch_size)
 
     # Trust: calibration, "not sure" and "not one of my classes" (transferkit.trust).
 
@@ -302,11 +302,16 @@ class Run:
 
     def trust_graph(self):
         """`TrustGraph`: pixels → probabilities and trust outputs in TF ops (None
-        without trust); what the exporters and predictors call."""
+        without trust); built once per `trust.json` (calibrating again rebuilds it)."""
         from transferkit.trust.graph import TrustGraph
 
-        params = self.trust
-        return None if params is None else TrustGraph(self.model, params)
+        path = self.path / layout.TRUST_FILE
+        key = path.stat().st_mtime_ns if path.is_file() else None
+        if getattr(self, "_graph_key", ...) != key:
+            params = self.trust
+            self._graph = None if params is None else TrustGraph(self.model, params)
+            self._graph_key = key
+        return self._graph
 
     def assess(self, images: Sequence[Any], batch_size: int = DEFAULT_BATCH
                ) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
@@ -320,6 +325,8 @@ class Run:
         Raises:
             ImageError: An image cannot be decoded (the message names it).
         """
+        from transferkit.predictors.base import trust_fields
+
         graph = self.trust_graph()
         if graph is None:
             return self.predict(images, batch_size), None
@@ -328,10 +335,8 @@ class Run:
         if not parts:
             return np.zeros((0, len(self.class_names)), np.float32), []
         out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        fields = [{"abstained": bool(a), "unknown": bool(u), "unknown_score": float(s)}
-                  for a, u, s in zip(out["abstained"], out["is_unknown"],
-                                     out["unknown_score"])]
-        return out["probabilities"], fields
+        return out["probabilities"], trust_fields(out["abstained"], out["is_unknown"],
+                                                  out["unknown_score"])
 
 
 def load_run(run_dir: str | Path) -> Run:

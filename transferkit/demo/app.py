@@ -83,6 +83,8 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
                     heatmap = gr.Image(label="Heat map", type="numpy", format="png",
                                        interactive=False, height=360,
                                        visible=session.can_explain, elem_id="tk-heatmap")
+                    # "Not sure" / "not one of my classes" (empty for a sure answer).
+                    verdict = gr.Markdown("", elem_id="tk-verdict")
                     label = gr.Label(num_top_classes=min(TOP_K, len(names)),
                                      label="Prediction", elem_id="tk-label")
             examples = _examples(session)
@@ -98,6 +100,9 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
             inside_tab(session)
 
         _wire(handlers, image, method, target, heatmap, label)
+        image.change(handlers.verdict, inputs=[image], outputs=[verdict],
+                     preprocess=False, trigger_mode="always_last",
+                     api_visibility="private", show_progress="hidden")
 
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     demo.transferkit_session = session  # for tests and tools

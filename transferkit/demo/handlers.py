@@ -8,6 +8,7 @@ reason in the page. Every failure is a `gradio.Error` with a readable message.
 from __future__ import annotations
 
 import base64
+import html
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -71,6 +72,33 @@ def _confidences(class_names: Sequence[str], probabilities: np.ndarray) -> dict[
     return {name: float(p) for name, p in zip(class_names, probabilities)}
 
 
+def verdict_text(class_names: Sequence[str], probabilities: np.ndarray,
+                 fields: dict[str, Any] | None, n_guesses: int = 2) -> str:
+    """Markdown: what the model says of an image beyond its probabilities.
+
+    Args:
+        class_names: The model's classes.
+        probabilities: `[C]`.
+        fields: The image's trust fields, or None (nothing is claimed: "").
+        n_guesses: Best guesses named when not sure.
+
+    Returns:
+        "This does not look like any of: …" (unknown, which takes precedence), "Not
+        sure — my best guesses are …" (abstained), or "".
+    """
+    if fields is None:
+        return ""
+    if fields.get("unknown"):
+        return ("### This does not look like any of: " +
+                ", ".join(html.escape(name) for name in class_names))
+    if fields.get("abstained"):
+        order = np.argsort(-np.asarray(probabilities), kind="stable")[:n_guesses]
+        guesses = " or ".join(f"{html.escape(class_names[i])} ({probabilities[i]:.0%})"
+                              for i in order)
+        return f"### Not sure — my best guesses are {guesses}"
+    return ""
+
+
 def method_label(method: str) -> str:
     """The name a method is shown under ("Grad-CAM" for "gradcam")."""
     return METHODS[method].label if method in METHODS else method
@@ -93,6 +121,20 @@ class Handlers:
             return None
         array = _decode(source)
         return _confidences(self.session.class_names, self.session.probabilities(array))
+
+    def verdict(self, image: Any) -> str:
+        """The answer in words above the label, for a model with trust: "Not sure — my
+        best guesses are …" when it abstains, "This does not look like any of: …" when
+        the image is unlike its classes; "" for a sure, known answer (or no trust)."""
+        try:  # a bad file: `predict` already says why, once
+            source = _source(image)
+            array = None if source is None else _decode(source)
+        except gr.Error:
+            return ""
+        if array is None:
+            return ""
+        probabilities, fields = self.session.assess(array)
+        return verdict_text(self.session.class_names, probabilities, fields)
 
     def explain(self, image: Any, method: str | None = DEFAULT_METHOD,
                 target: str | None = TOP_PREDICTION

@@ -95,6 +95,12 @@ class Session:
             return np.asarray(self.run.predict([image]))[0]
         return np.asarray(self.run.model.predict_on_batch(batch))[0]
 
+    def assess(self, image: np.ndarray) -> tuple[np.ndarray, dict | None]:
+        """Class probabilities `[C]` of one decoded image and its trust fields
+        (`{"abstained", "unknown", "unknown_score"}`, or None: the model has no trust)."""
+        probabilities, fields = (self.predictor or self.run).assess([image])
+        return np.asarray(probabilities)[0], None if fields is None else fields[0]
+
     def heatmaps(self, method: str, batch: np.ndarray, classes: Sequence[int]
                  ) -> np.ndarray:
         """Heat maps `[N, S, S]`; each method's explainer is built once, on first use."""

@@ -89,16 +89,22 @@ def _export_into(run: Run, folder: Path, formats: tuple[str, ...], quantize: str
     labels, config = folder / layout.LABELS_TXT, folder / layout.CONFIG_FILE
     write_text(labels, "".join(f"{name}\n" for name in run.class_names))
     write_json(config, run.config.to_dict())
+    trust = run.trust_graph()  # None: an uncalibrated run exports as before
     if "keras" in formats:
         shutil.copyfile(run.path / layout.MODEL_FILE, folder / layout.MODEL_FILE)
+    if trust is not None and "keras" in formats:  # the Keras model's trust, whole
+        for name in (layout.TRUST_FILE, layout.TRUST_ARRAYS):
+            shutil.copyfile(run.path / name, folder / name)
+    elif trust is not None and {"tflite", "tflite-int8"} & set(formats):
+        trust.params.save_thresholds(folder)  # what the TFLite predictors read
     if "savedmodel" in formats:
         say("Writing the SavedModel")
         savedmodel.write_saved_model(run.model, run.image_size, labels, config,
-                                     folder / layout.SAVED_MODEL_DIR)
+                                     folder / layout.SAVED_MODEL_DIR, trust)
     if "tflite" in formats:
         say("Converting to TFLite" + (f" ({quantize} quantization)" if quantize else ""))
         (folder / layout.TFLITE_FILE).write_bytes(
-            tflite.convert_to_tflite(run.model, run.image_size, quantize))
+            tflite.convert_to_tflite(run.model, run.image_size, quantize, trust))
     if "tflite-int8" in formats:
         say(f"Converting to full-integer TFLite (calibrating on {int8.N_REPRESENTATIVE} "
             "train images)")
@@ -107,13 +113,14 @@ def _export_into(run: Run, folder: Path, formats: tuple[str, ...], quantize: str
     if "onnx" in formats:
         say("Converting to ONNX")
         (folder / layout.ONNX_FILE).write_bytes(
-            onnx.convert_to_onnx(run.model, run.image_size, run.class_names))
+            onnx.convert_to_onnx(run.model, run.image_size, run.class_names, trust))
 
     n_classes = len(run.class_names)
-    signatures = {"savedmodel": savedmodel.signature_doc(n_classes),
-                  "tflite": tflite.signature_doc(n_classes, run.image_size),
+    trusted = trust is not None
+    signatures = {"savedmodel": savedmodel.signature_doc(n_classes, trusted),
+                  "tflite": tflite.signature_doc(n_classes, run.image_size, trusted),
                   "tflite-int8": tflite.int8_signature_doc(n_classes, run.image_size),
-                  "onnx": onnx.signature_doc(n_classes)}
+                  "onnx": onnx.signature_doc(n_classes, trusted)}
     report: dict[str, Any] = {
         "run": str(run.path),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -124,6 +131,7 @@ def _export_into(run: Run, folder: Path, formats: tuple[str, ...], quantize: str
         "tolerance": {"max_abs_diff": parity.MAX_ABS_DIFF,
                       "min_top1_agreement": parity.MIN_TOP1_AGREEMENT},
         "signatures": {name: signatures[name] for name in formats if name in signatures},
+        "trust": layout.TRUST_FILE if (folder / layout.TRUST_FILE).is_file() else None,
     }
     for name, file in (("tflite", layout.TFLITE_FILE), ("tflite-int8",
                        layout.TFLITE_INT8_FILE), ("onnx", layout.ONNX_FILE)):

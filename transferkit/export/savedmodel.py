@@ -8,7 +8,10 @@ Signatures (the names are part of the contract; they never change):
   decoded and resized one by one inside the graph (`decode_image_bytes`).
 
 Both return `probabilities` float32 `[N, C]`, `class_index` int64 `[N]` and
-`class_name` string `[N]`.
+`class_name` string `[N]`; a run with trust (`trust.json`) adds `unknown_score` float32
+`[N]` (higher: less like the training images), `is_unknown` bool `[N]` ("not one of my
+classes") and `abstained` bool `[N]` ("not sure"), from `transferkit.trust.graph.
+TrustGraph` with the run's thresholds inside the graph.
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ import tensorflow as tf
 
 from transferkit.data.pipeline import resize
 
+TRUST_DOC = {"unknown_score": "float32 [N], higher: less like the training images",
+             "is_unknown": "bool [N], unknown_score above trust.json's unknown_threshold",
+             "abstained": "bool [N], max probability below trust.json's "
+                          "abstain_threshold (not sure)"}
+
 # One endpoint of an `ExportArchive`: its function and input signature.
 Endpoint = tuple[Callable[..., Any], Sequence[tf.TensorSpec]]
 
 
 def write_saved_model(model: keras.Model, image_size: int, labels_file: Path,
-                      config_file: Path, directory: Path) -> None:
+                      config_file: Path, directory: Path, trust: Any = None) -> None:
     """Writes the SavedModel with its two signatures (see the module docstring).
 
     The class names and the training options travel inside as SavedModel assets
@@ -40,14 +48,16 @@ def write_saved_model(model: keras.Model, image_size: int, labels_file: Path,
         labels_file: Class names, one a line, in output order.
         config_file: The run's `config.json`.
         directory: The SavedModel folder to create.
+        trust: The run's `TrustGraph` (its outputs are added), or None.
     """
     labels = _line_table(labels_file)
     config = _line_table(config_file)
 
     def outputs(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities = model(images, training=False)
-        class_index = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-        return {"probabilities": probabilities, "class_index": class_index,
+        result = ({"probabilities": model(images, training=False)} if trust is None
+                  else trust.outputs(images))
+        class_index = tf.argmax(result["probabilities"], axis=-1, output_type=tf.int64)
+        return {**result, "class_index": class_index,
                 "class_name": labels.lookup(class_index)}
 
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -66,7 +76,8 @@ def write_saved_model(model: keras.Model, image_size: int, labels_file: Path,
             fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.float32))
         return outputs(images)
 
-    write_archive(directory, [model, labels, config], {
+    tracked = [model, labels, config] + ([] if trust is None else trust.tracked)
+    write_archive(directory, tracked, {
         "serving_default": (serve_images, [
             tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")]),
         "serve_bytes": (serve_bytes, [
@@ -118,10 +129,10 @@ def write_archive(directory: str | Path, tracked: Sequence[Any],
     archive.write_out(str(directory), verbose=False)
 
 
-def signature_doc(n_classes: int) -> dict[str, Any]:
+def signature_doc(n_classes: int, trust: bool = False) -> dict[str, Any]:
     """The SavedModel's signatures in words, for `parity.json`."""
     outputs = {"probabilities": f"float32 [N, {n_classes}]", "class_index": "int64 [N]",
-               "class_name": "string [N]"}
+               "class_name": "string [N]", **(TRUST_DOC if trust else {})}
     return {
         "serving_default": {"inputs": {"images": "uint8 [N, H, W, 3] RGB, any size"},
                             "outputs": outputs},

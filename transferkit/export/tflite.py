@@ -10,6 +10,16 @@ The full-integer model (`convert_to_tflite_int8`, `model_int8.tflite`) has int8 
 and activations and takes uint8 `[1, S, S, 3]`: the resized pixels rounded to integers,
 with scale 1 and zero point 0 (the uint8 value is the pixel value); its output is uint8
 `[1, C]` with scale 1/256 and zero point 0 (probability = value / 256).
+
+Trust: for a run with `trust.json`, the float model has a second output
+`unknown_score` float32 `[1]` (`transferkit.trust.graph.TrustGraph`; for the
+Mahalanobis score its fitted projection adds about 2.5 MB at 1280 features), and the
+export folder carries `trust.json` (thresholds only, `TrustParams.save_thresholds`)
+beside the `.tflite`: `TFLitePredictor` reads it and computes `abstained` (max
+probability below `abstain_threshold`) and `is_unknown` (score above
+`unknown_threshold`). The full-integer model keeps `probabilities` only (an int8
+Mahalanobis distance would not hold the threshold's precision): its predictor says
+"not sure" from the same asset, and claims no unknown score.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ QUANTIZATIONS = (None, "dynamic", "float16")
 
 
 def convert_to_tflite(model: keras.Model, image_size: int,
-                      quantize: str | None = None) -> bytes:
+                      quantize: str | None = None, trust: Any = None) -> bytes:
     """Converts the classifier to a TFLite flatbuffer with a fixed `[1, S, S, 3]` input.
 
     Args:
@@ -35,10 +45,12 @@ def convert_to_tflite(model: keras.Model, image_size: int,
         image_size: S.
         quantize: None (float32), `"dynamic"` (int8 weights) or `"float16"` (float16
             weights).
+        trust: The run's `TrustGraph`, or None.
 
     Returns:
         The `.tflite` file's content: input `image` float32 `[1, S, S, 3]` raw RGB in
-        [0, 255]; output `probabilities` float32 `[1, C]`.
+        [0, 255]; output `probabilities` float32 `[1, C]`, and with `trust`
+        `unknown_score` float32 `[1]`.
     """
     def configure(converter: tf.lite.TFLiteConverter) -> None:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -47,7 +59,7 @@ def convert_to_tflite(model: keras.Model, image_size: int,
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
 
-    return _convert(model, image_size, configure)
+    return _convert(model, image_size, configure, trust)
 
 
 def convert_to_tflite_int8(model: keras.Model, image_size: int,
@@ -75,19 +87,28 @@ def convert_to_tflite_int8(model: keras.Model, image_size: int,
     return _convert(model, image_size, configure)
 
 
-def graph_outputs(model: keras.Model, image: tf.Tensor) -> dict[str, tf.Tensor]:
-    """What the TFLite models return: the one place that says it (float and int8)."""
-    return {"probabilities": model(image, training=False)}
+def graph_outputs(model: keras.Model, image: tf.Tensor, trust: Any = None
+                  ) -> dict[str, tf.Tensor]:
+    """What the TFLite models return: the one place that says it (float and int8).
+
+    The flags are left to the predictor (thresholds in the `trust.json` asset).
+    """
+    if trust is None:
+        return {"probabilities": model(image, training=False)}
+    result = trust.outputs(image)
+    return {"probabilities": result["probabilities"],
+            "unknown_score": result["unknown_score"]}
 
 
-def _convert(model: keras.Model, image_size: int, configure) -> bytes:
+def _convert(model: keras.Model, image_size: int, configure, trust: Any = None) -> bytes:
     """Converts `[1, S, S, 3]` float32 → `graph_outputs` with a configured converter."""
     # ExportArchive → SavedModel → converter, as `keras.Model.export(format="litert")`
     # does: converting a concrete function directly keeps Keras 3's variables as
     # resource variables, which the TFLite interpreter then cannot read.
     with tempfile.TemporaryDirectory(prefix="transferkit-tflite-") as saved_model:
-        write_archive(saved_model, [model], {"serving_default": (
-            lambda image: graph_outputs(model, image),
+        tracked = [model] + ([] if trust is None else trust.tracked)
+        write_archive(saved_model, tracked, {"serving_default": (
+            lambda image: graph_outputs(model, image, trust),
             [tf.TensorSpec((1, image_size, image_size, 3), tf.float32, name="image")])})
         converter = tf.lite.TFLiteConverter.from_saved_model(
             saved_model, signature_keys=["serving_default"])
@@ -95,12 +116,17 @@ def _convert(model: keras.Model, image_size: int, configure) -> bytes:
         return converter.convert()
 
 
-def signature_doc(n_classes: int, image_size: int) -> dict[str, Any]:
+def signature_doc(n_classes: int, image_size: int, trust: bool = False
+                  ) -> dict[str, Any]:
     """The TFLite model's input and output in words, for `parity.json`."""
     size = image_size
+    outputs = {"probabilities": f"float32 [1, {n_classes}]"}
+    if trust:
+        outputs["unknown_score"] = ("float32 [1]; abstained and is_unknown from the "
+                                    "thresholds in trust.json beside the model")
     return {"inputs": {"image": f"float32 [1, {size}, {size}, 3] raw RGB 0-255, resized "
                                 "with transferkit's resize"},
-            "outputs": {"probabilities": f"float32 [1, {n_classes}]"}}
+            "outputs": outputs}
 
 
 def int8_signature_doc(n_classes: int, image_size: int) -> dict[str, Any]:

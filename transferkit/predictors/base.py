@@ -71,7 +71,10 @@ class Predictor:
 
         Returns:
             In input order: `{"path", "top_k": [{"label", "probability"}, ...]}` or
-            `{"path", "error": reason}`.
+            `{"path", "error": reason}`; a model with trust adds `abstained` ("not
+            sure"), `unknown` and `unknown_score` ("not one of my classes") to each
+            classified record (a full-integer TFLite model: `abstained` only), and a
+            model without trust claims neither.
         """
         records: list[dict[str, Any]] = []
         pixels, good = [], []
@@ -84,36 +87,63 @@ class Predictor:
                 continue
             good.append(records[-1])
         if pixels:
-            for record, best in zip(good, self.top_k(
-                    self._predict_pixels(pixels, batch_size), k)):
+            probabilities, fields = self._assess_pixels(pixels, batch_size)
+            for i, (record, best) in enumerate(zip(good, self.top_k(probabilities, k))):
                 record["top_k"] = best
+                record.update(fields[i] if fields is not None else {})
         return records
+
+    def assess(self, images: Sequence[ImageInput], batch_size: int = DEFAULT_BATCH
+               ) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
+        """Probabilities and the per-image trust fields (as `transferkit.run.Run.assess`).
+
+        Args:
+            images: As `predict` takes them.
+            batch_size: Images per model call.
+
+        Returns:
+            `(probabilities [N, C], fields)`: one `{"abstained", "unknown",
+            "unknown_score"}` per image (`{"abstained"}` for a full-integer TFLite
+            model), or None for a model without trust.
+
+        Raises:
+            ImageError: An image cannot be decoded (the message names it).
+        """
+        pixels = [_pixels(image) for image in images]
+        if not pixels:
+            return np.zeros((0, len(self.class_names)), np.float32), \
+                (None if not self.has_trust else [])
+        return self._assess_pixels(pixels, batch_size)
+
+    @property
+    def has_trust(self) -> bool:
+        """Whether the model says "not sure" (and, most kinds, "not one of my classes")."""
+        return False
 
     def evaluate(self, data_dir: str | os.PathLike, unknown: str | os.PathLike | None = None,
                  batch_size: int = DEFAULT_BATCH) -> dict[str, Any]:
-        """Accuracy and macro-F1 on a folder whose classes are among the model's.
-
-        Returns:
-            `{"accuracy", "macro_f1", "n_images", "n_skipped"}`.
+        """Metrics on a labelled folder, and on a folder of unknown images
+        (`transferkit.evaluate.evaluate_folder`, which lists them).
 
         Raises:
             DataError: The folder has classes the model does not know, or no images.
-            ConfigError: `unknown` given: an exported model is evaluated on known classes
-                only (pass the run directory).
+            RunError: `unknown` given for a model without an unknown score.
         """
-        from transferkit.errors import ConfigError
         from transferkit.evaluate import evaluate_folder
 
-        if unknown is not None:
-            raise ConfigError(f"--unknown needs the run directory, not {self.source}")
-
-        return evaluate_folder(self.predict, self.class_names, data_dir, batch_size)
+        return evaluate_folder(self.assess, self.class_names, data_dir, unknown,
+                               batch_size, source=str(self.source))
 
     def top_k(self, probabilities: np.ndarray, k: int = 3) -> list[list[dict[str, Any]]]:
         """The k most probable labels of each row (`transferkit.inference.top_k`)."""
         return top_k(probabilities, self.class_names, k)
 
     def _predict_pixels(self, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
+        return self._assess_pixels(pixels, batch_size)[0]
+
+    def _assess_pixels(self, pixels: list[np.ndarray], batch_size: int
+                       ) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
+        """Probabilities `[N, C]` and trust fields (None without trust) of decoded images."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -144,6 +174,35 @@ def check_classes(class_names: Sequence[str], n_outputs: int | None, path: Path)
     if n_outputs is not None and len(class_names) != n_outputs:
         raise RunError(f"{path} outputs {n_outputs} classes but its {LABELS_TXT} names "
                        f"{len(class_names)}; use the {LABELS_TXT} exported with it")
+
+
+def trust_fields(abstained: np.ndarray, unknown: np.ndarray | None = None,
+                 score: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Per-image trust records from the flag arrays (`unknown` None: not claimed)."""
+    fields = [{"abstained": bool(a)} for a in np.asarray(abstained).reshape(-1)]
+    if unknown is not None:
+        for field, u, s in zip(fields, np.asarray(unknown).reshape(-1),
+                               np.asarray(score).reshape(-1)):
+            field.update(unknown=bool(u), unknown_score=float(s))
+    return fields
+
+
+TRUST_OUTPUTS = ("unknown_score", "is_unknown", "abstained")
+
+
+def pack(outputs: dict[str, Any]) -> np.ndarray:
+    """A model's outputs as one float32 `[n, C + 3]` array (probabilities, then
+    `TRUST_OUTPUTS`), so that `transferkit.inference.by_shape` batches them."""
+    columns = [np.asarray(outputs["probabilities"], np.float32)]
+    columns += [np.asarray(outputs[k], np.float32).reshape(-1, 1) for k in TRUST_OUTPUTS]
+    return np.concatenate(columns, axis=1)
+
+
+def unpack(packed: np.ndarray, n_classes: int
+           ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """`pack`'s array → `(probabilities, trust_fields(...))`."""
+    score, unknown, abstained = (packed[:, n_classes + i] for i in range(3))
+    return packed[:, :n_classes], trust_fields(abstained > 0.5, unknown > 0.5, score)
 
 
 def as_uint8(pixels: np.ndarray) -> np.ndarray:

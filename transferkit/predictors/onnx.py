@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from transferkit.errors import RunError
 from transferkit.inference import by_shape
 from transferkit.layout import LABELS_TXT
-from transferkit.predictors.base import Predictor, as_uint8, check_classes, read_labels
+from transferkit.predictors.base import (TRUST_OUTPUTS, Predictor, as_uint8, check_classes,
+                                        pack, read_labels, unpack)
 
 
 class ONNXPredictor(Predictor):
-    """An exported ONNX model: uint8 `images` `[N, H, W, 3]` of any size, resized inside.
+    """An exported ONNX model: uint8 `images` `[N, H, W, 3]` of any size, resized inside;
+    its trust outputs (`abstained`, `is_unknown`, `unknown_score`) when it has them.
 
     Images of the same size go in one call; each size is its own call.
 
@@ -57,9 +59,22 @@ class ONNXPredictor(Predictor):
                            metadata else read_labels(path.parent / LABELS_TXT))
         n_outputs = outputs["probabilities"].shape[-1]
         check_classes(class_names, n_outputs if isinstance(n_outputs, int) else None, path)
+        self._outputs = ["probabilities"] + [name for name in TRUST_OUTPUTS
+                                             if name in outputs]
         super().__init__(class_names, path)
 
-    def _predict_pixels(self, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
-        return by_shape([as_uint8(p) for p in pixels], lambda group: self.session.run(
-            ["probabilities"], {"images": np.asarray(group)})[0], batch_size,
-            len(self.class_names))
+    @property
+    def has_trust(self) -> bool:
+        return len(self._outputs) == 1 + len(TRUST_OUTPUTS)
+
+    def _assess_pixels(self, pixels: list[np.ndarray], batch_size: int
+                       ) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
+        n = len(self.class_names)
+
+        def run(group: list[np.ndarray]) -> np.ndarray:
+            values = self.session.run(self._outputs, {"images": np.asarray(group)})
+            return pack(dict(zip(self._outputs, values))) if self.has_trust else values[0]
+
+        result = by_shape([as_uint8(p) for p in pixels], run, batch_size,
+                          n + 3 if self.has_trust else n)
+        return unpack(result, n) if self.has_trust else (result, None)

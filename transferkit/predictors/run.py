@@ -12,7 +12,7 @@ from transferkit.predictors.base import Predictor
 
 
 class RunPredictor(Predictor):
-    """The run's own Keras model (`transferkit.run.Run.predict`)."""
+    """The run's own Keras model (`transferkit.run.Run.assess`), with its trust fields."""
 
     kind = "run"
 
@@ -20,10 +20,19 @@ class RunPredictor(Predictor):
         super().__init__(run.class_names, run.path)
         self.run = run
 
+    @property
+    def has_trust(self) -> bool:
+        return self.run.trust_graph() is not None
+
+    def _assess_pixels(self, pixels: list[np.ndarray], batch_size: int
+                       ) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
+        probabilities, fields = self.run.assess(pixels, batch_size)
+        return np.asarray(probabilities, np.float32), fields
+
     def _predict_pixels(self, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
         return np.asarray(self.run.predict(pixels, batch_size), np.float32)
 
     def evaluate(self, data_dir: str | os.PathLike, unknown: str | os.PathLike | None = None,
                  batch_size: int = DEFAULT_BATCH) -> dict[str, Any]:
-        """`Run.evaluate`: the run's own evaluation, with its trust measures."""
+        """`Run.evaluate`: the same evaluation, plus the run-only `auroc_by_score`."""
         return self.run.evaluate(data_dir, unknown, batch_size)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -11,11 +11,13 @@ import tensorflow as tf
 from transferkit.errors import RunError
 from transferkit.inference import by_shape, in_batches
 from transferkit.layout import LABELS_TXT, SAVED_MODEL_DIR
-from transferkit.predictors.base import Predictor, as_uint8, check_classes, read_labels
+from transferkit.predictors.base import (TRUST_OUTPUTS, Predictor, as_uint8, check_classes,
+                                        pack, read_labels, unpack)
 
 
 class SavedModelPredictor(Predictor):
-    """An exported SavedModel, through its `serving_default` signature.
+    """An exported SavedModel, through its `serving_default` signature (with its trust
+    outputs `abstained`, `is_unknown` and `unknown_score` when it has them).
 
     Args:
         path: The SavedModel folder.
@@ -46,7 +48,12 @@ class SavedModelPredictor(Predictor):
             class_names = read_labels(inside if inside.is_file() else path.parent /
                                       LABELS_TXT)
         check_classes(class_names, outputs["probabilities"].shape[-1], path)
+        self._trusted = all(name in outputs for name in TRUST_OUTPUTS)
         super().__init__(class_names, path)
+
+    @property
+    def has_trust(self) -> bool:
+        return self._trusted
 
     def predict_encoded(self, data: Sequence[bytes], batch_size: int = 32) -> np.ndarray:
         """Probabilities of encoded files, decoded inside the graph (`serve_bytes`).
@@ -64,14 +71,28 @@ class SavedModelPredictor(Predictor):
         Raises:
             tf.errors.InvalidArgumentError: A file is not an image TensorFlow decodes.
         """
+        return self.assess_encoded(data, batch_size)[0]
+
+    def assess_encoded(self, data: Sequence[bytes], batch_size: int = 32
+                       ) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
+        """`predict_encoded` with the trust fields (as `assess`; None without trust)."""
         if self._serve_bytes is None:
             raise RunError(f"{self.source} has no serve_bytes signature; re-export it")
-        return in_batches(lambda part: self._serve_bytes(
-            image_bytes=tf.constant(list(part), tf.string))["probabilities"].numpy(),
-            list(data), batch_size, len(self.class_names))
+        n = len(self.class_names)
 
-    def _predict_pixels(self, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
+        def call(part: list[bytes]) -> np.ndarray:
+            out = self._serve_bytes(image_bytes=tf.constant(list(part), tf.string))
+            return pack(out) if self._trusted else out["probabilities"].numpy()
+
+        result = in_batches(call, list(data), batch_size, n + 3 if self._trusted else n)
+        return unpack(result, n) if self._trusted else (result, None)
+
+    def _assess_pixels(self, pixels: list[np.ndarray], batch_size: int
+                       ) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
         # The signature takes uint8: float pixels (0-255) are rounded to it.
-        return by_shape([as_uint8(p) for p in pixels], lambda group: self._serve(
-            images=tf.constant(group))["probabilities"].numpy(), batch_size,
-            len(self.class_names))
+        n = len(self.class_names)
+        if not self._trusted:
+            return by_shape([as_uint8(p) for p in pixels], lambda group: self._serve(
+                images=tf.constant(group))["probabilities"].numpy(), batch_size, n), None
+        return unpack(by_shape([as_uint8(p) for p in pixels], lambda group: pack(
+            self._serve(images=tf.constant(group))), batch_size, n + 3), n)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from transferkit.errors import ConfigError
-from transferkit.evaluate import save_png
+from transferkit.fileio import save_png
 
 DEFAULT_TARGET_PRECISION = 0.90
 

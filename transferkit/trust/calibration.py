@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from transferkit.evaluate import save_png
+from transferkit.fileio import save_png
 
 N_BINS = 15
 TEMPERATURE_RANGE = (0.05, 20.0)  # beyond it, the logits carry no usable ranking

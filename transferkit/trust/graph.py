@@ -47,9 +47,11 @@ class TrustGraph:
         self.params = params
         self.trunk = trunk_of(model)
         kernel, bias = model.get_layer("predictions").get_weights()
-        self._kernel = tf.constant(kernel, tf.float32)
-        self._bias = tf.constant(bias, tf.float32)
-        self._constants = {k: tf.constant(v, tf.float32)
+        # numpy, not eager tensors: inside a traced function they become the graph's
+        # own constants (tf2onnx would make captured eager tensors extra inputs).
+        self._kernel = np.asarray(kernel, np.float32)
+        self._bias = np.asarray(bias, np.float32)
+        self._constants = {k: np.asarray(v, np.float32)
                            for k, v in params.unknown_constants.items()}
         self.image_size = tuple(int(s) for s in model.input_shape[1:3])
         h, w = self.image_size
@@ -87,14 +89,14 @@ class TrustGraph:
     def _score(self, features: tf.Tensor) -> tf.Tensor:
         kind = self.params.unknown_kind
         if kind in ("max_softmax", "energy"):
-            logits = tf.matmul(features, self._kernel) + self._bias
+            logits = tf.matmul(features, tf.constant(self._kernel)) + tf.constant(self._bias)
             if kind == "max_softmax":
                 return 1 - tf.reduce_max(tf.nn.softmax(logits, axis=-1), axis=-1)
             return -tf.reduce_logsumexp(logits, axis=-1)
         x = features
         if kind == "mahalanobis_normalized":
             x = x / tf.maximum(tf.norm(x, axis=-1, keepdims=True), 1e-12)
-        c = self._constants
+        c = {k: tf.constant(v) for k, v in self._constants.items()}
         y = tf.matmul(x - c["center"], c["projection"])
         means = c["means"]
         distance = (tf.reduce_sum(y * y, axis=-1, keepdims=True)

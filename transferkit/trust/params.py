@@ -60,6 +60,11 @@ class TrustParams:
                   if f.name not in ("unknown_constants", "raw_head")}
         return {"version": FORMAT_VERSION, **values, "arrays": layout.TRUST_ARRAYS}
 
+    def save_thresholds(self, folder: Path) -> None:
+        """Writes `trust.json` alone (`"arrays": null`): what an export folder carries
+        beside its `.tflite` models, whose predictors need only the thresholds."""
+        write_json(Path(folder) / layout.TRUST_FILE, {**self.to_dict(), "arrays": None})
+
     def save(self, run_dir: Path) -> None:
         """Writes `trust.npz`, then `trust.json` (each atomically)."""
         arrays = {f"unknown_{k}": v for k, v in self.unknown_constants.items()}
@@ -71,6 +76,9 @@ class TrustParams:
 
 def load_trust(folder: Path) -> TrustParams | None:
     """Reads `trust.json` and `trust.npz` from a run directory (or an export folder).
+
+    An export folder's `trust.json` says `"arrays": null`: it holds the thresholds
+    only (`TrustParams.save_thresholds`), and no `trust.npz` is read.
 
     Returns:
         The parameters, or None when the folder has no `trust.json` (a run made before
@@ -86,6 +94,8 @@ def load_trust(folder: Path) -> TrustParams | None:
         values = read_json(path)
         names = {f.name for f in dataclasses.fields(TrustParams)}
         params = TrustParams(**{k: v for k, v in values.items() if k in names})
+        if values.get("arrays", layout.TRUST_ARRAYS) is None:
+            return params
         with np.load(Path(folder) / layout.TRUST_ARRAYS, allow_pickle=False) as arrays:
             for name in arrays.files:
                 group, _, key = name.partition("_")

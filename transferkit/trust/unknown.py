@@ -22,6 +22,7 @@ with x the (normalized) features.
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from transferkit.errors import ConfigError
 
@@ -137,3 +138,23 @@ def threshold_at(known_scores: np.ndarray, false_rejection: float) -> float:
 
 def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def unknown_separation(known_scores: np.ndarray, unknown_scores: np.ndarray
+                       ) -> dict[str, float]:
+    """AUROC of telling unknown from known images by the score, and FPR at 95% TPR.
+
+    Args:
+        known_scores: Scores of images of the known classes.
+        unknown_scores: Scores of the unknown images (higher should mean unknown).
+
+    Returns:
+        `auroc` (unknown = positive) and `fpr_at_95_tpr`: the share of unknown images
+        accepted as known at the threshold that keeps 95% of the known images.
+    """
+    scores = np.concatenate([known_scores, unknown_scores]).astype(np.float64)
+    is_unknown = np.r_[np.zeros(len(known_scores)), np.ones(len(unknown_scores))]
+    # Known images are the positives of the FPR-at-95%-TPR convention (Liang et al.).
+    fpr, tpr, _ = roc_curve(1 - is_unknown, -scores)
+    return {"auroc": float(roc_auc_score(is_unknown, scores)),
+            "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95 - 1e-12)])}
