@@ -48,12 +48,17 @@ def test_computed_once_then_read_back_memory_mapped(color_folder, names, tmp_pat
     assert store.names(key) == names and store.keys() == [key]
 
 
-def test_other_rows_seed_or_key_are_computed_again(color_folder, names, tmp_path):
+def test_fewer_rows_are_served_other_rows_seed_or_key_computed_again(color_folder, names, tmp_path):
     store = FeatureStore(tmp_path / "features")
     key = FeatureKey("imagenet", 32)
     extractor = CountingExtractor()
-    store.get(key, names, color_folder, extractor, seed=0)
-    store.get(key, names[:5], color_folder, extractor, seed=0)  # other rows
+    full = np.array(store.get(key, names, color_folder, extractor, seed=0))
+    # Fewer rows (the doctor stored every image, `--exclude-flagged` trains on fewer):
+    # served from the stored ones, and the entry keeps just those.
+    subset = store.get(key, names[3:8], color_folder, extractor, seed=0)
+    assert extractor.calls == 1 and store.names(key) == names[3:8]
+    np.testing.assert_array_equal(subset, full[3:8])
+    store.get(key, names[:5], color_folder, extractor, seed=0)  # rows it does not hold
     assert extractor.calls == 2 and store.names(key) == names[:5]
     store.get(key, names[:5], color_folder, extractor, seed=1)  # other seed
     assert extractor.calls == 3

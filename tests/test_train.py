@@ -142,7 +142,9 @@ def test_real_photos_beat_random_weights(flowers, tmp_path):
     random = transferkit.train(subset, tmp_path / "random", weights="none", **options)
     accuracy = [json.loads((r.path / "metrics.json").read_text())["accuracy"]
                 for r in (pretrained, random)]
-    assert accuracy[0] >= 0.6, accuracy
+    # 50 test images: one split's accuracy moves by about ±0.1 (0.48 and 0.62 measured
+    # on two splits of this subset); chance is 0.2, and random weights stay near it.
+    assert accuracy[0] >= 0.45, accuracy
     assert accuracy[0] >= accuracy[1] + 0.2, accuracy
 
 
