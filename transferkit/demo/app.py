@@ -83,7 +83,8 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
                     heatmap = gr.Image(label="Heat map", type="numpy", format="png",
                                        interactive=False, height=360,
                                        visible=session.can_explain, elem_id="tk-heatmap")
-                    # "Not sure" / "not one of my classes" (empty for a sure answer).
+                    # "Not sure" / "not one of my classes" instead of the label's winner
+                    # (empty for a sure answer).
                     verdict = gr.Markdown("", elem_id="tk-verdict")
                     label = gr.Label(num_top_classes=min(TOP_K, len(names)),
                                      label="Prediction", elem_id="tk-label")
@@ -100,7 +101,7 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
             inside_tab(session)
 
         _wire(handlers, image, method, target, heatmap, label)
-        image.change(handlers.verdict, inputs=[image], outputs=[verdict],
+        image.change(handlers.verdict, inputs=[image], outputs=[verdict, label],
                      preprocess=False, trigger_mode="always_last",
                      api_visibility="private", show_progress="hidden")
 

@@ -122,19 +122,25 @@ class Handlers:
         array = _decode(source)
         return _confidences(self.session.class_names, self.session.probabilities(array))
 
-    def verdict(self, image: Any) -> str:
-        """The answer in words above the label, for a model with trust: "Not sure — my
-        best guesses are …" when it abstains, "This does not look like any of: …" when
-        the image is unlike its classes; "" for a sure, known answer (or no trust)."""
+    def verdict(self, image: Any) -> tuple[str, Any]:
+        """The answer in words, for a model with trust: "Not sure — my best guesses are
+        …" when it abstains, "This does not look like any of: …" when the image is
+        unlike its classes, and then the label shows no winner (its heading hidden; the
+        probabilities stay); "" and the winner for a sure, known answer (or no trust).
+
+        Returns:
+            `(markdown, label update)`.
+        """
+        text = ""
         try:  # a bad file: `predict` already says why, once
             source = _source(image)
             array = None if source is None else _decode(source)
         except gr.Error:
-            return ""
-        if array is None:
-            return ""
-        probabilities, fields = self.session.assess(array)
-        return verdict_text(self.session.class_names, probabilities, fields)
+            array = None
+        if array is not None:
+            probabilities, fields = self.session.assess(array)
+            text = verdict_text(self.session.class_names, probabilities, fields)
+        return text, gr.Label(show_heading=not text)
 
     def explain(self, image: Any, method: str | None = DEFAULT_METHOD,
                 target: str | None = TOP_PREDICTION
