@@ -218,6 +218,14 @@ def test_drawn_shapes_are_flagged_not_one_of_the_classes(trusted, color_folder, 
         {"abstained": f["abstained"], "unknown": f["unknown"]} for f in fields]
     assert [r["unknown_score"] for r in records] == pytest.approx(
         [f["unknown_score"] for f in fields], rel=1e-5)
+    # Without --json each line says it in words, as the demo does.
+    files = sorted(shapes.rglob("*.png"))
+    assert main(["predict", str(trusted.path), *map(str, files)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.startswith(f"{path}: not one of my classes; ") for path, line in
+            zip(files, lines)] == [f["unknown"] for f in fields]
+    assert [": not sure; " in line for line in lines] == [
+        f["abstained"] and not f["unknown"] for f in fields]
 
 
 def test_old_runs_without_trust_load_predict_and_calibrate(trusted, tmp_path, capsys):

@@ -154,7 +154,10 @@ def _predict(args) -> int:
                 print(f"transferkit: error: {r['path']}: {r['error']}", file=sys.stderr)
             else:
                 best = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top_k"])
-                print(f"{r['path']}: {best}")
+                # The same words as the demo's verdict ("unknown" takes precedence).
+                claim = ("not one of my classes; " if r.get("unknown") else
+                         "not sure; " if r.get("abstained") else "")
+                print(f"{r['path']}: {claim}{best}")
     return 1 if any("error" in r for r in records) else 0
 
 
