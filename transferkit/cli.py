@@ -107,8 +107,9 @@ def _evaluate(args) -> int:
     from transferkit.predictor import load_predictor
 
     m = load_predictor(args.run).evaluate(args.data, unknown=args.unknown)
-    if args.json:
-        print(json.dumps(m))
+    if args.json:  # strict JSON: a measure with nothing to measure (NaN) is null
+        print(json.dumps({k: None if isinstance(v, float) and v != v else v
+                          for k, v in m.items()}))
         return 0
     print(f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ECE {m['ece']:.4f}  "
           f"on {m['n_images']} images ({m['n_skipped']} skipped)")

@@ -13,6 +13,7 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
       history.csv          both training phases, one row per epoch
       metrics.json         test accuracy, macro-F1, counts, timings
       per_class.csv, confusion_matrix.csv, confusion_matrix.png, top_losses.csv
+                           (written before calibration: uncalibrated probabilities)
       explain_check.csv    faithfulness of the explanation methods (`explain-check`)
       trust.json           temperature, "not sure" and "unknown" thresholds, how chosen
       trust.npz            the unknown score's fitted arrays, the uncalibrated head
@@ -25,6 +26,7 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
       data_issues.csv      the data doctor: path, class, issue, score, group, suggested_class
       doctor.json          the doctor's thresholds, counts and timings
       test_predictions.csv every test image: path, true, predicted, probability
+                           (uncalibrated, as top_losses.csv)
       report.html          the run report (`transferkit report`), one self-contained page
       inspect/embedding_tsne.png, embedding_grid.png  the embedding map and grid
                            (`transferkit inspect embedding`), if made

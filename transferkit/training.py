@@ -167,10 +167,11 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
                    strategy=plan.strategy, unfreeze_blocks=plan.unfreeze_blocks,
                    train_seconds=round(time.time() - start, 1))
     write_json(out_dir / layout.METRICS_FILE, metrics)
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    FeatureStore(out_dir / layout.FEATURES_DIR).drop_augmented()
     if config.calibrate:  # before the mark: a complete run is a calibrated one
         fit_trust(Run(out_dir, model, classes, config), say=say)
+    # Only now: a run killed while calibrating resumes from its finished phases.
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    FeatureStore(out_dir / layout.FEATURES_DIR).drop_augmented()
     mark_complete(out_dir)
     say(f"Test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
         f"on {metrics['n_test']} images; {metrics['train_seconds']:.0f} s. Run: {out_dir}")

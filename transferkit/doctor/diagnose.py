@@ -61,24 +61,29 @@ def diagnose(data: str | os.PathLike, out: str | os.PathLike = "doctor",
         trained = load_run(run)
         backbone = backbone or trained.config.backbone
         image_size = image_size or trained.image_size
-        stored = FeatureStore(trained.path / layout.FEATURES_DIR)
-        key = FeatureKey("imagenet", image_size)
-        features = _rows_of(stored, key, names)
-        source = str(trained.path)
+        # The run's features only for its own backbone and its own data (the store is
+        # keyed by image size and relative path: another folder or backbone would match).
+        if backbone == trained.config.backbone and \
+                trained.data_folder.resolve() == folder.resolve():
+            stored = FeatureStore(trained.path / layout.FEATURES_DIR)
+            features = _rows_of(stored, FeatureKey("imagenet", image_size), names)
+            source = str(trained.path)
     defaults = TrainConfig(data=str(folder), backbone=backbone or TrainConfig.backbone)
     if image_size is None:
         image_size = planned_size(index, classes, defaults.resolved())
     key = FeatureKey("imagenet", image_size)
+    # The doctor's own store, one per backbone (its keys name weights and size only).
+    own = FeatureStore(out / layout.FEATURES_DIR / defaults.backbone)
     if features is None:
-        features = FeatureStore(out / layout.FEATURES_DIR).load(key, names, defaults.seed)
+        features = own.load(key, names, defaults.seed)
         source = str(out)
     if features is None:
         if progress:
             print(f"doctor: computing the ImageNet features of {len(names)} images "
                   f"({defaults.backbone}, {image_size} px)", flush=True)
-        features = FeatureStore(out / layout.FEATURES_DIR).get(
-            key, names, folder, extractor_at(defaults, len(classes), image_size),
-            defaults.seed, workers=workers)
+        features = own.get(key, names, folder,
+                           extractor_at(defaults, len(classes), image_size),
+                           defaults.seed, workers=workers)
         source = str(out)
     findings = examine(rows, classes, features, folder, out, config,
                        {"features": key.name, "feature_store": source})

@@ -205,7 +205,8 @@ def optional_sections(run: Run) -> dict[str, Any]:
     if parity:
         rows = [{"format": name, **{k: v for k, v in value.items()
                                     if isinstance(v, (int, float, str, bool))}}
-                for name, value in parity.items() if isinstance(value, dict)]
+                for name, value in parity.items()
+                if isinstance(value, dict) and name not in ("tolerance", "signatures")]
         out["export"] = {"n_images": parity.get("n_images"),
                          "table": html_table(pd.DataFrame(rows)) if rows else None}
     trust = run.document(layout.TRUST_FILE)
