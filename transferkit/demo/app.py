@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -113,10 +114,18 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
 def _wire(handlers: Handlers, image: gr.Image, method: gr.Dropdown, target: gr.Dropdown,
           heatmap: gr.Image, label: gr.Label) -> None:
     """The events, and the API names they answer to (`/predict`, `/explain`)."""
-    predicted = image.change(handlers.predict, inputs=[image], outputs=[label],
-                             api_name="predict", preprocess=False,
-                             trigger_mode="always_last",
-                             api_description="Class probabilities of an image.")
+    if handlers.session.can_explain:
+        # A new image: no stale heat map of the previous one meanwhile (or after an
+        # error). Cleared first, then predicted: as a separate event a clear answered
+        # late (a busy server) wiped the new heat map.
+        changed = image.change(handlers.clear_heatmap, inputs=None, outputs=[heatmap],
+                               queue=False, api_visibility="private",
+                               show_progress="hidden", trigger_mode="always_last").then
+    else:
+        changed = partial(image.change, trigger_mode="always_last")
+    predicted = changed(handlers.predict, inputs=[image], outputs=[label],
+                        api_name="predict", preprocess=False,
+                        api_description="Class probabilities of an image.")
     explain_inputs = [image, method, target]
     if not handlers.session.can_explain:  # /explain still answers, with the reason why not
         hidden = gr.Button(visible=False)
@@ -133,9 +142,6 @@ def _wire(handlers: Handlers, image: gr.Image, method: gr.Dropdown, target: gr.D
               inputs=explain_inputs, outputs=[heatmap, label], preprocess=False,
               trigger_mode="always_last", show_progress="minimal",
               api_visibility="private")]
-    # A new image: no stale heat map of the previous one meanwhile (or after an error).
-    image.change(handlers.clear_heatmap, inputs=None, outputs=[heatmap],
-                 queue=False, api_visibility="private", show_progress="hidden")
     for event in explained:
         event.success(handlers.caption, inputs=[method, target, label],
                       outputs=[heatmap], queue=False, api_visibility="private")

@@ -61,16 +61,21 @@ def write_saved_model(model: keras.Model, image_size: int, labels_file: Path,
                 "class_name": labels.lookup(class_index)}
 
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        # Without these checks an empty batch fails deep inside the model, unreadably.
-        tf.debugging.assert_positive(
+        # Without these checks an empty batch fails deep inside the model, unreadably;
+        # the computation waits on them, else whichever op fails first is scheduled
+        # first.
+        check = tf.debugging.assert_positive(
             tf.shape(images)[:3], message="serving_default: `images` must hold at least "
             "one image, of at least 1x1 pixels")
-        return outputs(resize(images, image_size))
+        with tf.control_dependencies([check] if check is not None else []):
+            return outputs(resize(tf.identity(images), image_size))
 
     def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        tf.debugging.assert_positive(
+        check = tf.debugging.assert_positive(
             tf.size(image_bytes), message="serve_bytes: `image_bytes` must hold at least "
             "one encoded image")
+        with tf.control_dependencies([check] if check is not None else []):
+            image_bytes = tf.identity(image_bytes)
         images = tf.map_fn(
             lambda data: resize(decode_image_bytes(data), image_size), image_bytes,
             fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.float32))
