@@ -161,6 +161,25 @@ class FeatureStore:
             return None
         return features if features.shape[:1] == (meta.get("rows"),) else None
 
+    def rows(self, key: FeatureKey, names: Sequence[str], seed: int | None = None
+             ) -> np.ndarray | None:
+        """The stored features of `names`, in that order, from an entry holding them all
+        (and perhaps more), or None.
+
+        Args:
+            key: Which features.
+            names: The images wanted.
+            seed: When given, the entry must have been computed with this seed.
+        """
+        values = self.load(key, seed=seed)
+        stored = _names(self.root / key.name) if values is not None else None
+        if stored is None:
+            return None
+        position = {n: i for i, n in enumerate(stored)}
+        if not all(str(n) in position for n in names):
+            return None
+        return np.asarray(values[[position[str(n)] for n in names]])
+
     def names(self, key: FeatureKey) -> list[str] | None:
         """The images of a stored entry, in row order (None when not stored)."""
         return _names(self.root / key.name) if self.load(key) is not None else None
@@ -186,14 +205,9 @@ class FeatureStore:
         """Keeps only `names` of a stored entry holding them all (the doctor stores every
         image; `--exclude-flagged` then trains on fewer), instead of recomputing."""
         entry = self.root / key.name
-        stored, values = _names(entry), self.load(key, seed=seed)
-        if stored is None or values is None:
+        rows = self.rows(key, names, seed)  # read out of the memory map: it is replaced
+        if rows is None:
             return None
-        position = {n: i for i, n in enumerate(stored)}
-        if not all(n in position for n in names):
-            return None
-        rows = np.asarray(values[[position[n] for n in names]])
-        del values  # the memory map, before its file is replaced
         with atomic_path(entry / "features.npy", suffix=".tmp.npy") as tmp:
             np.save(tmp, rows)
         write_text(entry / "names.txt", "".join(f"{n}\n" for n in names))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from transferkit import layout
@@ -66,7 +65,7 @@ def diagnose(data: str | os.PathLike, out: str | os.PathLike = "doctor",
         if backbone == trained.config.backbone and \
                 trained.data_folder.resolve() == folder.resolve():
             stored = FeatureStore(trained.path / layout.FEATURES_DIR)
-            features = _rows_of(stored, FeatureKey("imagenet", image_size), names)
+            features = stored.rows(FeatureKey("imagenet", image_size), names)
             source = str(trained.path)
     defaults = TrainConfig(data=str(folder), backbone=backbone or TrainConfig.backbone)
     if image_size is None:
@@ -88,18 +87,6 @@ def diagnose(data: str | os.PathLike, out: str | os.PathLike = "doctor",
     findings = examine(rows, classes, features, folder, out, config,
                        {"features": key.name, "feature_store": source})
     return findings.issues
-
-
-def _rows_of(store: FeatureStore, key: FeatureKey, names: list[str]) -> np.ndarray | None:
-    """The stored rows of `names` (any order, any superset stored), or None."""
-    stored = store.names(key)
-    values = store.load(key)
-    if stored is None or values is None:
-        return None
-    position = {n: i for i, n in enumerate(stored)}
-    if not all(n in position for n in names):
-        return None
-    return np.asarray(values[[position[n] for n in names]])
 
 
 def check_config(config: DoctorConfig) -> DoctorConfig:
