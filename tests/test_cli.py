@@ -323,3 +323,25 @@ def test_python_m_transferkit_is_the_console_command():
     assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
     assert results[0].stdout == results[1].stdout
     assert "mobilenet_v2_0.35" in results[0].stdout
+
+
+def test_two_tensorflow_packages_are_reported_with_the_fix(monkeypatch):
+    from importlib import metadata
+
+    from transferkit import packages
+
+    versions = {"tensorflow": "2.21.0", "tensorflow-cpu": "2.21.0"}
+
+    def version(name):
+        if name not in versions:
+            raise metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(packages.metadata, "version", version)
+    message = packages.tensorflow_conflict()
+    assert message.startswith("tensorflow==2.21.0 and tensorflow-cpu==2.21.0 are installed")
+    assert "pip uninstall -y tensorflow-cpu && pip install --force-reinstall --no-deps " \
+           "tensorflow==2.21.0" in message
+    del versions["tensorflow-cpu"]
+    assert packages.tensorflow_conflict() is None
+    assert packages.installed_tensorflows() == ["tensorflow==2.21.0"]

@@ -349,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `transferkit` and `python -m transferkit`."""
     args = build_parser().parse_args(argv)
+    from transferkit.packages import tensorflow_conflict
+
+    if conflict := tensorflow_conflict():
+        print(f"transferkit: warning: {conflict}", file=sys.stderr)
     try:
         return COMMANDS[args.command][1](args)
     except TransferkitError as e:
