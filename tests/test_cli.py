@@ -345,3 +345,12 @@ def test_two_tensorflow_packages_are_reported_with_the_fix(monkeypatch):
     del versions["tensorflow-cpu"]
     assert packages.tensorflow_conflict() is None
     assert packages.installed_tensorflows() == ["tensorflow==2.21.0"]
+
+
+def test_int8_tolerances_outside_0_to_1_are_one_line(tmp_path, capsys):
+    # 98 (a percentage) instead of 0.98: refused before any run is opened.
+    assert main(["export", str(tmp_path / "no_run"), "--int8-min-agreement", "98"]) == 2
+    err = capsys.readouterr().err
+    assert "--int8-min-agreement must be a fraction between 0 and 1, got 98.0" in err
+    assert main(["export", str(tmp_path / "no_run"), "--int8-max-drop", "-0.1"]) == 2
+    assert "--int8-max-drop must be a fraction" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.data.images import load_image
-from transferkit.errors import ImageError, RunError
+from transferkit.errors import ConfigError, ImageError, RunError
 from transferkit.inference import in_batches
 from transferkit.predictors.tflite import TFLitePredictor
 from transferkit.run import Run
@@ -38,6 +38,14 @@ class Int8Tolerance:
 
     min_top1_agreement: float = 0.98
     max_accuracy_drop: float = 0.01
+
+    def __post_init__(self):
+        if not 0 <= self.min_top1_agreement <= 1:
+            raise ConfigError("--int8-min-agreement must be a fraction between 0 and 1, "
+                              f"got {self.min_top1_agreement}")
+        if not 0 <= self.max_accuracy_drop <= 1:
+            raise ConfigError("--int8-max-drop must be a fraction between 0 and 1 (0.01: "
+                              f"one point), got {self.max_accuracy_drop}")
 
 
 def representative_images(run: Run, n: int = N_REPRESENTATIVE) -> list[np.ndarray]:
