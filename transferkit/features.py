@@ -64,8 +64,11 @@ class FeatureKey:
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
-    """The classifier's trunk: raw pixels → pooled features (the head's input)."""
-    return keras.Model(model.inputs, model.get_layer("head_pool").output)
+    """The classifier's trunk: raw pixels → pooled features (the head's input; an
+    ensemble's members' side by side, `transferkit.model.pooled_output`)."""
+    from transferkit.model import pooled_output
+
+    return keras.Model(model.inputs, pooled_output(model))
 
 
 class FeatureStore:

@@ -25,8 +25,11 @@ OUTPUTS = ("probabilities", "unknown_score", "is_unknown", "abstained")
 
 
 def trunk_of(model: keras.Model) -> keras.Model:
-    """Raw pixels → `[pooled features, probabilities]`, sharing the classifier's layers."""
-    return keras.Model(model.inputs, [model.get_layer("head_pool").output, model.output],
+    """Raw pixels → `[pooled features, probabilities]`, sharing the classifier's layers
+    (an ensemble's pooled features: its members', side by side)."""
+    from transferkit.model import pooled_output
+
+    return keras.Model(model.inputs, [pooled_output(model), model.output],
                        name="transferkit_trunk")
 
 
