@@ -143,6 +143,31 @@ class FeatureStore:
         self._assemble(entry, chunks, len(names))
         return self.load(key, names, seed)
 
+    def put(self, key: FeatureKey, names: Sequence[str], values: np.ndarray,
+            seed: int) -> np.ndarray:
+        """Stores features computed elsewhere (an ensemble's: its members' side by side).
+
+        Args:
+            key: Which features.
+            names: The images, one row each, in order.
+            values: `[len(names), dim]`.
+            seed: The run's seed.
+
+        Returns:
+            The stored features, memory-mapped.
+        """
+        entry = self.root / key.name
+        shutil.rmtree(entry, ignore_errors=True)
+        names = [str(n) for n in names]
+        write_text(entry / "names.txt", "".join(f"{n}\n" for n in names))
+        with atomic_path(entry / "features.npy", suffix=".tmp.npy") as tmp:
+            np.save(tmp, np.asarray(values, np.float32))
+        # meta.json last: an entry without it is no entry (a kill leaves nothing half-read).
+        write_json(entry / "meta.json", {"weights": key.weights, "image_size":
+                                         key.image_size, "view": key.view, "seed": seed,
+                                         "rows": len(names)})
+        return self.load(key, names, seed)
+
     def load(self, key: FeatureKey, names: Sequence[str] | None = None,
              seed: int | None = None) -> np.ndarray | None:
         """The stored features of `key` (memory-mapped), or None when not stored.
