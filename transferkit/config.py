@@ -102,7 +102,8 @@ class TrainConfig:
         if config.time_limit is not None and not config.time_limit > 0:
             raise ConfigError(f"--time-limit must be positive, got {config.time_limit}")
         if config.ensemble < 1:
-            raise ConfigError(f"--ensemble must be at least 1 (members), got "
+            raise ConfigError(f"--ensemble must be at least 1 (1: one classifier, 2 or more: "
+                              f"an ensemble), got "
                               f"{config.ensemble}")
         if config.backbones is not None:
             config.backbones = list(config.backbones)
