@@ -7,4 +7,13 @@ choice of explain and inspect (members.py).
 
 from transferkit.ensemble.model import build_ensemble, member_model
 
-__all__ = ["build_ensemble", "member_model"]
+
+def __getattr__(name):  # train.py imports training: loaded on first use, not here
+    if name in ("train_ensemble", "combine_runs"):
+        from transferkit.ensemble import train
+
+        return getattr(train, name)
+    raise AttributeError(name)
+
+
+__all__ = ["build_ensemble", "member_model", "train_ensemble", "combine_runs"]

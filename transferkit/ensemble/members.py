@@ -16,7 +16,6 @@ from typing import Sequence
 
 import numpy as np
 
-from transferkit.explain.base import normalize
 from transferkit.model import members
 
 
@@ -40,6 +39,8 @@ class AveragedExplainer:
             class_indices: The classes to explain (give the ensemble's own: with None
                 each member would explain its own top class).
         """
+        from transferkit.explain.base import normalize
+
         maps = [part(images, class_indices) for part in self.parts]
         return normalize(np.mean(maps, axis=0))
 

@@ -126,8 +126,9 @@ def _combine(out_dir: Path, config: TrainConfig, runs: list[Run], say) -> Run:
     splits = runs[0].splits
 
     say("Ensemble: averaging the members' probabilities")
-    model = build_ensemble([_uncalibrated(run) for run in runs],
+    model = build_ensemble([run.model for run in runs],
                            name=f"transferkit_ensemble_{len(runs)}")
+    _uncalibrate(model, runs)
     # The members' pooled features, side by side: what the ensemble's trust reads.
     columns = [run.features("final") for run in runs]
     names = columns[0][0]
@@ -150,7 +151,7 @@ def _combine(out_dir: Path, config: TrainConfig, runs: list[Run], say) -> Run:
     if history:
         write_csv(out_dir / layout.HISTORY_FILE, pd.concat(history, ignore_index=True))
     described = [{"member": i + 1, "prefix": prefix(i),
-                  "run": f"{layout.MEMBERS_DIR}/m{i + 1}", "backbone": run.config.backbone,
+                  "run": _relative(run.path, out_dir), "backbone": run.config.backbone,
                   "seed": run.config.seed, "image_size": run.image_size,
                   "test_accuracy": (run.metrics or {}).get("accuracy"),
                   "test_macro_f1": (run.metrics or {}).get("macro_f1"),
@@ -185,11 +186,62 @@ def _combine(out_dir: Path, config: TrainConfig, runs: list[Run], say) -> Run:
     return run
 
 
-def _uncalibrated(run: Run):
-    """The member's model with its head before its own calibration (the ensemble fits
-    one temperature for all members, on their average)."""
-    trust = run.trust
-    if trust is not None and trust.raw_head:
-        run.model.get_layer("predictions").set_weights(
-            [trust.raw_head["kernel"], trust.raw_head["bias"]])
-    return run.model
+def combine_runs(runs: list[Run], out: str | Path, overwrite: bool = False,
+                 calibrate: bool = True, quiet: bool = True) -> Run:
+    """An ensemble run directory from finished runs that share one split.
+
+    What `train_ensemble` does once its members are trained, for runs trained
+    separately (e.g. `compare`'s, or runs with `splits_file` of a first run). The
+    members stay where they are; `out` records their paths in `ensemble.json`.
+
+    Args:
+        runs: Two or more finished runs with the same classes, split and image size
+            (another size is rebuilt at the first's).
+        out: The ensemble's run directory.
+        overwrite: Replace a run in `out`.
+        calibrate: Fit one temperature on the average (and the trust thresholds).
+        quiet: No progress lines.
+
+    Returns:
+        The ensemble `Run`.
+
+    Raises:
+        ConfigError: Fewer than two runs, or runs with other classes or splits.
+    """
+    runs = list(runs)
+    if len(runs) < 2:
+        raise ConfigError(f"an ensemble needs at least 2 runs, got {len(runs)}")
+    first = runs[0].splits[["path", "split"]]
+    for i, run in enumerate(runs[1:], 2):
+        if not run.splits[["path", "split"]].equals(first):
+            raise ConfigError(f"run {i} ({run.path}) has another split than run 1 "
+                              f"({runs[0].path}); train it with splits_file="
+                              f"{runs[0].path / layout.SPLITS_FILE}")
+    backbones = [run.config.backbone for run in runs]
+    config = dataclasses.replace(
+        runs[0].config, ensemble=len(runs), calibrate=calibrate, quiet=quiet,
+        backbones=backbones if len(set(backbones)) > 1 else None, splits_file=None)
+    out_dir = Path(out)
+    prepare_run_dir(out_dir, config, overwrite)
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    return _combine(out_dir, config, runs, say)
+
+
+def _uncalibrate(model, runs: list[Run]) -> None:
+    """Puts each member's head before its own calibration back (the ensemble fits one
+    temperature for all members, on their average); the members' models are untouched."""
+    from transferkit.ensemble.model import prefix
+
+    for i, run in enumerate(runs):
+        trust = run.trust
+        if trust is not None and trust.raw_head:
+            model.get_layer(f"{prefix(i)}predictions").set_weights(
+                [trust.raw_head["kernel"], trust.raw_head["bias"]])
+
+
+def _relative(path: Path, root: Path) -> str:
+    """`path` relative to `root` when inside it (members/m1), else absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(Path(path).resolve())

@@ -12,7 +12,6 @@ from PIL import Image
 from transferkit.data.images import load_image
 from transferkit.errors import ConfigError
 from transferkit.explain.overlay import overlay
-from transferkit.ensemble.members import explainers as member_explainers
 from transferkit.explain.registry import DEFAULT_METHOD, resolve_methods
 from transferkit.fileio import atomic_path
 from transferkit.run import Run, load_run
@@ -69,6 +68,8 @@ def explain_files(run_dir: str | os.PathLike | Run, paths: Sequence[str | os.Pat
         explained = predicted if class_name is None else \
             np.full(len(chunk), run.class_names.index(class_name))
         if explainers is None:  # after the first images decoded: bad input fails fast
+            from transferkit.ensemble.members import explainers as member_explainers
+
             explainers = member_explainers(run.model, names, member)
         maps = {name: explainer(batch, explained) for name, explainer in explainers.items()}
         for j, path in enumerate(chunk):
