@@ -150,6 +150,16 @@ def test_ensemble_run_is_calibrated_on_its_average(ensemble_run):
     assert run.metrics["strategy"] == "ensemble" and "calibration" in run.metrics
 
 
+def test_inspect_reads_a_member_run(ensemble_run, compared):
+    from transferkit.ensemble.members import inspected_run
+    from transferkit.errors import ConfigError
+
+    second = inspected_run(ensemble_run, 1)  # the member's own run directory
+    assert second.path.resolve() == (compared[0] / "mobilenet_0.25").resolve()
+    with pytest.raises(ConfigError, match="has 2 members"):
+        inspected_run(ensemble_run, 2)
+
+
 def test_ensemble_run_exports_with_parity(ensemble_run, tmp_path):
     from transferkit.export import export_run
 

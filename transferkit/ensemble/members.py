@@ -77,16 +77,24 @@ def explainer(model, method: str, member: int | None = None):
 
 
 def inspected_run(run, member: int | None = None):
-    """The `Run` the inspect views read: the run itself for a single classifier, else a
-    `Run` (same directory, classes and options) whose model is member `member`
-    (0-based; default 0) with its usual layer names."""
+    """The `Run` the inspect views read: the run itself for a single classifier; for an
+    ensemble, member `member` (0-based; default 0): its own run directory when it is
+    still there (`ensemble.json`; the views that read stored features need it), else a
+    `Run` of the ensemble's directory whose model is that member, with its usual names."""
+    from transferkit import layout
     from transferkit.ensemble.model import member_model
-    from transferkit.run import Run
+    from transferkit.run import Run, load_run, run_state
 
     if not members(run.model) and not member:
         return run
-    return Run(run.path, member_model(run.model, member or 0), run.class_names,
-               run.config)
+    index = member or 0
+    model = member_model(run.model, index)  # checks the member's number
+    described = (run.document(layout.ENSEMBLE_FILE) or {}).get("members") or []
+    if index < len(described):
+        path = run.path / described[index]["run"]  # relative, or absolute
+        if run_state(path) == "complete":
+            return load_run(path)
+    return Run(run.path, model, run.class_names, run.config)
 
 
 def member_argument(value: int | None) -> int | None:
