@@ -70,7 +70,7 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
     if options.get("ensemble", 1) != 1 or options.get("backbones"):
         from transferkit.ensemble.train import train_ensemble  # K members, one run
 
-        return train_ensemble(data, out, overwrite, **options)
+        return train_ensemble(data, out, overwrite, train_one=train, **options)
     with warnings.catch_warnings():
         # Keras warns about finite datasets ending (they are meant to) and about the
         # shuffle flag tf.data pipelines ignore (they shuffle themselves): noise here.

@@ -20,6 +20,7 @@ import dataclasses
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -54,13 +55,15 @@ def member_options(config: TrainConfig, i: int, image_size: int | None,
 
 
 def train_ensemble(data: str | Path, out: str | Path, overwrite: bool = False,
-                   **options) -> Run:
+                   *, train_one: Callable[..., Run], **options) -> Run:
     """Trains `ensemble` members and writes the ensemble's run directory `out`.
 
     Args:
         data: The data folder, or `tfds:NAME`.
         out: The run directory; the members go to `out/members/m1..mK`.
         overwrite: Replace a finished (or unfinished) run in `out`, members included.
+        train_one: What trains one member (`transferkit.training.train`, which passes
+            itself: this module does not import training, which imports it).
         **options: Fields of `TrainConfig`; `ensemble` (K >= 2) and/or `backbones`.
 
     Returns:
@@ -69,8 +72,6 @@ def train_ensemble(data: str | Path, out: str | Path, overwrite: bool = False,
     Raises:
         TransferkitError: Bad data, options or output folder; the message says what to do.
     """
-    from transferkit.training import train
-
     known = {f.name for f in dataclasses.fields(TrainConfig)} - {"data"}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -96,7 +97,7 @@ def train_ensemble(data: str | Path, out: str | Path, overwrite: bool = False,
             say(f"Member {i + 1}/{config.ensemble}: {opts['backbone']}, seed "
                 f"{opts['seed']}" + (f", {opts['time_limit']:.0f} s" if
                                      opts["time_limit"] else ""))
-            run = train(config.data, path, **opts)
+            run = train_one(config.data, path, **opts)
         runs.append(run)
         size = run.image_size
         splits_file = str(out_dir / layout.MEMBERS_DIR / "m1" / layout.SPLITS_FILE)
