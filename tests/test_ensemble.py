@@ -45,15 +45,24 @@ def compared(tmp_path_factory, tiny_run, color_folder):
 
 
 @pytest.fixture(scope="module")
-def ensemble_run(tmp_path_factory, compared):
-    """An ensemble of the two compared backbones, calibrated on its average."""
-    from transferkit.ensemble import combine_runs
+def ensemble_run(tmp_path_factory, compared, color_folder):
+    """`train(..., backbones=[a, b])` of the two compared backbones; each member's
+    training is the compared run, copied in (`train_one` records what it was asked)."""
+    from transferkit.ensemble.train import train_ensemble
     from transferkit.run import load_run
 
     out, _ = compared
-    return combine_runs([load_run(out / "mobilenet_v2_0.35"),
-                         load_run(out / "mobilenet_0.25")],
-                        tmp_path_factory.mktemp("ens") / "run")
+    asked = []
+
+    def train_one(data, path, **options):
+        asked.append(options)
+        shutil.copytree(out / options["backbone"], path)
+        return load_run(path)
+
+    run = train_ensemble(color_folder, tmp_path_factory.mktemp("ens") / "run",
+                         train_one=train_one, image_size=96, quiet=True,
+                         backbones=["mobilenet_v2_0.35", "mobilenet_0.25"])
+    return run, asked
 
 
 def test_ensemble_is_the_mean_of_its_members_and_survives_save(pair, tmp_path):
@@ -110,12 +119,25 @@ def test_compare_writes_one_row_per_backbone_and_a_winner(compared):
     assert f"Winner: {winner['backbone']}" in format_table(table)
 
 
+def test_ensemble_trains_its_members_on_one_split(ensemble_run):
+    run, asked = ensemble_run
+    assert [a["backbone"] for a in asked] == ["mobilenet_v2_0.35", "mobilenet_0.25"]
+    assert asked[0]["splits_file"] is None and asked[1]["splits_file"] == str(
+        run.path / layout.MEMBERS_DIR / "m1" / layout.SPLITS_FILE)
+    assert [a["seed"] for a in asked] == [42, 43] and asked[1]["image_size"] == 96
+    assert run.config.ensemble == 2 and run.config.backbones == [a["backbone"]
+                                                                  for a in asked]
+    assert (run.path / layout.SPLITS_FILE).read_text() == (
+        run.path / layout.MEMBERS_DIR / "m1" / layout.SPLITS_FILE).read_text()
+    assert run.file(layout.REPORT_FILE) is not None
+
+
 def test_ensemble_run_is_calibrated_on_its_average(ensemble_run):
     from transferkit.ensemble import member_model
     from transferkit.ensemble.trust import EnsembleHead
     from transferkit.trust.calibration import softmax
 
-    run = ensemble_run
+    run, _ = ensemble_run
     trust = run.trust
     t = trust.temperature
     images = run.preprocess(run.test_samples(6))
@@ -150,20 +172,22 @@ def test_ensemble_run_is_calibrated_on_its_average(ensemble_run):
     assert run.metrics["strategy"] == "ensemble" and "calibration" in run.metrics
 
 
-def test_inspect_reads_a_member_run(ensemble_run, compared):
+def test_inspect_reads_a_member_run(ensemble_run):
     from transferkit.ensemble.members import inspected_run
     from transferkit.errors import ConfigError
 
-    second = inspected_run(ensemble_run, 1)  # the member's own run directory
-    assert second.path.resolve() == (compared[0] / "mobilenet_0.25").resolve()
+    run, _ = ensemble_run
+    second = inspected_run(run, 1)  # the member's own run directory
+    assert second.path == run.path / layout.MEMBERS_DIR / "m2"
+    assert second.config.backbone == "mobilenet_0.25"
     with pytest.raises(ConfigError, match="has 2 members"):
-        inspected_run(ensemble_run, 2)
+        inspected_run(run, 2)
 
 
 def test_ensemble_run_exports_with_parity(ensemble_run, tmp_path):
     from transferkit.export import export_run
 
-    report = export_run(ensemble_run.path, out=tmp_path / "export",
+    report = export_run(ensemble_run[0].path, out=tmp_path / "export",
                         formats=("savedmodel", "tflite"), n_parity=4, verbose=0)
     assert report["checked"] is True
     assert (tmp_path / "export" / layout.TFLITE_FILE).is_file()
