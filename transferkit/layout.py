@@ -34,6 +34,10 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
                            test metrics (`transferkit.ensemble`); model.keras averages them
       members/m1 ... mK/   an ensemble's member runs, each a complete run directory
 
+    COMPARE/               `transferkit compare --out COMPARE`
+      <backbone>/          a run directory per backbone
+      leaderboard.csv, winner.json
+
     EXPORT/
       saved_model/         TensorFlow SavedModel (assets/labels.txt, assets/config.json)
       model.tflite, model_int8.tflite, model.onnx, model.keras, labels.txt,
