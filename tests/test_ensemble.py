@@ -123,7 +123,7 @@ def test_ensemble_trains_its_members_on_one_split(ensemble_run):
     run, asked = ensemble_run
     assert [a["backbone"] for a in asked] == ["mobilenet_v2_0.35", "mobilenet_0.25"]
     assert asked[0]["splits_file"] is None and asked[1]["splits_file"] == str(
-        run.path / layout.MEMBERS_DIR / "m1" / layout.SPLITS_FILE)
+        (run.path / layout.MEMBERS_DIR / "m1" / layout.SPLITS_FILE).resolve())
     assert [a["seed"] for a in asked] == [42, 43] and asked[1]["image_size"] == 96
     assert run.config.ensemble == 2 and run.config.backbones == [a["backbone"]
                                                                   for a in asked]

@@ -78,7 +78,7 @@ def compare(data: str | Path, backbones: Sequence[str], out: str | Path,
             run = train(data, path, overwrite=overwrite, backbone=name,
                         time_limit=time_limit, splits_file=splits_file, **options)
         runs.append(run)
-        splits_file = splits_file or str(path / layout.SPLITS_FILE)
+        splits_file = splits_file or str((path / layout.SPLITS_FILE).resolve())
     table = leaderboard(runs, out, latency_calls)
     write_csv(out / layout.LEADERBOARD_FILE, table)
     best = table.iloc[0].to_dict()

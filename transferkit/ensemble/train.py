@@ -100,7 +100,9 @@ def train_ensemble(data: str | Path, out: str | Path, overwrite: bool = False,
             run = train_one(config.data, path, **opts)
         runs.append(run)
         size = run.image_size
-        splits_file = str(out_dir / layout.MEMBERS_DIR / "m1" / layout.SPLITS_FILE)
+        # Absolute: the same option when the command is resumed from another folder.
+        splits_file = str((out_dir / layout.MEMBERS_DIR / "m1" / layout.SPLITS_FILE
+                           ).resolve())
     config = dataclasses.replace(config, image_size=size)
     write_json(out_dir / layout.CONFIG_FILE, config.to_dict())
     return _combine(out_dir, config, runs, say)
