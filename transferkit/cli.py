@@ -19,6 +19,8 @@ from typing import Sequence
 # warning banners, which mean nothing to a user of the command line.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from transferkit.compare import add_compare, backbone_list, duration, \
+    run_compare  # noqa: E402
 from transferkit.config import TrainConfig  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
 from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
@@ -80,6 +82,13 @@ def _add_train(sub) -> None:
                    help="skip the trust outputs (see `transferkit calibrate`)")
     p.add_argument("--exclude-flagged", action="store_true",
                    help="leave the doctor's label issues and outliers out of the split")
+    p.add_argument("--time-limit", type=duration, help="seconds for the whole command, "
+                   "or 90s, 20m, 1h (default: the default recipe)")
+    p.add_argument("--ensemble", type=int, default=1,
+                   help="train K members and save their average as one model")
+    p.add_argument("--backbones", type=backbone_list,
+                   help="an ensemble of backbones: a,b,c (one per member)")
+    p.add_argument("--split-seed", type=int, help="seed of the split (default --seed)")
 
 
 def _train(args) -> int:
@@ -248,15 +257,19 @@ def _add_explain(sub) -> None:
     p.add_argument("--method", action="append", help=_method_help(DEFAULT_METHOD))
     p.add_argument("--class", dest="class_name", help="class to explain (default: top)")
     p.add_argument("--out", default="explain", help="output folder (default ./explain)")
+    p.add_argument("--member", type=int, help="an ensemble's member, from 1 (default: "
+                                              "the mean of the members' maps)")
     p.add_argument("--json", action="store_true")
 
 
 def _explain(args) -> int:
+    from transferkit.ensemble.members import member_argument
     from transferkit.explain.report import explain_files
 
     records = explain_files(args.run, args.images,
                             methods=_methods(args.method, DEFAULT_METHOD),
-                            class_name=args.class_name, out=args.out)
+                            class_name=args.class_name, out=args.out,
+                            member=member_argument(args.member))
     if args.json:
         print(json.dumps(records, indent=2))
     else:
@@ -333,6 +346,7 @@ COMMANDS = {
     "calibrate": (add_calibrate, run_calibrate),  # transferkit/trust/command.py
     "experiment": (add_experiment, run_experiment),  # transferkit/experiments/command.py
     "doctor": (add_doctor, run_doctor), "report": (add_report, run_report),
+    "compare": (add_compare, run_compare),  # transferkit/compare.py
 }
 
 

@@ -42,6 +42,14 @@ class TrainConfig:
         quiet: No progress bars.
         calibrate: Fit the trust outputs after training (temperature, "not sure"
             threshold, unknown score; `transferkit.trust`); `--no-calibrate` skips it.
+        time_limit: Seconds for the whole command; None: the default recipe.
+        ensemble: Members of an ensemble (1: one classifier; `transferkit.ensemble`).
+        backbones: The members' backbones (an ensemble of backbones); None: every
+            member has `backbone`, with seeds `seed`, `seed + 1`, ...
+        split_seed: Seed of the train/val/test split; None: `seed`. Members of an
+            ensemble differ in `seed` and share the split.
+        splits_file: A `splits.csv` to reuse instead of splitting (an ensemble's and
+            `compare`'s runs all use their first run's split).
     """
 
     data: str = ""
@@ -67,6 +75,11 @@ class TrainConfig:
     exclude_flagged: bool = False
     quiet: bool = False
     calibrate: bool = True
+    time_limit: float | None = None
+    ensemble: int = 1
+    backbones: list[str] | None = None
+    split_seed: int | None = None
+    splits_file: str | None = None
 
     def resolved(self) -> "TrainConfig":
         """Returns a validated copy with defaults (image size) filled in.
@@ -81,8 +94,27 @@ class TrainConfig:
         if config.image_size is not None:
             validate_size(backbone, config.image_size)
         _check_data(config.data)
-        if not 0 <= config.seed < 2 ** 32:
-            raise ConfigError(f"--seed must be between 0 and 2**32 - 1, got {config.seed}")
+        for name in ("seed", "split_seed"):
+            value = getattr(config, name)
+            if value is not None and not 0 <= value < 2 ** 32:
+                raise ConfigError(f"--{name.replace('_', '-')} must be between 0 and "
+                                  f"2**32 - 1, got {value}")
+        if config.time_limit is not None and not config.time_limit > 0:
+            raise ConfigError(f"--time-limit must be positive, got {config.time_limit}")
+        if config.ensemble < 1:
+            raise ConfigError(f"--ensemble must be at least 1 (1: one classifier, 2 or more: "
+                              f"an ensemble), got "
+                              f"{config.ensemble}")
+        if config.backbones is not None:
+            config.backbones = list(config.backbones)
+            for name in config.backbones:
+                get_backbone(name)
+            if config.ensemble == 1:
+                config.ensemble = len(config.backbones)
+            if len(config.backbones) != config.ensemble or config.ensemble < 2:
+                raise ConfigError(f"--backbones names {len(config.backbones)} backbones "
+                                  f"but --ensemble is {config.ensemble}; give one backbone "
+                                  "per member (two or more), or leave --ensemble out")
         for name in ("val_split", "test_split"):
             value = getattr(config, name)
             if not 0 < value < 1:

@@ -64,8 +64,11 @@ class FeatureKey:
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
-    """The classifier's trunk: raw pixels → pooled features (the head's input)."""
-    return keras.Model(model.inputs, model.get_layer("head_pool").output)
+    """The classifier's trunk: raw pixels → pooled features (the head's input; an
+    ensemble's members' side by side, `transferkit.model.pooled_output`)."""
+    from transferkit.model import pooled_output
+
+    return keras.Model(model.inputs, pooled_output(model))
 
 
 class FeatureStore:
@@ -138,6 +141,31 @@ class FeatureStore:
                     np.save(tmp, values)
             chunks.append(chunk)
         self._assemble(entry, chunks, len(names))
+        return self.load(key, names, seed)
+
+    def put(self, key: FeatureKey, names: Sequence[str], values: np.ndarray,
+            seed: int) -> np.ndarray:
+        """Stores features computed elsewhere (an ensemble's: its members' side by side).
+
+        Args:
+            key: Which features.
+            names: The images, one row each, in order.
+            values: `[len(names), dim]`.
+            seed: The run's seed.
+
+        Returns:
+            The stored features, memory-mapped.
+        """
+        entry = self.root / key.name
+        shutil.rmtree(entry, ignore_errors=True)
+        names = [str(n) for n in names]
+        write_text(entry / "names.txt", "".join(f"{n}\n" for n in names))
+        with atomic_path(entry / "features.npy", suffix=".tmp.npy") as tmp:
+            np.save(tmp, np.asarray(values, np.float32))
+        # meta.json last: an entry without it is no entry (a kill leaves nothing half-read).
+        write_json(entry / "meta.json", {"weights": key.weights, "image_size":
+                                         key.image_size, "view": key.view, "seed": seed,
+                                         "rows": len(names)})
         return self.load(key, names, seed)
 
     def load(self, key: FeatureKey, names: Sequence[str] | None = None,

@@ -30,6 +30,13 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
       report.html          the run report (`transferkit report`), one self-contained page
       inspect/embedding_tsne.png, embedding_grid.png  the embedding map and grid
                            (`transferkit inspect embedding`), if made
+      ensemble.json        an ensemble's members: prefix, run directory, backbone, seed,
+                           test metrics (`transferkit.ensemble`); model.keras averages them
+      members/m1 ... mK/   an ensemble's member runs, each a complete run directory
+
+    COMPARE/               `transferkit compare --out COMPARE`
+      <backbone>/          a run directory per backbone
+      leaderboard.csv, winner.json
 
     EXPORT/
       saved_model/         TensorFlow SavedModel (assets/labels.txt, assets/config.json)
@@ -66,6 +73,10 @@ DATA_ISSUES_FILE = "data_issues.csv"
 DOCTOR_FILE = "doctor.json"
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
 REPORT_FILE = "report.html"
+ENSEMBLE_FILE = "ensemble.json"
+MEMBERS_DIR = "members"
+LEADERBOARD_FILE = "leaderboard.csv"  # `transferkit compare`'s folder
+WINNER_FILE = "winner.json"
 EMBEDDING_PNGS = ("embedding_tsne.png", "embedding_grid.png")  # in INSPECT_DIR
 
 # An export folder (CONFIG_FILE and MODEL_FILE as in the run directory).

@@ -10,6 +10,7 @@ Layer names the rest of transferkit relies on: `preprocess`, `head_pool`,
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import keras
@@ -137,6 +138,27 @@ def is_transferkit_classifier(model: keras.Model) -> bool:
     if not ({"preprocess", *HEAD_LAYERS} <= names):
         return False
     return len(model.get_layer("head_pool").input.shape) == 4
+
+
+def members(model: keras.Model) -> list[str]:
+    """The layer prefixes of an ensemble's members (`["m1_", "m2_", ...]`), in order;
+    `[]` for a single classifier (see `transferkit.ensemble.model`)."""
+    found = []
+    for layer in model.layers:
+        match = re.fullmatch(r"(m(\d+)_)head_pool", layer.name)
+        if match:
+            found.append((int(match.group(2)), match.group(1)))
+    return [p for _, p in sorted(found)]
+
+
+def pooled_output(model: keras.Model):
+    """The pooled features (the head's input): `head_pool`'s output, or for an
+    ensemble its members' pooled features side by side (member order)."""
+    prefixes = members(model)
+    if not prefixes:
+        return model.get_layer("head_pool").output
+    return ops.concatenate([model.get_layer(f"{p}head_pool").output for p in prefixes],
+                           axis=-1)
 
 
 def feature_layer_name(model: keras.Model) -> str:

@@ -67,6 +67,10 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
     Raises:
         TransferkitError: Bad data, options or output folder; the message says what to do.
     """
+    if options.get("ensemble", 1) != 1 or options.get("backbones"):
+        from transferkit.ensemble.train import train_ensemble  # K members, one run
+
+        return train_ensemble(data, out, overwrite, train_one=train, **options)
     with warnings.catch_warnings():
         # Keras warns about finite datasets ending (they are meant to) and about the
         # shuffle flag tf.data pipelines ignore (they shuffle themselves): noise here.
@@ -185,7 +189,12 @@ def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: Trai
     path = out_dir / layout.SPLITS_FILE
     if resuming and path.exists():
         return pd.read_csv(path, keep_default_na=False)
-    splits = make_splits(index, classes, config.val_split, config.test_split, config.seed,
+    if config.splits_file:  # an ensemble's or compare's shared split
+        splits = pd.read_csv(config.splits_file, keep_default_na=False)
+        write_csv(path, splits)
+        return splits
+    seed = config.seed if config.split_seed is None else config.split_seed
+    splits = make_splits(index, classes, config.val_split, config.test_split, seed,
                          groups)
     write_csv(path, splits)
     return splits

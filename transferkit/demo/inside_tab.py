@@ -23,6 +23,7 @@ import numpy as np
 from transferkit.data.images import load_image
 from transferkit.demo.handlers import error
 from transferkit.demo.session import Session
+from transferkit.ensemble.members import inspected_run
 from transferkit.errors import ImageError, TransferkitError
 
 CONCURRENCY_ID = "inside"
@@ -63,7 +64,7 @@ class InsideViews:
         from transferkit.inspect.base import feature_layers
 
         self.run = session.run
-        self.model = self.run.model
+        self.model = inspected_run(self.run).model  # an ensemble: member 1
         self.layers = feature_layers(self.model)
 
     def calculate(self, n, k, p, s, filters, in_channels) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from transferkit import layout
 from transferkit.config import TrainConfig
+from transferkit.ensemble.members import explainer as ensemble_explainer
 from transferkit.errors import TransferkitError
 from transferkit.explain import DEFAULT_METHOD, METHODS, Explainer
 from transferkit.fileio import read_json
@@ -109,7 +110,8 @@ class Session:
             with self._lock:  # the first call traces the graph: once, not concurrently
                 explainer = self._explainers.get(method)
                 if explainer is None:
-                    explainer = METHODS[method](self.run.model)
+                    # An ensemble: the mean of its members' maps.
+                    explainer = ensemble_explainer(self.run.model, method)
                     maps = explainer(batch, list(classes))
                     self._explainers[method] = explainer
                     return maps

@@ -12,7 +12,7 @@ from PIL import Image
 from transferkit.data.images import load_image
 from transferkit.errors import ConfigError
 from transferkit.explain.overlay import overlay
-from transferkit.explain.registry import DEFAULT_METHOD, make_explainers, resolve_methods
+from transferkit.explain.registry import DEFAULT_METHOD, resolve_methods
 from transferkit.fileio import atomic_path
 from transferkit.run import Run, load_run
 
@@ -21,7 +21,8 @@ _BATCH = 16  # images decoded and explained at once: bounds memory for long file
 
 def explain_files(run_dir: str | os.PathLike | Run, paths: Sequence[str | os.PathLike],
                   methods: Sequence[str] = (DEFAULT_METHOD,), class_name: str | None = None,
-                  out: str | os.PathLike = "explain") -> list[dict]:
+                  out: str | os.PathLike = "explain", member: int | None = None
+                  ) -> list[dict]:
     """Explains a run's predictions for image files; writes an overlay and the raw map.
 
     For each image and method, writes `<stem>_<method>.png` (the heat map over the
@@ -36,6 +37,8 @@ def explain_files(run_dir: str | os.PathLike | Run, paths: Sequence[str | os.Pat
         class_name: The class to explain for every image (default: each image's
             predicted class).
         out: Output folder (created if needed).
+        member: An ensemble's member to explain (0-based); None: each method's map
+            is the mean of its members' maps (`transferkit.ensemble.members`).
 
     Returns:
         One record per image and method, in input order: `{"path", "method", "label"
@@ -65,7 +68,9 @@ def explain_files(run_dir: str | os.PathLike | Run, paths: Sequence[str | os.Pat
         explained = predicted if class_name is None else \
             np.full(len(chunk), run.class_names.index(class_name))
         if explainers is None:  # after the first images decoded: bad input fails fast
-            explainers = make_explainers(run.model, names)
+            from transferkit.ensemble.members import explainers as member_explainers
+
+            explainers = member_explainers(run.model, names, member)
         maps = {name: explainer(batch, explained) for name, explainer in explainers.items()}
         for j, path in enumerate(chunk):
             stem = stems[start + j]

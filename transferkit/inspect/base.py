@@ -32,7 +32,10 @@ def as_model(source: Any) -> tuple[keras.Model, Any]:
 
     if isinstance(source, keras.Model):
         return source, None
-    run = source if isinstance(source, Run) else load_run(source)
+    from transferkit.ensemble.members import inspected_run
+
+    # An ensemble: member 0 (`transferkit inspect ... --member N` passes another).
+    run = inspected_run(source if isinstance(source, Run) else load_run(source))
     return run.model, run
 
 

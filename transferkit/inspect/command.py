@@ -18,6 +18,8 @@ def _add(views, name: str, help: str, run: bool = True, image: bool = False):
     p = views.add_parser(name, help=help)
     if run:
         p.add_argument("run", help="run directory")
+        p.add_argument("--member", type=int, help="an ensemble's member, from 1 "
+                                                  "(default 1)")
     if image:
         p.add_argument("image", help="an image file")
     p.add_argument("--out", help=OUT_HELP)
@@ -181,6 +183,11 @@ def _summary(record: dict) -> list[str]:
 
 def run_inspect(args) -> int:
     """Runs one view; prints its JSON record or a summary and the files written."""
+    if getattr(args, "member", None) is not None:  # an ensemble's member N (1-based)
+        from transferkit.ensemble.members import inspected_run, member_argument
+        from transferkit.run import load_run
+
+        args.run = inspected_run(load_run(args.run), member_argument(args.member))
     record = _call(args)
     if args.json:
         print(json.dumps(record, indent=2))

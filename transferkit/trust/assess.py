@@ -48,15 +48,25 @@ def evaluate_run(run, data_dir: str | Path, unknown_dir: str | Path | None = Non
     from transferkit.evaluate import evaluate_folder
     from transferkit.predictors.base import trust_fields
 
+    from transferkit.model import members
+
     params = run.trust
-    kernel, bias = run.model.get_layer("predictions").get_weights()
+    ensemble = bool(members(run.model))
+    kernel, bias = (None, None) if ensemble else \
+        run.model.get_layer("predictions").get_weights()
     seen: list[dict[str, np.ndarray]] = []
 
     def assess(files: Sequence[Path], size: int):
         seen.append(_forward(run, files, size))
         if params is None:
             return seen[-1]["probabilities"], None
-        out = outputs_from_features(params, seen[-1]["features"], kernel, bias)
+        if ensemble:  # no single head: from its averaged probabilities
+            from transferkit.ensemble.trust import ensemble_outputs
+
+            out = ensemble_outputs(params, seen[-1]["features"],
+                                   seen[-1]["probabilities"])
+        else:
+            out = outputs_from_features(params, seen[-1]["features"], kernel, bias)
         return seen[-1]["probabilities"], trust_fields(
             out["abstained"], out["is_unknown"], out["unknown_score"])
 
@@ -92,10 +102,13 @@ def _auroc_by_score(run, known: dict, other: dict, kernel: np.ndarray,
         return None
     result = {}
     for kind in unknown.KINDS:
+        if kernel is None and kind == "energy":  # an ensemble: see ensemble.trust
+            continue
         constants = unknown.fit_constants(kind, train["features"], train["labels"],
                                           len(run.class_names))
         known_scores, other_scores = (unknown.unknown_score(
-            kind, constants, d["features"], d["features"] @ kernel + bias)
+            kind, constants, d["features"], d["features"] @ kernel + bias
+            if kernel is not None else np.log(np.maximum(d["probabilities"], 1e-30)))
             for d in (known, other))
         result[kind] = unknown_separation(known_scores, other_scores)["auroc"]
     return result

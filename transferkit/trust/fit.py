@@ -38,6 +38,48 @@ def split_arrays(run) -> dict[str, dict[str, np.ndarray]]:
             for name in ("train", "val", "test")}
 
 
+class SingleHead:
+    """The softmax head of one classifier (`predictions`), as `fit_trust` uses it.
+
+    `transferkit.ensemble.trust.EnsembleHead` has the same methods for an ensemble.
+    """
+
+    def __init__(self, run):
+        self.kernel, self.bias = raw_head(run)
+
+    @property
+    def raw(self) -> dict[str, np.ndarray]:
+        return {"kernel": self.kernel, "bias": self.bias}
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.kernel + self.bias
+
+    @staticmethod
+    def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        return calibration.softmax(logits / temperature)
+
+    def score_logits(self, logits: np.ndarray, temperature: float) -> np.ndarray:
+        return logits / temperature
+
+    fit_temperature = staticmethod(calibration.fit_temperature)
+
+    def fold(self, model, temperature: float) -> None:
+        model.get_layer("predictions").set_weights([self.kernel, self.bias])
+        calibration.fold_temperature(model, temperature)
+
+
+def head_of(run):
+    """The run's uncalibrated head: `SingleHead`, or an ensemble's `EnsembleHead`."""
+    from transferkit.model import members
+
+    if not members(run.model):
+        return SingleHead(run)
+    from transferkit.ensemble.trust import EnsembleHead
+
+    previous = run.trust
+    return EnsembleHead(run.model, previous.raw_head if previous is not None else None)
+
+
 def raw_head(run) -> tuple[np.ndarray, np.ndarray]:
     """The head's kernel and bias before calibration (the model's own if never calibrated)."""
     previous = run.trust
@@ -77,14 +119,18 @@ def fit_trust(run, target_precision: float | None = None,
     say = say or (lambda *a: None)
     rule, target = abstain.check_target(target_precision, target_coverage)
     unknown.check_kind(unknown_kind)
+    head = head_of(run)
+    if not isinstance(head, SingleHead):
+        from transferkit.ensemble.trust import check_kind
+
+        check_kind(unknown_kind)
     say("Calibrating: temperature, 'not sure' threshold, unknown score")
     data = split_arrays(run)
-    kernel, bias = raw_head(run)
-    logits = {s: d["features"] @ kernel + bias for s, d in data.items()}
+    logits = {s: head.logits(d["features"]) for s, d in data.items()}
     y = {s: d["labels"] for s, d in data.items()}
-    temperature = calibration.fit_temperature(logits["val"], y["val"])
-    before = calibration.softmax(logits["test"])
-    after = {s: calibration.softmax(v / temperature) for s, v in logits.items()}
+    temperature = head.fit_temperature(logits["val"], y["val"])
+    before = head.probabilities(logits["test"])
+    after = {s: head.probabilities(v, temperature) for s, v in logits.items()}
     section = _calibration_metrics(before, after["test"], y["test"], temperature)
     bins = {"before": calibration.reliability_bins(before, y["test"]),
             "after": calibration.reliability_bins(after["test"], y["test"])}
@@ -107,7 +153,8 @@ def fit_trust(run, target_precision: float | None = None,
     constants = unknown.fit_constants(unknown_kind, data["train"]["features"],
                                       y["train"], len(run.class_names))
     scores = {s: unknown.unknown_score(unknown_kind, constants, data[s]["features"],
-                                       logits[s] / temperature) for s in ("val", "test")}
+                                       head.score_logits(logits[s], temperature))
+              for s in ("val", "test")}
     unknown_threshold = unknown.threshold_at(scores["val"], false_rejection)
     unknown_section = {"score": unknown_kind, "threshold": unknown_threshold,
                        "false_rejection": false_rejection,
@@ -118,12 +165,11 @@ def fit_trust(run, target_precision: float | None = None,
                          abstain_rule=rule, abstain_target=target, abstain_met=met,
                          unknown_kind=unknown_kind, unknown_threshold=unknown_threshold,
                          false_rejection=false_rejection, unknown_constants=constants,
-                         raw_head={"kernel": kernel, "bias": bias})
+                         raw_head=head.raw)
     # trust.npz (with the raw head) before the model: a kill between the two leaves a
     # model that calibrating again still starts from the right head.
     params.save(run.path)
-    run.model.get_layer("predictions").set_weights([kernel, bias])
-    calibration.fold_temperature(run.model, temperature)
+    head.fold(run.model, temperature)
     with atomic_path(run.path / layout.MODEL_FILE, suffix=".keras") as tmp:
         run.model.save(tmp)
     sections = {"calibration": section, "abstain": abstain_section,

@@ -25,8 +25,11 @@ OUTPUTS = ("probabilities", "unknown_score", "is_unknown", "abstained")
 
 
 def trunk_of(model: keras.Model) -> keras.Model:
-    """Raw pixels → `[pooled features, probabilities]`, sharing the classifier's layers."""
-    return keras.Model(model.inputs, [model.get_layer("head_pool").output, model.output],
+    """Raw pixels → `[pooled features, probabilities]`, sharing the classifier's layers
+    (an ensemble's pooled features: its members', side by side)."""
+    from transferkit.model import pooled_output
+
+    return keras.Model(model.inputs, [pooled_output(model), model.output],
                        name="transferkit_trunk")
 
 
@@ -46,11 +49,12 @@ class TrustGraph:
     def __init__(self, model: keras.Model, params: TrustParams):
         self.params = params
         self.trunk = trunk_of(model)
-        kernel, bias = model.get_layer("predictions").get_weights()
-        # numpy, not eager tensors: inside a traced function they become the graph's
-        # own constants (tf2onnx would make captured eager tensors extra inputs).
-        self._kernel = np.asarray(kernel, np.float32)
-        self._bias = np.asarray(bias, np.float32)
+        if params.unknown_kind == "energy":  # the only score that reads the logits
+            kernel, bias = model.get_layer("predictions").get_weights()
+            # numpy, not eager tensors: inside a traced function they become the graph's
+            # own constants (tf2onnx would make captured eager tensors extra inputs).
+            self._kernel = np.asarray(kernel, np.float32)
+            self._bias = np.asarray(bias, np.float32)
         self._constants = {k: np.asarray(v, np.float32)
                            for k, v in params.unknown_constants.items()}
         self.image_size = tuple(int(s) for s in model.input_shape[1:3])
@@ -75,7 +79,7 @@ class TrustGraph:
             threshold), `abstained` bool `[N]` (max probability below the threshold).
         """
         features, probabilities = self.trunk(images, training=False)
-        score = self._score(features)
+        score = self._score(features, probabilities)
         p = self.params
         return {"probabilities": probabilities, "unknown_score": score,
                 "is_unknown": score > p.unknown_threshold,
@@ -86,12 +90,12 @@ class TrustGraph:
         return {k: v.numpy() for k, v in self._eager(
             tf.convert_to_tensor(np.asarray(images, np.float32))).items()}
 
-    def _score(self, features: tf.Tensor) -> tf.Tensor:
+    def _score(self, features: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
         kind = self.params.unknown_kind
-        if kind in ("max_softmax", "energy"):
+        if kind == "max_softmax":  # the model's own (calibrated) probabilities
+            return 1 - tf.reduce_max(probabilities, axis=-1)
+        if kind == "energy":
             logits = tf.matmul(features, tf.constant(self._kernel)) + tf.constant(self._bias)
-            if kind == "max_softmax":
-                return 1 - tf.reduce_max(tf.nn.softmax(logits, axis=-1), axis=-1)
             return -tf.reduce_logsumexp(logits, axis=-1)
         x = features
         if kind == "mahalanobis_normalized":

@@ -1,0 +1,175 @@
+"""`transferkit compare`: several backbones, one split, one budget each, a leaderboard.
+
+    DIR/<backbone>/      a complete run directory per backbone (kept, winner included)
+    DIR/leaderboard.csv  backbone, accuracy, macro_f1, train_seconds, latency_ms, size_mb,
+                         run; sorted by test accuracy (then macro-F1, then latency)
+    DIR/winner.json      the first row: backbone, run (relative to DIR), its numbers
+
+The first backbone splits the data; the others reuse its `splits.csv`
+(`TrainConfig.splits_file`), so every test accuracy is measured on the same images.
+`time_limit` is each backbone's (the whole of its train command). A finished backbone
+run is reused when compare runs again (a killed compare resumes; adding a backbone trains
+only that one). Latency is batch-1 Keras `predict_on_batch`, the median of warm calls
+(`transferkit.export.latency.latency_ms`, interleaved so load slows all alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from transferkit import layout
+from transferkit.backbones import get_backbone
+from transferkit.errors import ConfigError
+from transferkit.fileio import write_csv, write_json
+
+COLUMNS = ("backbone", "accuracy", "macro_f1", "train_seconds", "latency_ms", "size_mb",
+           "run")
+
+
+def compare(data: str | Path, backbones: Sequence[str], out: str | Path,
+            time_limit: float | None = None, overwrite: bool = False,
+            latency_calls: int = 20, **options) -> pd.DataFrame:
+    """Trains each backbone on the same split and ranks them.
+
+    Args:
+        data: The data folder, or `tfds:NAME`.
+        backbones: Registry names (two or more make a comparison; one is allowed).
+        out: The comparison folder; each backbone's run goes to `out/<backbone>`.
+        time_limit: Seconds for each backbone's training (None: the default recipe).
+        overwrite: Retrain every backbone (default: finished runs are reused).
+        latency_calls: Timed batch-1 calls per model.
+        **options: Other `TrainConfig` fields, the same for every backbone.
+
+    Returns:
+        The leaderboard (also in `out/leaderboard.csv`), best first.
+
+    Raises:
+        ConfigError: No backbone, an unknown or repeated one, or bad options.
+    """
+    from transferkit.run import load_run, run_state
+    from transferkit.training import train
+
+    backbones = [b.strip() for b in backbones if b.strip()]
+    if not backbones:
+        raise ConfigError("--backbones: name at least one backbone, e.g. "
+                          "mobilenet_v2_0.35,mobilenet_0.25")
+    if len(set(backbones)) != len(backbones):
+        raise ConfigError(f"--backbones lists a backbone twice: {','.join(backbones)}")
+    for name in backbones:
+        get_backbone(name)  # every name checked before anything is trained
+    for key in ("backbone", "ensemble", "backbones", "splits_file"):
+        if key in options:
+            raise ConfigError(f"compare sets {key} itself; leave it out")
+    out = Path(out)
+    say = (lambda *a: None) if options.get("quiet") else (lambda *a: print(*a, flush=True))
+    runs, splits_file = [], None
+    for i, name in enumerate(backbones):
+        path = out / name
+        if run_state(path) == "complete" and not overwrite:
+            say(f"[{i + 1}/{len(backbones)}] {name}: reusing the finished run {path}")
+            run = load_run(path)
+        else:
+            say(f"[{i + 1}/{len(backbones)}] {name}: training")
+            run = train(data, path, overwrite=overwrite, backbone=name,
+                        time_limit=time_limit, splits_file=splits_file, **options)
+        runs.append(run)
+        splits_file = splits_file or str((path / layout.SPLITS_FILE).resolve())
+    table = leaderboard(runs, out, latency_calls)
+    write_csv(out / layout.LEADERBOARD_FILE, table)
+    best = table.iloc[0].to_dict()
+    write_json(out / layout.WINNER_FILE, {**best, "why": "highest test accuracy on the "
+                                          "shared test split (ties: macro-F1, latency)"})
+    return table
+
+
+def leaderboard(runs, out: Path, latency_calls: int = 20) -> pd.DataFrame:
+    """One row per run (see the module docstring), best first."""
+    from transferkit.export.latency import latency_ms
+
+    batches = {run.config.backbone: np.zeros((1, run.image_size, run.image_size, 3),
+                                             np.float32) for run in runs}
+    models = {run.config.backbone: run.model for run in runs}
+    times = latency_ms({name: (lambda m=models[name], x=batches[name]:
+                               m.predict_on_batch(x)) for name in models},
+                       n=latency_calls, warmup=3)
+    rows = []
+    for run in runs:
+        name, metrics = run.config.backbone, run.metrics or {}
+        rows.append({"backbone": name, "accuracy": metrics.get("accuracy"),
+                     "macro_f1": metrics.get("macro_f1"),
+                     "train_seconds": metrics.get("train_seconds"),
+                     "latency_ms": times[name]["median_ms"],
+                     "size_mb": round((run.path / layout.MODEL_FILE).stat().st_size / 1e6, 2),
+                     "run": str(Path(run.path).relative_to(out))})
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table = table.sort_values(["accuracy", "macro_f1", "latency_ms"],
+                              ascending=[False, False, True], kind="stable")
+    return table.reset_index(drop=True)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The leaderboard as printed: aligned columns, then the winner."""
+    lines = [f"{'backbone':22} {'accuracy':>8} {'macro-F1':>8} {'train s':>8} "
+             f"{'latency ms':>10} {'size MB':>8}"]
+    for row in table.itertuples():
+        lines.append(f"{row.backbone:22} {row.accuracy:8.3f} {row.macro_f1:8.3f} "
+                     f"{row.train_seconds:8.0f} {row.latency_ms:10.1f} {row.size_mb:8.2f}")
+    lines.append(f"Winner: {table.iloc[0]['backbone']} ({table.iloc[0]['run']})")
+    return "\n".join(lines)
+
+
+def duration(text: str) -> float:
+    """`--time-limit`: plain seconds, or a number with s, m or h (`90s`, `20m`, `1h`).
+
+    Raises:
+        argparse.ArgumentTypeError: Anything else, or a budget that is not positive.
+    """
+    units = {"s": 1, "m": 60, "h": 3600}
+    value = text.strip().lower()
+    factor = units.get(value[-1:], None)
+    number = value[:-1] if factor else value
+    try:
+        seconds = float(number) * (factor or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r}; give seconds, or e.g. 90s, 20m, 1h") from None
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive duration, got {text!r}")
+    return seconds
+
+
+def backbone_list(text: str) -> list[str]:
+    """`--backbones a,b,c` as a list (names are checked by the command)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def add_compare(sub) -> None:
+    """Adds the `compare` command to the CLI's subparsers."""
+    p = sub.add_parser("compare", help="train several backbones on one split; leaderboard")
+    p.add_argument("data", help="folder with one subfolder per class, or tfds:NAME")
+    p.add_argument("--backbones", type=backbone_list, required=True,
+                   help="comma-separated registry names (see `backbones`)")
+    p.add_argument("--out", required=True, help="folder: one run per backbone, "
+                                                "leaderboard.csv, winner.json")
+    p.add_argument("--time-limit", type=duration,
+                   help="each backbone's budget: seconds, or 90s, 20m, 1h (default: the "
+                        "default recipe)")
+    p.add_argument("--image-size", type=int, help="input side (default: each plan's)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain every backbone (default: finished runs are reused)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run_compare(args) -> int:
+    """Runs `transferkit compare` and prints the leaderboard."""
+    table = compare(args.data, args.backbones, args.out, time_limit=args.time_limit,
+                    overwrite=args.overwrite, image_size=args.image_size, seed=args.seed,
+                    quiet=args.quiet)
+    print(format_table(table))
+    return 0
