@@ -19,7 +19,7 @@ from typing import Sequence
 # warning banners, which mean nothing to a user of the command line.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from transferkit.config import TrainConfig  # noqa: E402
+from transferkit.config import DISTRIBUTE_CHOICES, TrainConfig  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
 from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
 from transferkit.doctor.command import add_doctor, run_doctor  # noqa: E402
@@ -66,6 +66,8 @@ def _add_train(sub) -> None:
     p.add_argument("--strategy", choices=["auto", "feature-extract", "fine-tune"],
                    default="auto", help="override the plan")
     p.add_argument("--unfreeze", type=int, help="fine-tune this many top blocks")
+    p.add_argument("--distribute", choices=DISTRIBUTE_CHOICES,
+                   default="auto", help="tf.distribute strategy (multi-worker: TF_CONFIG)")
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
     p.add_argument("--head-epochs", type=int, default=_DEFAULTS.head_epochs)
     p.add_argument("--fine-tune-epochs", type=int, default=_DEFAULTS.fine_tune_epochs)

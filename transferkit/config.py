@@ -9,6 +9,9 @@ from typing import Any
 from transferkit.backbones import get_backbone, validate_size
 from transferkit.errors import ConfigError, DataError
 
+# `--distribute` values (`transferkit.distribute`); here so the CLI needs no TensorFlow.
+DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -42,6 +45,8 @@ class TrainConfig:
         quiet: No progress bars.
         calibrate: Fit the trust outputs after training (temperature, "not sure"
             threshold, unknown score; `transferkit.trust`); `--no-calibrate` skips it.
+        distribute: The `tf.distribute` strategy: `"auto"`, `"none"`, `"mirrored"` or
+            `"multi-worker"` (see `transferkit.distribute`; not `strategy`).
     """
 
     data: str = ""
@@ -67,6 +72,7 @@ class TrainConfig:
     exclude_flagged: bool = False
     quiet: bool = False
     calibrate: bool = True
+    distribute: str = "auto"
 
     def resolved(self) -> "TrainConfig":
         """Returns a validated copy with defaults (image size) filled in.
@@ -94,6 +100,9 @@ class TrainConfig:
         if config.strategy not in ("auto", "feature-extract", "fine-tune"):
             raise ConfigError("--strategy must be auto, feature-extract or fine-tune, got "
                               f"{config.strategy!r}")
+        if config.distribute not in DISTRIBUTE_CHOICES:
+            raise ConfigError("--distribute must be auto, none, mirrored or multi-worker, "
+                              f"got {config.distribute!r}")
         if config.unfreeze is not None and config.unfreeze < 0:
             raise ConfigError(f"--unfreeze must be 0 or more, got {config.unfreeze}")
         for name in ("batch_size", "head_epochs", "min_per_class", "workers"):

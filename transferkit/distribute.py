@@ -20,10 +20,13 @@ folder of its own (`worker_dir`), kept across restarts so that a restarted worke
 resumes from its own backup in step with the chief, and deleted when the run ends.
 
 `model.fit` does not work under `MultiWorkerMirroredStrategy` in Keras 3 (it fails
-while building, converting a `PerReplica` batch to a tensor: keras-team/keras#20585,
-tensorflow#72388; `benchmarks/mwms_fit_repro.py` reproduces it), so multi-worker runs
-train with `fit`, below: a step under `strategy.run`, summed with `strategy.reduce`,
-driving the same Keras callbacks `model.fit` would (CSV log, early stopping, backup).
+before the first step, in `_maybe_symbolic_build`, converting a `PerReplica` batch to a
+tensor: keras-team/keras#20585, tensorflow#72388; `benchmarks/mwms_fit_repro.py`
+reproduces it), nor under `MirroredStrategy` when the replicas' shares of a batch differ
+in size (the same function adds them up: "Inputs to operation AddN must have the same
+size"). So with replicas, training goes through `fit` below: a step under
+`strategy.run`, summed with `strategy.reduce`, driving the same Keras callbacks
+`model.fit` would (CSV log, early stopping with the best weights, per-epoch backup).
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.config import DISTRIBUTE_CHOICES
 from transferkit.errors import ConfigError, RunError
 
-CHOICES = ("auto", "none", "mirrored", "multi-worker")
+CHOICES = DISTRIBUTE_CHOICES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +89,45 @@ class Distribution:
             tf.data.experimental.AutoShardPolicy.DATA
         return ds.with_options(options)
 
+    def scope(self) -> contextlib.AbstractContextManager:
+        """The strategy's scope: build, compile and train in it."""
+        return self.strategy.scope()
+
+    def inference_scope(self) -> contextlib.AbstractContextManager:
+        """Where to compute features and predictions: the strategy's scope on one
+        machine (its devices share the batches); none for multi-worker, where every
+        worker computes all of them itself (each needs them all; a sharded predict
+        would hand each only its own share)."""
+        if self.kind == "multi-worker":
+            return contextlib.nullcontext()
+        return self.strategy.scope()
+
+    def local(self, model: keras.Model) -> keras.Model:
+        """`model` for inference (`inference_scope`): for multi-worker, the same layers
+        in a model made outside the strategy, whose `predict` runs on this worker alone
+        (a model built in the scope would predict under the strategy, sharded)."""
+        if self.kind != "multi-worker":
+            return model
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+
+    def fit(self, model: keras.Model, x, y=None, validation_data=None, epochs: int = 1,
+            batch_size: int | None = None, class_weight=None, callbacks=(),
+            verbose: int = 0, seed: int = 0) -> keras.callbacks.History:
+        """`model.fit` on one device; with replicas, the `fit` below (`model.fit` is
+        broken there, see the module's docstring). Arrays are batched by `batch_size`
+        and shuffled with `seed`; datasets are used as they are (global batches)."""
+        if self.kind == "none":
+            return model.fit(x, y, validation_data=validation_data, epochs=epochs,
+                             batch_size=batch_size, class_weight=class_weight,
+                             callbacks=list(callbacks), verbose=verbose)
+        val = validation_data
+        if not isinstance(x, tf.data.Dataset):
+            x = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+                len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+            val = tf.data.Dataset.from_tensor_slices(tuple(val)).batch(batch_size)
+        return fit(model, self.dataset(x), self.dataset(val), epochs, self.strategy,
+                   class_weight, list(callbacks), verbose)
+
     @contextlib.contextmanager
     def writer_dir(self, out_dir: Path) -> Iterator[Path]:
         """The folder this process writes the run to: `out_dir` for the chief; for the
@@ -115,7 +158,9 @@ def make_distribution(name: str) -> Distribution:
     Raises:
         ConfigError: An unknown name, or `multi-worker` without a usable `TF_CONFIG`.
     """
-    check_choice(name)
+    if name not in CHOICES:
+        raise ConfigError(f"--distribute must be {', '.join(CHOICES[:-1])} or "
+                          f"{CHOICES[-1]}, got {name!r}")
     if name == "multi-worker":
         task = _tf_config_task()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -126,13 +171,6 @@ def make_distribution(name: str) -> Distribution:
     if name == "mirrored":
         return Distribution("mirrored", tf.distribute.MirroredStrategy())
     return Distribution("none", tf.distribute.get_strategy())
-
-
-def check_choice(name: str) -> None:
-    """Raises ConfigError unless `name` is a `--distribute` value."""
-    if name not in CHOICES:
-        raise ConfigError(f"--distribute must be {', '.join(CHOICES[:-1])} or "
-                          f"{CHOICES[-1]}, got {name!r}")
 
 
 def _tf_config_task() -> dict:
@@ -164,8 +202,9 @@ def _is_chief(task: dict) -> bool:
 
 def fit(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, epochs: int,
         strategy: tf.distribute.Strategy, class_weight: dict[int, float] | None,
-        callbacks: list[keras.callbacks.Callback]) -> keras.callbacks.History:
-    """`model.fit(train, validation_data=val, ...)` for `MultiWorkerMirroredStrategy`.
+        callbacks: list[keras.callbacks.Callback], verbose: int = 0
+        ) -> keras.callbacks.History:
+    """`model.fit(train, validation_data=val, ...)` under a strategy with replicas.
 
     Each step runs on every replica (`strategy.run`): the loss of its images, weighted
     by `class_weight` and divided by the images of the whole global step, so the
@@ -182,6 +221,7 @@ def fit(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, epochs
         strategy: The strategy.
         class_weight: Weight of each class's images; None: all 1.
         callbacks: Keras callbacks.
+        verbose: Print a line per epoch (not 0).
 
     Returns:
         The `History` of the epochs trained in this call.
@@ -191,6 +231,8 @@ def fit(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, epochs
                           [class_weight[i] for i in range(n_classes)], tf.float32)
     loss_fn = model.loss
     optimizer = model.optimizer
+    with strategy.scope():  # its variables now, not inside the first traced step
+        optimizer.build(model.trainable_variables)
 
     def totals(x, y, training):
         pred = model(x, training=training)
@@ -238,8 +280,12 @@ def fit(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, epochs
         hooks.on_epoch_begin(epoch)
         loss, accuracy = epoch_of(train_step, train)
         val_loss, val_accuracy = epoch_of(test_step, val)
-        hooks.on_epoch_end(epoch, {"accuracy": accuracy, "loss": loss,
-                                   "val_accuracy": val_accuracy, "val_loss": val_loss})
+        logs = {"accuracy": accuracy, "loss": loss, "val_accuracy": val_accuracy,
+                "val_loss": val_loss}
+        if verbose:
+            print(f"Epoch {epoch + 1}/{epochs}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in logs.items()), flush=True)
+        hooks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     hooks.on_train_end()
@@ -249,10 +295,11 @@ def fit(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, epochs
 def _agreed_epoch(strategy: tf.distribute.Strategy, epoch: int) -> int:
     """The epoch every worker resumes from; they must agree, or the steps would not
     pair up across workers (a worker killed between two workers' backups)."""
-    value = tf.constant([epoch, -epoch], tf.int64)
-    both = strategy.reduce("MAX", strategy.run(lambda: tf.identity(value)), axis=None)
-    high, low = int(both[0]), -int(both[1])
-    if high != low:
-        raise RunError(f"the workers' phase 2 backups are at different epochs ({low} and "
-                       f"{high}); pass --overwrite to all workers to start again")
+    value = tf.constant([1, epoch, epoch * epoch], tf.int64)
+    n, total, squares = (int(v) for v in strategy.reduce(
+        "SUM", strategy.run(lambda: tf.identity(value)), axis=None))
+    if total * total != n * squares:  # not all equal (Cauchy-Schwarz)
+        raise RunError(f"the workers' backups are at different epochs (this one at "
+                       f"{epoch}, the mean {total / n:g}); pass --overwrite to every "
+                       "worker to start phase 2 again")
     return epoch
