@@ -90,7 +90,7 @@ def _train(args) -> int:
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                if f.name != "data" and hasattr(args, f.name)}
     run = train(args.data, args.out, overwrite=args.overwrite, **options)
-    if args.quiet:
+    if args.quiet and run is not None:  # None: a multi-worker run's other worker
         print(json.dumps(run.metrics))
     return 0
 

@@ -53,7 +53,7 @@ IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-wei
 
 
 def train(data: str | Path, out: str | Path, overwrite: bool = False,
-          **options) -> Run:
+          **options) -> Run | None:
     """Trains a classifier on a folder with one subfolder per class (or `tfds:NAME`).
 
     Args:
@@ -63,7 +63,8 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
         **options: Any field of `TrainConfig` (e.g. `backbone="mobilenet_v2_0.35"`).
 
     Returns:
-        The finished `Run`.
+        The finished `Run`; None on the workers of a multi-worker run other than the
+        chief (`--distribute multi-worker`: only the chief writes the run).
 
     Raises:
         TransferkitError: Bad data, options or output folder; the message says what to do.
@@ -76,7 +77,7 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
         return _train(data, out, overwrite, **options)
 
 
-def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run:
+def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run | None:
     start = time.time()
     known = {f.name for f in dataclasses.fields(TrainConfig)} - {"data"}
     unknown = sorted(set(options) - known)
