@@ -161,9 +161,11 @@ def test_two_workers_killed_and_restarted_match_one_process(two_workers, single)
     want = json.loads((single / "config.json").read_text())
     want.pop("distribute")
     assert config == want
-    accuracy = [json.loads((d / "metrics.json").read_text())["accuracy"]
-                for d in (out, single)]
-    assert accuracy[1] >= 0.8 and abs(accuracy[0] - accuracy[1]) <= 0.15, accuracy
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (out, single)]
+    accuracy = [m["accuracy"] for m in metrics]
+    # A global batch twice as large takes other steps: at most one test image apart.
+    assert accuracy[1] >= 0.8 and abs(accuracy[0] - accuracy[1]) <= \
+        1 / metrics[1]["n_test"] + 1e-9, accuracy
 
 
 def test_only_the_chief_writes_and_every_epoch_is_kept_once(two_workers):
@@ -196,8 +198,8 @@ def test_mirrored_on_two_logical_cpus_matches_the_default_strategy(colors, singl
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     accuracy = float(result.stdout.split("ACCURACY")[-1])
-    want = json.loads((single / "metrics.json").read_text())["accuracy"]
-    assert abs(accuracy - want) <= 0.15, (accuracy, want)
+    want = json.loads((single / "metrics.json").read_text())
+    assert abs(accuracy - want["accuracy"]) <= 1 / want["n_test"] + 1e-9, (accuracy, want)
     assert (tmp_path / "run" / "splits.csv").read_text() == \
         (single / "splits.csv").read_text()
 
