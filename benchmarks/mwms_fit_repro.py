@@ -5,6 +5,14 @@ two worker processes on free localhost ports (CPU, TF_CONFIG), each running a ti
 `model.fit` under MWMS, and prints what happened to each (exit code, last lines).
 
     python benchmarks/mwms_fit_repro.py
+
+Found with Keras 3.15.1, TensorFlow 2.21.0 (CPU, 2 workers, 2 replicas in sync): both
+workers exit 1 before the first step, in
+keras/src/backend/tensorflow/trainer.py:372 fit → :731 _maybe_symbolic_build
+(`strategy.reduce("MEAN", batch)`):
+    ValueError: Attempt to convert a value (PerReplica:{...}) with an unsupported type
+    (<class 'tensorflow.python.distribute.values.PerReplica'>) to a Tensor.
+So transferkit trains with `transferkit.distribute.fit` (strategy.run) instead.
 """
 
 from __future__ import annotations
