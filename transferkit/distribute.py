@@ -273,7 +273,7 @@ def fit(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, epochs
     history = keras.callbacks.History()
     hooks = keras.callbacks.CallbackList(callbacks + [history], model=model)
     model.stop_training = False
-    model._initial_epoch = 0  # BackupAndRestore.on_train_begin sets it; model.fit reads it
+    model._initial_epoch = 0  # set by BackupAndRestore (model.fit reads it too)
     hooks.on_train_begin()
     first = _agreed_epoch(strategy, int(model._initial_epoch))
     for epoch in range(first, epochs):
