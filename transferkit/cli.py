@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from transferkit.compare import add_compare, backbone_list, duration, \
     run_compare  # noqa: E402
-from transferkit.config import TrainConfig  # noqa: E402
+from transferkit.config import DISTRIBUTE_CHOICES, TrainConfig  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
 from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
 from transferkit.doctor.command import add_doctor, run_doctor  # noqa: E402
@@ -68,6 +68,8 @@ def _add_train(sub) -> None:
     p.add_argument("--strategy", choices=["auto", "feature-extract", "fine-tune"],
                    default="auto", help="override the plan")
     p.add_argument("--unfreeze", type=int, help="fine-tune this many top blocks")
+    p.add_argument("--distribute", choices=DISTRIBUTE_CHOICES,
+                   default="auto", help="tf.distribute strategy (multi-worker: TF_CONFIG)")
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
     p.add_argument("--head-epochs", type=int, default=_DEFAULTS.head_epochs)
     p.add_argument("--fine-tune-epochs", type=int, default=_DEFAULTS.fine_tune_epochs)
@@ -97,7 +99,7 @@ def _train(args) -> int:
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                if f.name != "data" and hasattr(args, f.name)}
     run = train(args.data, args.out, overwrite=args.overwrite, **options)
-    if args.quiet:
+    if args.quiet and run is not None:  # None: a multi-worker run's other worker
         print(json.dumps(run.metrics))
     return 0
 

@@ -9,6 +9,9 @@ from typing import Any
 from transferkit.backbones import get_backbone, validate_size
 from transferkit.errors import ConfigError, DataError
 
+# `--distribute` values (`transferkit.distribute`); here so the CLI needs no TensorFlow.
+DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -50,6 +53,8 @@ class TrainConfig:
             ensemble differ in `seed` and share the split.
         splits_file: A `splits.csv` to reuse instead of splitting (an ensemble's and
             `compare`'s runs all use their first run's split).
+        distribute: The `tf.distribute` strategy: `"auto"`, `"none"`, `"mirrored"` or
+            `"multi-worker"` (see `transferkit.distribute`; not `strategy`).
     """
 
     data: str = ""
@@ -80,6 +85,7 @@ class TrainConfig:
     backbones: list[str] | None = None
     split_seed: int | None = None
     splits_file: str | None = None
+    distribute: str = "auto"
 
     def resolved(self) -> "TrainConfig":
         """Returns a validated copy with defaults (image size) filled in.
@@ -126,6 +132,9 @@ class TrainConfig:
         if config.strategy not in ("auto", "feature-extract", "fine-tune"):
             raise ConfigError("--strategy must be auto, feature-extract or fine-tune, got "
                               f"{config.strategy!r}")
+        if config.distribute not in DISTRIBUTE_CHOICES:
+            raise ConfigError("--distribute must be auto, none, mirrored or multi-worker, "
+                              f"got {config.distribute!r}")
         if config.unfreeze is not None and config.unfreeze < 0:
             raise ConfigError(f"--unfreeze must be 0 or more, got {config.unfreeze}")
         for name in ("batch_size", "head_epochs", "min_per_class", "workers"):

@@ -36,6 +36,7 @@ from transferkit.data.scan import audit_report, scan_folder, summarize_classes, 
     write_audit_csv
 from transferkit.data.splits import make_splits
 from transferkit.data.tfds import data_folder
+from transferkit.distribute import Distribution, make_distribution
 from transferkit.doctor.training_step import doctor_before_split
 from transferkit.errors import ConfigError, DataError
 from transferkit.evaluate import write_report
@@ -52,7 +53,7 @@ IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-wei
 
 
 def train(data: str | Path, out: str | Path, overwrite: bool = False,
-          **options) -> Run:
+          **options) -> Run | None:
     """Trains a classifier on a folder with one subfolder per class (or `tfds:NAME`).
 
     Args:
@@ -62,7 +63,8 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
         **options: Any field of `TrainConfig` (e.g. `backbone="mobilenet_v2_0.35"`).
 
     Returns:
-        The finished `Run`.
+        The finished `Run`; None on the workers of a multi-worker run other than the
+        chief (`--distribute multi-worker`: only the chief writes the run).
 
     Raises:
         TransferkitError: Bad data, options or output folder; the message says what to do.
@@ -79,7 +81,7 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
         return _train(data, out, overwrite, **options)
 
 
-def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run:
+def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run | None:
     start = time.time()
     known = {f.name for f in dataclasses.fields(TrainConfig)} - {"data"}
     unknown = sorted(set(options) - known)
@@ -87,7 +89,15 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
         raise ConfigError(f"unknown training option {unknown[0]!r}; the options are: "
                           f"{', '.join(sorted(known))}")
     config = TrainConfig(data=str(data), **options).resolved()
-    out_dir = Path(out)
+    # First: a multi-worker strategy must set up TensorFlow before any other op runs.
+    dist = make_distribution(config.distribute)
+    # Other workers than the chief write to a private folder, removed at the end.
+    with dist.writer_dir(Path(out)) as out_dir:
+        return _train_in(out_dir, config, overwrite, dist, start)
+
+
+def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distribution,
+              start: float) -> Run | None:
     keras.utils.set_random_seed(config.seed)
     backbone = get_backbone(config.backbone)
     # Weights first: a missing weights file is reported before a long audit, not after.
@@ -124,8 +134,9 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
     plan = make_plan(train_counts, config, backbone, median_side)
     config = dataclasses.replace(config, image_size=plan.image_size)
     write_json(out_dir / layout.CONFIG_FILE, config.to_dict())
-    model = build_classifier(backbone, len(classes), config.image_size, pretrained,
-                             config.dropout)
+    with dist.scope():
+        model = build_classifier(backbone, len(classes), config.image_size, pretrained,
+                                 config.dropout)
     plan = with_blocks(plan, len(backbone_blocks(model)), config.unfreeze)
     write_json(out_dir / layout.PLAN_FILE, plan.to_dict())
     say(f"Plan: {plan.strategy} ({plan.reason})")
@@ -140,14 +151,17 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
         say("Phase 1: reusing the trained head")
     else:
         _train_head(model, out_dir, source, splits, labels, config, class_weight,
-                    verbose, say)
+                    verbose, say, dist)
     history = [pd.read_csv(checkpoints / "phase1_history.csv")]
 
     # 4. Phase 2: fine-tune the top blocks.
     if plan.unfreeze_blocks:
         _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, config,
-                   class_weight, verbose, say)
+                   class_weight, verbose, say, dist)
         history.append(pd.read_csv(checkpoints / "phase2_history.csv"))
+    if not dist.is_chief:  # the chief evaluates and writes the run; this one is done
+        return None
+    model = dist.local(model)
     write_csv(out_dir / layout.HISTORY_FILE, pd.concat(history, ignore_index=True))
 
     # 5. Evaluate on the test split and finish.
@@ -218,7 +232,8 @@ def _one_hot(labels, n_classes: int) -> np.ndarray:
 
 
 def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.DataFrame,
-                labels: dict, config: TrainConfig, class_weight, verbose: int, say) -> None:
+                labels: dict, config: TrainConfig, class_weight, verbose: int, say,
+                dist: Distribution) -> None:
     """Phase 1: trains dropout + dense on pooled features stored once per image.
 
     The plain features of every image (all splits) go into the run's feature store,
@@ -231,33 +246,36 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
     say(f"Phase 1: computing backbone features of the {len(names)} images, and "
         f"{copies} augmented views of the {int(train.sum())} training images")
     store = FeatureStore(out_dir / layout.FEATURES_DIR)
-    extractor = feature_extractor(model)
+    extractor = dist.local(feature_extractor(model))
 
     def features(view: int, rows: list[str]) -> np.ndarray:
         return store.get(FeatureKey("imagenet", config.image_size, view), rows, source,
                          extractor, config.seed, config.batch_size, config.workers,
                          verbose)
 
-    plain = features(0, names)
-    train_names = [n for n, t in zip(names, train) if t]
-    x_train = np.concatenate([plain[train]] + [features(view, train_names)
-                                               for view in range(1, 1 + copies)])
+    with dist.inference_scope():
+        plain = features(0, names)
+        train_names = [n for n, t in zip(names, train) if t]
+        x_train = np.concatenate([plain[train]] + [features(view, train_names)
+                                                   for view in range(1, 1 + copies)])
     n_classes = model.output_shape[-1]
     y_train = _one_hot(labels["train"] * (1 + copies), n_classes)
     x_val, y_val = np.asarray(plain[val]), _one_hot(labels["val"], n_classes)
 
-    head = keras.Sequential([
-        keras.Input(x_train.shape[1:]),
-        keras.layers.Dropout(config.dropout, name="head_dropout"),
-        keras.layers.Dense(n_classes, activation="softmax", name="predictions"),
-    ])
-    head.compile(keras.optimizers.Adam(config.head_learning_rate), _loss(config),
-                 metrics=["accuracy"])
-    say("Phase 1: training the head on the stored features")
-    fit = head.fit(x_train, y_train, validation_data=(x_val, y_val),
-                   epochs=config.head_epochs, batch_size=64, class_weight=class_weight,
-                   verbose=verbose, callbacks=[keras.callbacks.EarlyStopping(
-                       patience=config.patience, restore_best_weights=True)])
+    with dist.scope():
+        head = keras.Sequential([
+            keras.Input(x_train.shape[1:]),
+            keras.layers.Dropout(config.dropout, name="head_dropout"),
+            keras.layers.Dense(n_classes, activation="softmax", name="predictions"),
+        ])
+        head.compile(keras.optimizers.Adam(dist.learning_rate(config.head_learning_rate)),
+                     _loss(config), metrics=["accuracy"])
+        say("Phase 1: training the head on the stored features")
+        fit = dist.fit(head, x_train, y_train, validation_data=(x_val, y_val),
+                       epochs=config.head_epochs, batch_size=dist.global_batch(64),
+                       class_weight=class_weight, verbose=verbose, seed=config.seed,
+                       callbacks=[keras.callbacks.EarlyStopping(
+                           patience=config.patience, restore_best_weights=True)])
     dense = model.get_layer("predictions")
     dense.set_weights(head.get_layer("predictions").get_weights())
     checkpoints = out_dir / layout.CHECKPOINTS_DIR
@@ -271,7 +289,8 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
 
 
 def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_blocks: int,
-               config: TrainConfig, class_weight, verbose: int, say) -> None:
+               config: TrainConfig, class_weight, verbose: int, say,
+               dist: Distribution) -> None:
     """Phase 2: unfreezes the top blocks and trains end to end on augmented images."""
     checkpoints = out_dir / layout.CHECKPOINTS_DIR
     done = checkpoints / "phase2.weights.h5"
@@ -281,22 +300,24 @@ def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_b
         say("Phase 2: reusing the fine-tuned weights")
         return
     n_classes = model.output_shape[-1]
+    batch, rate = dist.global_batch(config.batch_size), \
+        dist.learning_rate(config.fine_tune_learning_rate)
     say(f"Phase 2: fine-tuning the top {n_blocks} blocks "
-        f"({len(model.trainable_weights)} weight tensors) at learning rate "
-        f"{config.fine_tune_learning_rate:g}")
-    train_ds = image_dataset(paths["train"], _one_hot(labels["train"], n_classes),
-                             config.image_size, config.batch_size, shuffle_seed=config.seed,
-                             augment_seed=config.seed, workers=config.workers)
-    val_ds = image_dataset(paths["val"], _one_hot(labels["val"], n_classes),
-                           config.image_size, config.batch_size, workers=config.workers)
+        f"({len(model.trainable_weights)} weight tensors) at learning rate {rate:g}")
+    train_ds = dist.dataset(image_dataset(
+        paths["train"], _one_hot(labels["train"], n_classes), config.image_size, batch,
+        shuffle_seed=config.seed, augment_seed=config.seed, workers=config.workers))
+    val_ds = dist.dataset(image_dataset(paths["val"], _one_hot(labels["val"], n_classes),
+                                        config.image_size, batch, workers=config.workers))
     # One epoch of linear warm-up (the new head's first gradients are large and would
     # wreck the pretrained filters), then cosine decay to zero.
-    per_epoch = -(-len(paths["train"]) // config.batch_size)
+    per_epoch = -(-len(paths["train"]) // batch)
     warmup = min(per_epoch, config.fine_tune_epochs * per_epoch // 2)
     schedule = keras.optimizers.schedules.CosineDecay(
-        config.fine_tune_learning_rate / 10, config.fine_tune_epochs * per_epoch - warmup,
-        warmup_target=config.fine_tune_learning_rate, warmup_steps=warmup)
-    model.compile(keras.optimizers.Adam(schedule), _loss(config), metrics=["accuracy"])
+        rate / 10, config.fine_tune_epochs * per_epoch - warmup, warmup_target=rate,
+        warmup_steps=warmup)
+    with dist.scope():
+        model.compile(keras.optimizers.Adam(schedule), _loss(config), metrics=["accuracy"])
     log = checkpoints / "phase2_history.csv"
     backup = checkpoints / "phase2_backup"
     if not _backup_readable(backup):
@@ -307,15 +328,16 @@ def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_b
         # (say, of a phase 2 killed after its last epoch) are stale.
         shutil.rmtree(backup, ignore_errors=True)
         log.unlink(missing_ok=True)
-    model.fit(train_ds, validation_data=val_ds, epochs=config.fine_tune_epochs,
-              class_weight=class_weight, verbose=verbose, callbacks=[
-                  # The log before the backup: a kill between the two then repeats an
-                  # epoch's row (_tidy_history keeps the last) instead of losing it.
-                  keras.callbacks.CSVLogger(str(log), append=True),
-                  keras.callbacks.EarlyStopping(patience=config.patience,
-                                                restore_best_weights=True),
-                  keras.callbacks.BackupAndRestore(str(backup)),
-              ])
+    with dist.scope():
+        dist.fit(model, train_ds, validation_data=val_ds, epochs=config.fine_tune_epochs,
+                 class_weight=class_weight, verbose=verbose, callbacks=[
+                     # The log before the backup: a kill between the two then repeats an
+                     # epoch's row (_tidy_history keeps the last) instead of losing it.
+                     keras.callbacks.CSVLogger(str(log), append=True),
+                     keras.callbacks.EarlyStopping(patience=config.patience,
+                                                   restore_best_weights=True),
+                     keras.callbacks.BackupAndRestore(str(backup)),
+                 ])
     _tidy_history(log, phase=2)
     with atomic_path(done, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
