@@ -313,12 +313,15 @@ def _add_serve(sub) -> None:
     p.add_argument("--share", action="store_true",
                    help="also create a public gradio.live link (off by default)")
     p.add_argument("--max-file-size", help="largest upload accepted (default 10mb)")
+    p.add_argument("--max-batch", type=int, help="concurrent /predict requests sharing "
+                                                 "one forward pass (default 8; 1: none)")
 
 
 def _serve(args) -> int:
     from transferkit.demo import launch
 
-    given = {"host": args.host, "port": args.port, "max_file_size": args.max_file_size}
+    given = {"host": args.host, "port": args.port, "max_file_size": args.max_file_size,
+             "max_batch": args.max_batch}
     launch(args.model, share=args.share, **{k: v for k, v in given.items() if v is not None})
     return 0
 
