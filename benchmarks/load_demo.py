@@ -3,6 +3,7 @@
     python benchmarks/load_demo.py --run runs/flowers                      # 8 x 50 /predict
     python benchmarks/load_demo.py --run runs/flowers --clients 1 --endpoint explain
     python benchmarks/load_demo.py --url http://127.0.0.1:7860 --images photos/
+    python benchmarks/load_demo.py --run runs/flowers --compare   # batched vs unbatched
 
 Starts the demo in its own process on a free 127.0.0.1 port (or uses --url), sends each
 client's requests one after the other (every request uploads its image, as a real client
@@ -10,6 +11,12 @@ does), and prints, per endpoint: requests, errors, latency p50 / p95 / max,
 throughput and, when it started the server, the server's CPU time per request (a cost
 that other processes competing for the CPU do not inflate). One untimed request per endpoint first, so graph tracing is not counted.
 Images: the run's test split (splits.csv + the data folder), else --images.
+
+--compare starts the demo twice, unbatched (`--max-batch 1`: every /predict its own
+forward pass) and batched (the default), and measures both in one run: /predict with
+--clients x --requests, then /explain (Grad-CAM) with one client; then the ratios
+(goal: 0 errors, /predict throughput at least 2x unbatched, p95 no worse, /explain
+no slower).
 """
 
 from __future__ import annotations
@@ -40,12 +47,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="requests per client and endpoint (default 50)")
     p.add_argument("--endpoint", choices=("predict", "explain", "both"), default="predict")
     p.add_argument("--method", default="gradcam", help="/explain method (default gradcam)")
+    p.add_argument("--max-batch", type=int,
+                   help="the served demo's --max-batch (default: the demo's own)")
+    p.add_argument("--compare", action="store_true",
+                   help="unbatched vs batched demo, both in this run (needs --run)")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = p.parse_args(argv)
     if not args.run and not args.url:
         p.error("give --run (a run directory to serve) or --url (a running demo)")
     if args.url and not args.images:
         p.error("--url needs --images (the run's test split is not known)")
+    if args.compare and args.url:
+        p.error("--compare starts its own servers: give --run, not --url")
     return args
 
 
@@ -68,7 +81,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: str) -> tuple[subprocess.Popen, str]:
+def start_server(run: str, max_batch: int | None = None) -> tuple[subprocess.Popen, str]:
     """The demo in a child process (as deployed), and its URL once it answers."""
     import urllib.request
 
@@ -76,8 +89,9 @@ def start_server(run: str) -> tuple[subprocess.Popen, str]:
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root), TF_CPP_MIN_LOG_LEVEL="2",
                GRADIO_ANALYTICS_ENABLED="False")
+    extra = [] if max_batch is None else ["--max-batch", str(max_batch)]
     server = subprocess.Popen([sys.executable, "-m", "transferkit", "serve", run, "--port",
-                               str(port)], env=env, stdout=subprocess.DEVNULL,
+                               str(port), *extra], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 300
@@ -159,37 +173,73 @@ def run_load(url: str, endpoint: str, images: list[str], clients: int, requests:
     }
 
 
+def report(r: dict, requests: int, label: str = "") -> None:
+    fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
+    print(f"{label}{r['endpoint']:<20} {r['clients']} clients x {requests}: "
+          f"{r['requests']} requests, {r['errors']} errors | latency p50 "
+          f"{fmt(r['p50_ms'])} ms, p95 {fmt(r['p95_ms'])} ms, max "
+          f"{fmt(r['max_ms'])} ms | {r['throughput_rps']:.1f} req/s "
+          f"({r['wall_s']:.1f} s)" + (
+              f" | server CPU {r['server_cpu_ms_per_request']:.0f} ms/request"
+              if r["server_cpu_ms_per_request"] is not None else ""), flush=True)
+    for e in r["first_errors"]:
+        print(f"    error: {e}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def compare(args: argparse.Namespace, images: list[str]) -> list[dict]:
+    """Unbatched, then batched: /predict under load and single-client /explain each."""
+    results = []
+    for mode, max_batch in (("unbatched", 1), ("batched", args.max_batch)):
+        server, url = start_server(args.run, max_batch)
+        try:
+            for endpoint, clients in (("predict", args.clients), ("explain", 1)):
+                r = run_load(url, endpoint, images, clients, args.requests, args.method,
+                             server.pid)
+                r["mode"] = mode
+                report(r, args.requests, f"{mode:<10} ")
+                results.append(r)
+        finally:
+            stop(server)
+    (pu, eu), (pb, eb) = results[:2], results[2:]
+    print(f"/predict batched vs unbatched: throughput x{pb['throughput_rps'] / pu['throughput_rps']:.2f}"
+          f" (goal >= 2), p95 x{pb['p95_ms'] / pu['p95_ms']:.2f} (goal <= 1), server CPU "
+          f"per request x{pb['server_cpu_ms_per_request'] / pu['server_cpu_ms_per_request']:.2f}"
+          f"; /explain p95 {eu['p95_ms']:.0f} -> {eb['p95_ms']:.0f} ms", flush=True)
+    return results
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     images = find_images(args)
-    server, url = (None, args.url) if args.url else start_server(args.run)
-    try:
-        endpoints = ("predict", "explain") if args.endpoint == "both" else (args.endpoint,)
-        results = []
-        for endpoint in endpoints:
-            r = run_load(url, endpoint, images, args.clients, args.requests, args.method,
-                         server.pid if server is not None else None)
-            results.append(r)
-            fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
-            print(f"{r['endpoint']:<20} {r['clients']} clients x {args.requests}: "
-                  f"{r['requests']} requests, {r['errors']} errors | latency p50 "
-                  f"{fmt(r['p50_ms'])} ms, p95 {fmt(r['p95_ms'])} ms, max "
-                  f"{fmt(r['max_ms'])} ms | {r['throughput_rps']:.1f} req/s "
-                  f"({r['wall_s']:.1f} s)" + (
-                      f" | server CPU {r['server_cpu_ms_per_request']:.0f} ms/request"
-                      if r["server_cpu_ms_per_request"] is not None else ""), flush=True)
-            for e in r["first_errors"]:
-                print(f"    error: {e}")
-        if args.json:
-            print(json.dumps(results, indent=2))
-        return 1 if any(r["errors"] for r in results) else 0
-    finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    if args.compare:
+        results = compare(args, images)
+    else:
+        server, url = (None, args.url) if args.url else start_server(args.run,
+                                                                      args.max_batch)
+        try:
+            endpoints = ("predict", "explain") if args.endpoint == "both" \
+                else (args.endpoint,)
+            results = []
+            for endpoint in endpoints:
+                r = run_load(url, endpoint, images, args.clients, args.requests,
+                             args.method, server.pid if server is not None else None)
+                results.append(r)
+                report(r, args.requests)
+        finally:
+            if server is not None:
+                stop(server)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if any(r["errors"] for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def _add_train(sub) -> None:
     p.add_argument("--strategy", choices=["auto", "feature-extract", "fine-tune"],
                    default="auto", help="override the plan")
     p.add_argument("--unfreeze", type=int, help="fine-tune this many top blocks")
-    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
+    p.add_argument("--batch-size", type=int, help="per GPU (default: 32 on CPU, 128 on GPU)")
+    p.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--head-epochs", type=int, default=_DEFAULTS.head_epochs)
     p.add_argument("--fine-tune-epochs", type=int, default=_DEFAULTS.fine_tune_epochs)
     p.add_argument("--augment-copies", type=int, default=_DEFAULTS.augment_copies)

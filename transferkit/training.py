@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from transferkit import layout
+from transferkit.accelerator import precision
 from transferkit.backbones import get_backbone, load_pretrained
 from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
@@ -83,6 +84,12 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
         raise ConfigError(f"unknown training option {unknown[0]!r}; the options are: "
                           f"{', '.join(sorted(known))}")
     config = TrainConfig(data=str(data), **options).resolved()
+    with precision(config.mixed_precision == "on"):  # every model below, in its dtype
+        return _train_resolved(config, out, overwrite, start)
+
+
+def _train_resolved(config: TrainConfig, out: str | Path, overwrite: bool,
+                    start: float) -> Run:
     out_dir = Path(out)
     keras.utils.set_random_seed(config.seed)
     backbone = get_backbone(config.backbone)
@@ -240,7 +247,8 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
     head = keras.Sequential([
         keras.Input(x_train.shape[1:]),
         keras.layers.Dropout(config.dropout, name="head_dropout"),
-        keras.layers.Dense(n_classes, activation="softmax", name="predictions"),
+        keras.layers.Dense(n_classes, activation="softmax", name="predictions",
+                           dtype="float32"),  # as the classifier's (model.py)
     ])
     head.compile(keras.optimizers.Adam(config.head_learning_rate), _loss(config),
                  metrics=["accuracy"])
