@@ -93,8 +93,10 @@ def measure(args: argparse.Namespace, data: Path, work: Path) -> dict:
                                  weights)
         extractor = feature_extractor(model)
         key = FeatureKey("imagenet", args.size)
-        FeatureStore(work / "warm").get(key, names[:batch], data, extractor, 0, batch,
-                                        args.workers)
+        # Warm-up, untimed: a full batch and one of the last batch's size (each batch
+        # size traces the graph once).
+        FeatureStore(work / "warm").get(key, names[:batch + len(names) % batch], data,
+                                        extractor, 0, batch, args.workers)
         with GpuMonitor() as gpu:
             t = time.perf_counter()
             FeatureStore(work / "features").get(key, names, data, extractor, 0, batch,
@@ -107,7 +109,7 @@ def measure(args: argparse.Namespace, data: Path, work: Path) -> dict:
         model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy")
         ds = image_dataset([str(f) for f in files], labels, args.size, batch,
                            shuffle_seed=0, augment_seed=0, workers=args.workers)
-        model.fit(ds.take(2), epochs=1, verbose=0)  # warm-up: traces the train step
+        model.fit(ds, epochs=1, verbose=0)  # warm-up, untimed: traces the train step
         with GpuMonitor() as gpu:
             t = time.perf_counter()
             model.fit(ds, epochs=args.epochs, verbose=0)
