@@ -11,7 +11,6 @@ from transferkit.accelerator import CPU_BATCH, GPU_BATCH, Accelerator, detect, p
 from transferkit.backbones import get_backbone
 from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
-from transferkit.explain import METHODS
 from transferkit.export import export_run
 from transferkit.model import build_classifier
 from transferkit.run import load_run
@@ -79,8 +78,6 @@ def test_mixed_precision_classifier_saves_loads_and_exports(tiny_run, tmp_path):
     loaded = load_run(run_dir).model
     assert loaded.get_layer("predictions").dtype_policy.name == "float32"
     np.testing.assert_allclose(loaded.predict_on_batch(batch), probabilities, atol=1e-6)
-    heatmaps = METHODS["gradcam"](loaded)(batch[:2], [0, 1])
-    assert heatmaps.shape == (2, *batch.shape[1:3]) and np.isfinite(heatmaps).all()
     report = export_run(run_dir, formats=("savedmodel",), n_parity=4, verbose=0)
     assert report["checked"]
     assert report["savedmodel"]["serving_default"]["max_abs_diff"] < 1e-4
