@@ -6,6 +6,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -16,9 +18,12 @@ from PIL import Image
 
 import transferkit.cli
 from transferkit import layout
+from transferkit.data.images import load_image
+from transferkit.demo.batching import MAX_BATCH, Batcher
 from transferkit.demo import build_demo, launch
 from transferkit.demo.app import CONCURRENCY, MAX_QUEUE
 from transferkit.explain import METHODS
+from transferkit.errors import ConfigError
 from transferkit.export import export_run
 from transferkit.fileio import read_json, write_json
 
@@ -87,6 +92,83 @@ def test_predict_matches_the_run(client, tiny_run, test_images):
     assert result["label"] == tiny_run.class_names[int(np.argmax(expected))]
     for name, p in zip(tiny_run.class_names, expected):
         assert got[name] == pytest.approx(float(p), abs=1e-5)
+
+
+def test_concurrent_predicts_get_their_own_answers_and_errors(demo, tiny_run,
+                                                              test_images, tmp_path):
+    """8 requests at once (the batched path): each gets one-at-a-time's answer, and a
+    bad upload among them fails alone, with its own reason."""
+    fake = tmp_path / "notes.png"
+    fake.write_text("not a picture\n")
+    files = [test_images[i % len(test_images)][0] for i in range(6)] + [fake, fake]
+    clients = [Client(demo.local_url, verbose=False) for _ in files]
+    jobs = [c.submit(handle_file(str(f)), api_name="/predict")
+            for c, f in zip(clients, files)]
+    for job, path in zip(jobs, files):
+        if path == fake:
+            with pytest.raises(Exception, match="not an image"):
+                job.result(timeout=120)
+            continue
+        got = confidences(job.result(timeout=120))
+        expected = tiny_run.predict([path])[0]
+        for name, p in zip(tiny_run.class_names, expected):
+            assert got[name] == pytest.approx(float(p), abs=1e-5)
+    for c in clients:
+        c.close()
+
+
+def test_shared_passes_give_one_at_a_time_answers(demo, test_images):
+    """The Batcher around the served model: while one pass runs, the next 4 requests
+    wait and then share one pass; every answer is the image's own."""
+    session = demo.transferkit_session
+    images = [load_image(p) for p, _ in test_images[:5]]
+    alone = [session.probabilities(image) for image in images]
+    gate, calls = threading.Event(), []
+
+    def gated(batch):
+        calls.append(len(batch))
+        gate.wait(60)
+        return session._predict_images(batch)
+
+    batcher = Batcher(gated, max_batch=8)
+    results = [None] * 5
+
+    def ask(i):
+        results[i] = batcher(images[i])
+
+    first = threading.Thread(target=ask, args=(0,))
+    first.start()
+    while not calls:  # the first pass has started (and blocks on the gate)
+        time.sleep(0.01)
+    rest = [threading.Thread(target=ask, args=(i,)) for i in range(1, 5)]
+    for t in rest:
+        t.start()
+    while len(batcher._pending) < 4:  # all four are waiting for the next pass
+        time.sleep(0.01)
+    gate.set()
+    for t in [first, *rest]:
+        t.join(60)
+    assert calls == [1, 4] and batcher.passes == 2
+    for got, expected in zip(results, alone):
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_a_failed_pass_fails_only_its_requests():
+    def predict(batch):
+        if "bad" in batch:
+            raise ValueError("no")
+        return np.array([[len(item)] for item in batch])
+
+    batcher = Batcher(predict, max_batch=4)
+    assert batcher("abc").tolist() == [3]
+    with pytest.raises(ValueError, match="no"):
+        batcher("bad")
+    assert batcher("ok").tolist() == [2] and batcher.passes == 3
+
+
+def test_max_batch_must_be_positive(tiny_run):
+    with pytest.raises(ConfigError, match="--max-batch"):
+        build_demo(tiny_run.path, max_batch=0)
 
 
 def test_predict_is_mostly_right_on_test_images(client, test_images):
@@ -249,14 +331,16 @@ def test_exports_explained_by_their_run_else_predictions_only(tiny_run, tmp_path
 def launched(monkeypatch):
     """The keyword arguments `gradio.Blocks.launch` is called with (it serves nothing)."""
     calls = []
-    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(gr.Blocks, "launch",
+                        lambda self, **kwargs: calls.append(dict(kwargs, blocks=self)))
     return calls
 
 
 @pytest.mark.parametrize("options, expected", [
     ([], {"server_name": "127.0.0.1", "server_port": 7860, "share": False,
           "max_file_size": "10mb"}),
-    (["--host", "0.0.0.0", "--port", "7861", "--share", "--max-file-size", "1mb"],
+    (["--host", "0.0.0.0", "--port", "7861", "--share", "--max-file-size", "1mb",
+      "--max-batch", "1"],
      {"server_name": "0.0.0.0", "server_port": 7861, "share": True,
       "max_file_size": "1mb"}),
 ])
@@ -264,6 +348,13 @@ def test_serve_command_launches_with_its_options(tiny_run, launched, options, ex
     assert transferkit.cli.main(["serve", str(tiny_run.path), *options]) == 0
     (kwargs,) = launched
     assert {k: kwargs[k] for k in expected} == expected
+    # --max-batch 1: every /predict its own forward pass (the unbatched path).
+    session = kwargs["blocks"].transferkit_session
+    assert session.batcher.max_batch == (1 if "--max-batch" in options else MAX_BATCH)
+    if "--max-batch" in options:
+        path = next(iter(session.run.test_samples(1)))
+        np.testing.assert_allclose(session.shared_probabilities(load_image(path)),
+                                   tiny_run.predict([path])[0], atol=1e-6)
     assert kwargs["prevent_thread_lock"] is False  # serves until interrupted
 
 

@@ -70,7 +70,8 @@ def _add_train(sub) -> None:
     p.add_argument("--unfreeze", type=int, help="fine-tune this many top blocks")
     p.add_argument("--distribute", choices=DISTRIBUTE_CHOICES,
                    default="auto", help="tf.distribute strategy (multi-worker: TF_CONFIG)")
-    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
+    p.add_argument("--batch-size", type=int, help="per GPU (default: 32 on CPU, 128 on GPU)")
+    p.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--head-epochs", type=int, default=_DEFAULTS.head_epochs)
     p.add_argument("--fine-tune-epochs", type=int, default=_DEFAULTS.fine_tune_epochs)
     p.add_argument("--augment-copies", type=int, default=_DEFAULTS.augment_copies)
@@ -328,12 +329,15 @@ def _add_serve(sub) -> None:
     p.add_argument("--share", action="store_true",
                    help="also create a public gradio.live link (off by default)")
     p.add_argument("--max-file-size", help="largest upload accepted (default 10mb)")
+    p.add_argument("--max-batch", type=int, help="concurrent /predict requests sharing "
+                                                 "one forward pass (default 8; 1: none)")
 
 
 def _serve(args) -> int:
     from transferkit.demo import launch
 
-    given = {"host": args.host, "port": args.port, "max_file_size": args.max_file_size}
+    given = {"host": args.host, "port": args.port, "max_file_size": args.max_file_size,
+             "max_batch": args.max_batch}
     launch(args.model, share=args.share, **{k: v for k, v in given.items() if v is not None})
     return 0
 

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from transferkit.accelerator import check_mixed_precision, detect
 from transferkit.backbones import get_backbone, validate_size
 from transferkit.errors import ConfigError, DataError
 
@@ -27,7 +28,9 @@ class TrainConfig:
         seed: Seed for the split, initialization, augmentation and shuffling.
         strategy: `"auto"` (the plan decides), `"feature-extract"` or `"fine-tune"`.
         unfreeze: Number of top backbone blocks to fine-tune; None lets the plan decide.
-        batch_size: Images per training step.
+        batch_size: Images per training step (per GPU); None: the device's default
+            (`transferkit.accelerator`: 32 on a CPU, 128 on a GPU), resolved and
+            recorded in config.json.
         head_epochs: Maximum epochs of phase 1 (the head on cached features).
         fine_tune_epochs: Maximum epochs of phase 2 (fine-tuning).
         head_learning_rate: Adam learning rate of phase 1.
@@ -55,6 +58,8 @@ class TrainConfig:
             `compare`'s runs all use their first run's split).
         distribute: The `tf.distribute` strategy: `"auto"`, `"none"`, `"mirrored"` or
             `"multi-worker"` (see `transferkit.distribute`; not `strategy`).
+        mixed_precision: `"auto"` (`mixed_float16` on a GPU of compute capability 7.0
+            or more), `"on"` or `"off"`; resolved to on/off in config.json.
     """
 
     data: str = ""
@@ -66,7 +71,7 @@ class TrainConfig:
     seed: int = 42
     strategy: str = "auto"
     unfreeze: int | None = None
-    batch_size: int = 32
+    batch_size: int | None = None
     head_epochs: int = 60
     fine_tune_epochs: int = 10
     head_learning_rate: float = 1e-3
@@ -86,6 +91,7 @@ class TrainConfig:
     split_seed: int | None = None
     splits_file: str | None = None
     distribute: str = "auto"
+    mixed_precision: str = "auto"
 
     def resolved(self) -> "TrainConfig":
         """Returns a validated copy with defaults (image size) filled in.
@@ -96,6 +102,14 @@ class TrainConfig:
         """
         backbone = get_backbone(self.backbone)
         config = dataclasses.replace(self)
+        check_mixed_precision(config.mixed_precision)
+        if config.batch_size is None or config.mixed_precision == "auto":
+            device = detect()  # asked only when needed: it initializes TensorFlow's GPUs
+            mixed = device.mixed_precision(config.mixed_precision)
+            config = dataclasses.replace(
+                config, mixed_precision="on" if mixed else "off",
+                batch_size=device.default_batch if config.batch_size is None
+                else config.batch_size)
         # None: chosen from the data after the audit (`plan.choose_image_size`).
         if config.image_size is not None:
             validate_size(backbone, config.image_size)

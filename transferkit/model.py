@@ -91,7 +91,10 @@ def build_classifier(backbone: Backbone, num_classes: int, image_size: int,
         features.set_weights(pretrained.get_weights())
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(features.output)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    # float32 even under mixed precision: a float16 softmax rounds small probabilities
+    # to 0 (calibration and the unknown score read them) and can overflow in the loss.
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions",
+                                 dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"transferkit_{backbone.name}")
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from transferkit import layout
+from transferkit.accelerator import precision
 from transferkit.backbones import get_backbone, load_pretrained
 from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
@@ -92,7 +93,8 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
     # First: a multi-worker strategy must set up TensorFlow before any other op runs.
     dist = make_distribution(config.distribute)
     # Other workers than the chief write to a private folder, removed at the end.
-    with dist.writer_dir(Path(out)) as out_dir:
+    with precision(config.mixed_precision == "on"), \
+            dist.writer_dir(Path(out)) as out_dir:  # every model below, in its dtype
         return _train_in(out_dir, config, overwrite, dist, start)
 
 
@@ -266,7 +268,8 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
         head = keras.Sequential([
             keras.Input(x_train.shape[1:]),
             keras.layers.Dropout(config.dropout, name="head_dropout"),
-            keras.layers.Dense(n_classes, activation="softmax", name="predictions"),
+            keras.layers.Dense(n_classes, activation="softmax", name="predictions",
+                               dtype="float32"),  # as the classifier's (model.py)
         ])
         head.compile(keras.optimizers.Adam(dist.learning_rate(config.head_learning_rate)),
                      _loss(config), metrics=["accuracy"])

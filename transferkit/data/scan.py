@@ -11,10 +11,10 @@ import hashlib
 import math
 import os
 import sys
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import pandas as pd
 
@@ -68,6 +68,8 @@ def scan_folder(data_dir: str | os.PathLike, *, workers: int = 2, progress: bool
     """
     root = Path(data_dir)
     classes = _class_folders(root)
+    # Candidates as (relative path, class) strings, not Path objects: with the index,
+    # the only memory that grows with the folder (a Path costs several times more).
     rows, candidates = [], []
     for cls in classes:
         for file in _files_under(root / cls):
@@ -81,15 +83,17 @@ def scan_folder(data_dir: str | os.PathLike, *, workers: int = 2, progress: bool
             if reason:
                 rows.append(_Row(rel, cls, "skipped", reason))
             else:
-                candidates.append((file, rel, cls))
+                candidates.append((rel, cls))
 
-    def audit(candidate: tuple[Path, str, str]) -> _Row:
-        return _audit_image(*candidate, max_pixels=max_pixels)
+    def audit(candidate: tuple[str, str]) -> _Row:
+        rel, cls = candidate
+        return _audit_image(root / rel, rel, cls, max_pixels=max_pixels)
 
     show = progress and len(candidates) > _PROGRESS_ABOVE
     step = max(1, math.ceil(len(candidates) / 10))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, row in enumerate(pool.map(audit, candidates), start=1):
+        for done, row in enumerate(_bounded_map(pool, audit, candidates, 4 * workers),
+                                   start=1):
             rows.append(row)
             if show and (done % step == 0 or done == len(candidates)):
                 print(f"audit: {done}/{len(candidates)} files", file=sys.stderr, flush=True)
@@ -225,19 +229,34 @@ def _class_folders(root: Path) -> list[str]:
     return classes
 
 
-def _files_under(folder: Path) -> list[Path]:
-    """Every file below `folder`, recursively, skipping hidden folders.
+def _files_under(folder: Path) -> Iterator[Path]:
+    """Every file below `folder`, recursively, skipping hidden folders (one at a time:
+    a list of every Path would grow with the folder).
 
     Links to folders are not followed (they could loop); they are returned like files
     and then skipped for their extension-less name or failed decode.
     """
-    files = []
     for parent, dirs, names in os.walk(folder, followlinks=False):
         # Pruned in place so os.walk does not descend into them.
         dirs[:] = [d for d in dirs if not _is_hidden_dir(d)]
-        files.extend(Path(parent) / d for d in dirs if os.path.islink(Path(parent) / d))
-        files.extend(Path(parent) / name for name in names)
-    return files
+        yield from (Path(parent) / d for d in dirs if os.path.islink(Path(parent) / d))
+        yield from (Path(parent) / name for name in names)
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Sequence,
+                 in_flight: int) -> Iterator:
+    """`pool.map(fn, items)`, in order, with at most `in_flight` items submitted ahead.
+
+    (`Executor.map` submits every item at once: a future per file, about a kilobyte
+    each, held until the whole folder is done.)
+    """
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= in_flight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _is_utf8(name: str) -> bool:

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import gradio as gr
 
+from transferkit.demo.batching import MAX_BATCH
 from transferkit.demo.handlers import (
     TOP_PREDICTION, TOP_PREDICTION_LABEL, Handlers, method_label)
 from transferkit.demo.inside_tab import inside_tab
 from transferkit.demo.model_tab import model_tab
 from transferkit.demo.session import Session
-from transferkit.errors import RunError
+from transferkit.errors import ConfigError, RunError
 from transferkit.explain import DEFAULT_METHOD
 
 TOP_K = 5                        # classes shown in the label
@@ -36,7 +37,7 @@ CSS = """
 
 
 def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
-               max_queue: int = MAX_QUEUE) -> gr.Blocks:
+               max_queue: int = MAX_QUEUE, max_batch: int = MAX_BATCH) -> gr.Blocks:
     """Builds the web demo of a run directory or an exported model.
 
     Args:
@@ -45,6 +46,9 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
         concurrency: Requests computed at the same time (each holds an image and its
             activations in memory).
         max_queue: Requests allowed to wait; later ones are refused until there is room.
+        max_batch: Concurrent `/predict` requests that share one forward pass (each
+            decodes its image in its own thread, up to `max_batch` at once; see
+            `transferkit.demo.batching`). 1: no sharing, `concurrency` at once.
 
     Returns:
         The `gradio.Blocks` app, queue configured; serve it with `launch` (or
@@ -54,7 +58,9 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
     Raises:
         RunError: The path is not a finished run or a loadable export.
     """
-    session = Session(path)
+    if max_batch < 1:
+        raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
+    session = Session(path, max_batch)
     handlers = Handlers(session)
     names = session.class_names
     with gr.Blocks(title=f"transferkit · {session.name}", analytics_enabled=False) as demo:
@@ -123,9 +129,14 @@ def _wire(handlers: Handlers, image: gr.Image, method: gr.Dropdown, target: gr.D
                                show_progress="hidden", trigger_mode="always_last").then
     else:
         changed = partial(image.change, trigger_mode="always_last")
+    # Batching: as many /predict requests at once as share a pass, in their own group
+    # (the heat maps keep theirs); without it, the default group, as the other events.
+    max_batch = handlers.session.batcher.max_batch
+    group = {"concurrency_limit": max_batch, "concurrency_id": "predict"} \
+        if max_batch > 1 else {}
     predicted = changed(handlers.predict, inputs=[image], outputs=[label],
                         api_name="predict", preprocess=False,
-                        api_description="Class probabilities of an image.")
+                        api_description="Class probabilities of an image.", **group)
     explain_inputs = [image, method, target]
     if not handlers.session.can_explain:  # /explain still answers, with the reason why not
         hidden = gr.Button(visible=False)
@@ -183,7 +194,8 @@ def _theme() -> gr.themes.Base:
 
 def launch(path: str | Path, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT,
            share: bool = False, max_file_size: str | int | None = DEFAULT_MAX_FILE_SIZE,
-           *, block: bool = True, quiet: bool = False) -> gr.Blocks:
+           max_batch: int = MAX_BATCH, *, block: bool = True, quiet: bool = False
+           ) -> gr.Blocks:
     """Serves the demo of a run or export.
 
     Args:
@@ -193,6 +205,7 @@ def launch(path: str | Path, host: str = DEFAULT_HOST, port: int | None = DEFAUL
         port: TCP port (None: the first free one from 7860).
         share: Also open a public *.gradio.live link (off by default).
         max_file_size: Largest upload accepted, e.g. "10mb" or a number of bytes.
+        max_batch: Concurrent `/predict` requests sharing a forward pass (1: none).
         block: Serve until interrupted; False returns at once, the server running in
             a background thread (stop it with `demo.close()`).
         quiet: No startup messages.
@@ -203,7 +216,7 @@ def launch(path: str | Path, host: str = DEFAULT_HOST, port: int | None = DEFAUL
     Raises:
         RunError: The path is not a finished run or a loadable export.
     """
-    demo = build_demo(path)
+    demo = build_demo(path, max_batch=max_batch)
     demo.launch(server_name=host, server_port=port, share=share,
                 max_file_size=max_file_size, prevent_thread_lock=not block,
                 show_error=False, quiet=quiet, ssr_mode=False, theme=_theme(), css=CSS,

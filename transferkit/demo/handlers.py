@@ -119,8 +119,9 @@ class Handlers:
         source = _source(image)
         if source is None:
             return None
-        array = _decode(source)
-        return _confidences(self.session.class_names, self.session.probabilities(array))
+        array = _decode(source)  # here, not in the shared pass: a bad file fails alone
+        return _confidences(self.session.class_names,
+                            self.session.shared_probabilities(array))
 
     def verdict(self, image: Any) -> tuple[str, Any]:
         """The answer in words, for a model with trust: "Not sure — my best guesses are

@@ -16,6 +16,7 @@ import numpy as np
 
 from transferkit import layout
 from transferkit.config import TrainConfig
+from transferkit.demo.batching import MAX_BATCH, Batcher
 from transferkit.ensemble.members import explainer as ensemble_explainer
 from transferkit.errors import TransferkitError
 from transferkit.explain import DEFAULT_METHOD, METHODS, Explainer
@@ -32,6 +33,8 @@ class Session:
     Args:
         path: A finished run directory, an exported SavedModel directory or a `.tflite`
             file.
+        max_batch: Most concurrent `/predict` images sharing one forward pass
+            (`shared_probabilities`); 1: each request its own pass.
 
     Attributes:
         path: What was asked for.
@@ -45,7 +48,7 @@ class Session:
         RunError: The path is not a finished run or a loadable export.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, max_batch: int = MAX_BATCH):
         path = Path(path)
         self.path = path
         self.run: Run | None = None
@@ -62,12 +65,15 @@ class Session:
             self.name = _export_name(path)
         self._explainers: dict[str, Explainer] = {}
         self._lock = threading.Lock()
+        self.batcher = Batcher(self._predict_images, max_batch)
         if self.run is not None:
             size = self.run.image_size
             blank = np.zeros((1, size, size, 3), np.uint8)
             # Builds Keras's predict function now, not in two request threads at once,
             # and traces the default method's graph: the first visitor does not wait.
             self.run.model.predict_on_batch(self.run.preprocess(blank))
+            if max_batch > 1:  # and its batch-size-free trace, which a 2nd size makes
+                self.run.model.predict_on_batch(self.run.preprocess([blank[0]] * 2))
             self.heatmaps(DEFAULT_METHOD, blank, [0])
 
     @property
@@ -95,6 +101,17 @@ class Session:
         if batch is None:
             return np.asarray(self.run.predict([image]))[0]
         return np.asarray(self.run.model.predict_on_batch(batch))[0]
+
+    def shared_probabilities(self, image: np.ndarray) -> np.ndarray:
+        """Class probabilities `[C]` of one decoded image, computed in one forward pass
+        with the images of concurrent callers (`Batcher`); the same numbers as
+        `probabilities(image)`, up to float rounding."""
+        return self.batcher(image)
+
+    def _predict_images(self, images: list[np.ndarray]) -> np.ndarray:
+        """Probabilities `[N, C]` of decoded images: `probabilities`, for several."""
+        model = self.predictor if self.predictor is not None else self.run
+        return np.asarray(model.predict(images))
 
     def assess(self, image: np.ndarray) -> tuple[np.ndarray, dict | None]:
         """Class probabilities `[C]` of one decoded image and its trust fields

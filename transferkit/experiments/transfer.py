@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from transferkit.accelerator import CPU_BATCH
 from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.fileio import read_json, write_csv, write_json
@@ -81,7 +82,7 @@ class TransferConfig:
     max_epochs: int = 6
     patience: int = 2
     min_steps: int = 16
-    batch_size: int = _TRAIN.batch_size
+    batch_size: int = CPU_BATCH  # fixed, not the device's: cells compare alike
     learning_rate: float = _TRAIN.head_learning_rate
     fine_tune_learning_rate: float = _TRAIN.fine_tune_learning_rate
     val_split: float = _TRAIN.val_split

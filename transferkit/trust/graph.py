@@ -79,7 +79,8 @@ class TrustGraph:
             threshold), `abstained` bool `[N]` (max probability below the threshold).
         """
         features, probabilities = self.trunk(images, training=False)
-        score = self._score(features, probabilities)
+        # float16 in a mixed-precision model; the trust constants are float32.
+        score = self._score(tf.cast(features, tf.float32), probabilities)
         p = self.params
         return {"probabilities": probabilities, "unknown_score": score,
                 "is_unknown": score > p.unknown_threshold,
