@@ -78,6 +78,11 @@ def _add_train(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="skip the trust outputs (see `transferkit calibrate`)")
+    p.add_argument("--time-limit", help="budget for the whole command, e.g. 90s, 20m, 1h, "
+                   "1h30m: the plan measures this machine and fits the run into it")
+    p.add_argument("--preset", choices=["fast", "balanced", "best"],
+                   help="fast: today's recipe (~5 CPU minutes); balanced: 20m; best: 1h "
+                   "(--time-limit wins over the preset's budget)")
     p.add_argument("--exclude-flagged", action="store_true",
                    help="leave the doctor's label issues and outliers out of the split")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.backbones import get_backbone, validate_size
+from transferkit.budget.parse import resolve_budget
 from transferkit.errors import ConfigError, DataError
 
 
@@ -42,6 +43,12 @@ class TrainConfig:
         quiet: No progress bars.
         calibrate: Fit the trust outputs after training (temperature, "not sure"
             threshold, unknown score; `transferkit.trust`); `--no-calibrate` skips it.
+        time_limit: Seconds the whole command may take (audit to finished run
+            directory); the plan measures this machine and fits the run into it
+            (`transferkit.budget`). A string such as `"20m"` is parsed. None: today's
+            fixed recipe.
+        preset: `"fast"` (today's recipe), `"balanced"` (20 minutes) or `"best"` (1 hour);
+            an explicit `time_limit` wins over the preset's budget.
     """
 
     data: str = ""
@@ -67,6 +74,8 @@ class TrainConfig:
     exclude_flagged: bool = False
     quiet: bool = False
     calibrate: bool = True
+    time_limit: float | None = None
+    preset: str | None = None
 
     def resolved(self) -> "TrainConfig":
         """Returns a validated copy with defaults (image size) filled in.
@@ -77,6 +86,7 @@ class TrainConfig:
         """
         backbone = get_backbone(self.backbone)
         config = dataclasses.replace(self)
+        config.time_limit = resolve_budget(config.time_limit, config.preset)
         # None: chosen from the data after the audit (`plan.choose_image_size`).
         if config.image_size is not None:
             validate_size(backbone, config.image_size)
