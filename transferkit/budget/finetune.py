@@ -25,7 +25,7 @@ import pandas as pd
 import tensorflow as tf
 
 from transferkit import layout
-from transferkit.budget.planner import SAFETY, BudgetPlan
+from transferkit.budget.planner import SAFETY, BudgetPlan, SpeedProfile, first_epoch_extra
 from transferkit.budget.stop import Ledger, TimeBudget
 from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
@@ -93,6 +93,7 @@ def fine_tune_within(model: keras.Model, out_dir: Path, paths: dict, labels: dic
     end = plan.limit_seconds - plan.reserve_seconds
     on_clock = lambda spent: ledger.started + spent - ledger.before  # noqa: E731
     rows = pd.read_csv(log).to_dict("records") if log.exists() else []
+    profile = SpeedProfile.from_dict(state["profile"])
     n_classes = model.output_shape[-1]
     y_train = keras.utils.to_categorical(np.asarray(labels["train"]), n_classes)
     y_val = keras.utils.to_categorical(np.asarray(labels["val"]), n_classes)
@@ -129,7 +130,7 @@ def fine_tune_within(model: keras.Model, out_dir: Path, paths: dict, labels: dic
                           warmup=min(0.1, plan.epoch_seconds / max(end - start, 1.0)),
                           best_loss=float(state.get("best_loss", math.inf)),
                           best_path=best_path, safety=SAFETY, on_epoch=on_epoch,
-                          restore_best=False)
+                          restore_best=False, first_extra=first_epoch_extra(profile))
         sized.fit(train_ds, validation_data=val_ds, epochs=max(4 * stage.epochs, 8),
                   class_weight=class_weight, verbose=verbose, callbacks=[stop])
         if sized is not model:
@@ -138,9 +139,8 @@ def fine_tune_within(model: keras.Model, out_dir: Path, paths: dict, labels: dic
             f"({', '.join(f'{d:.0f}' for d in stop.durations)} s)")
     if best_path.exists():
         model.load_weights(best_path)
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        frame.insert(0, "phase", 2)
+    frame = pd.DataFrame(rows, columns=None if rows else ["epoch"])
+    frame.insert(0, "phase", 2)
     write_csv(log, frame)
     with atomic_path(done, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)

@@ -39,6 +39,7 @@ MAX_HEAD_COPIES = 8      # augmented feature views for a head-only plan
 PHASE1_SHARE = 0.25      # most of the usable time phase 1's augmented views may take
 REPORT_SECONDS = 10.0    # writing report.html (plots), about constant
 SAVE_SECONDS = 3.0       # model.keras and metrics
+PREDICT_CALLS_AFTER = 4  # evaluation 1, calibration 3 (final features, val, test)
 
 
 @dataclasses.dataclass
@@ -51,24 +52,32 @@ class SpeedProfile:
         step_seconds: Seconds per fine-tuning step of `batch_size` images, by size.
         batch_size: The batch size the steps were timed at.
         measure_seconds: What measuring cost (already spent).
+        trace_predict: Seconds the first call of a prediction function costs beyond a
+            batch (tracing; each `predict` of a new model or shape pays it).
+        trace_train: The same for a training step (each stage's first epoch pays it).
     """
 
     extract_ips: dict[int, float]
     step_seconds: dict[int, float]
     batch_size: int
     measure_seconds: float = 0.0
+    trace_predict: float = 0.0
+    trace_train: float = 0.0
 
     def to_dict(self) -> dict:
         return {"extract_ips": {str(k): round(v, 2) for k, v in self.extract_ips.items()},
                 "step_seconds": {str(k): round(v, 4) for k, v in self.step_seconds.items()},
                 "batch_size": self.batch_size,
-                "measure_seconds": round(self.measure_seconds, 1)}
+                "measure_seconds": round(self.measure_seconds, 1),
+                "trace_predict": round(self.trace_predict, 2),
+                "trace_train": round(self.trace_train, 2)}
 
     @classmethod
     def from_dict(cls, values: dict) -> "SpeedProfile":
         return cls({int(k): v for k, v in values["extract_ips"].items()},
                    {int(k): v for k, v in values["step_seconds"].items()},
-                   values["batch_size"], values.get("measure_seconds", 0.0))
+                   values["batch_size"], values.get("measure_seconds", 0.0),
+                   values.get("trace_predict", 0.0), values.get("trace_train", 0.0))
 
 
 @dataclasses.dataclass
@@ -116,10 +125,12 @@ def epoch_seconds(profile: SpeedProfile, size: int, n_train: int, n_val: int) ->
 
 def reserve_seconds(profile: SpeedProfile, size: int, n_val: int, n_test: int,
                     n_train: int) -> float:
-    """Evaluation (test pass, save), calibration (features of every image), report."""
+    """Evaluation (test pass, save), calibration (features of every image), report.
+
+    Each of those predicts with a newly made function: `PREDICT_CALLS_AFTER` traces."""
     ips = _at(profile.extract_ips, size, inverse=True)
-    return SAFETY * ((n_test + n_train + n_val + n_test) / ips) + SAVE_SECONDS + \
-        REPORT_SECONDS
+    return SAFETY * ((n_test + n_train + n_val + n_test) / ips + PREDICT_CALLS_AFTER
+                     * profile.trace_predict + SAVE_SECONDS + REPORT_SECONDS)
 
 
 def head_seconds(profile: SpeedProfile, size: int, n_all: int, n_train: int,
@@ -127,7 +138,13 @@ def head_seconds(profile: SpeedProfile, size: int, n_all: int, n_train: int,
     """Phase 1: features of every image, `copies` augmented views of the training ones,
     then the head's epochs on the stored features (a few seconds)."""
     ips = _at(profile.extract_ips, size, inverse=True)
-    return (n_all + copies * n_train) / ips + 5.0
+    return (n_all + copies * n_train) / ips + (1 + copies) * profile.trace_predict + 5.0
+
+
+def first_epoch_extra(profile: SpeedProfile) -> float:
+    """What a stage's first epoch costs beyond the others: tracing its train and
+    validation functions."""
+    return profile.trace_train + profile.trace_predict
 
 
 def plan_budget(profile: SpeedProfile, limit: float, spent: float, n_train: int,
@@ -160,7 +177,8 @@ def plan_budget(profile: SpeedProfile, limit: float, spent: float, n_train: int,
         return _head_only(profile, limit, left, n_all, n_train, n_val, n_test, rule_size,
                           spent, base)
     minimum = spent + head_seconds(profile, smallest, n_all, n_train, 0) + \
-        SAFETY * epoch_seconds(profile, smallest, n_train, n_val) + \
+        SAFETY * (epoch_seconds(profile, smallest, n_train, n_val) +
+                  first_epoch_extra(profile)) + \
         reserve_seconds(profile, smallest, n_val, n_test, n_train)
     if limit < minimum:
         raise _too_small(limit, minimum, f"one fine-tuning epoch at {smallest} px")
@@ -175,7 +193,8 @@ def plan_budget(profile: SpeedProfile, limit: float, spent: float, n_train: int,
             copies -= 1
         head = head_seconds(profile, size, n_all, n_train, copies)
         phase2 = left - reserve - head
-        return phase2, max(int(phase2 // epoch), 0), epoch, copies, head
+        epochs = int((phase2 - SAFETY * first_epoch_extra(profile)) // epoch)
+        return phase2, max(epochs, 0), epoch, copies, head
 
     above = [s for s in sizes if s > rule_size]
     below = [s for s in sizes if s <= rule_size]
@@ -201,8 +220,9 @@ def plan_budget(profile: SpeedProfile, limit: float, spent: float, n_train: int,
     small = max(smallest, 32 * round(size * 0.75 / 32))
     if "progressive" in ingredients and small < size:
         small_epoch = SAFETY * epoch_seconds(profile, small, n_train, n_val)
-        early = int(PROGRESSIVE_SHARE * phase2 // small_epoch)
-        late = int((1 - PROGRESSIVE_SHARE) * phase2 // epoch)
+        extra = SAFETY * first_epoch_extra(profile)
+        early = int((PROGRESSIVE_SHARE * phase2 - extra) // small_epoch)
+        late = int(((1 - PROGRESSIVE_SHARE) * phase2 - extra) // epoch)
         stages = [Stage(small, early, PROGRESSIVE_SHARE), Stage(size, late, 1.0)]
     elif "progressive" in ingredients:
         ingredients.remove("progressive")

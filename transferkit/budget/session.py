@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import keras
@@ -26,6 +27,7 @@ from transferkit.fileio import read_json, write_json
 from transferkit.plan import MIN_FINE_TUNE_SIZE, Plan
 
 LEDGER_FILE = "budget.json"  # in the run's checkpoints
+CLOCK = time.time  # the ledger's clock; tests replace it (never changed at run time)
 
 
 def open_ledger(out_dir: Path, config: TrainConfig, started: float) -> Ledger | None:
@@ -36,7 +38,9 @@ def open_ledger(out_dir: Path, config: TrainConfig, started: float) -> Ledger | 
     """
     if config.time_limit is None:
         return None
-    ledger = Ledger(out_dir / layout.CHECKPOINTS_DIR / LEDGER_FILE, started=started)
+    # The command started before this call: carry the real seconds since onto CLOCK.
+    ledger = Ledger(out_dir / layout.CHECKPOINTS_DIR / LEDGER_FILE, clock=CLOCK,
+                    started=CLOCK() - (time.time() - started))
     if ledger.before >= config.time_limit:
         raise ConfigError(f"this unfinished run has already spent its --time-limit of "
                           f"{format_seconds(config.time_limit)}; pass --overwrite to start "

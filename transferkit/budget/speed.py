@@ -49,6 +49,7 @@ def measure(model: keras.Model, paths: list[str], labels: np.ndarray, sizes: lis
     n = min(batch_size, len(paths))
     order = [first] + sorted((s for s in sizes if s != first), reverse=True)
     extract, steps = {}, {}
+    trace_predict = trace_train = 0.0
     for size in order:
         if extract and clock() - start > MEASURE_SHARE * limit:
             break
@@ -58,22 +59,31 @@ def measure(model: keras.Model, paths: list[str], labels: np.ndarray, sizes: lis
         decode = (clock() - t0) / n  # seconds per image
         sized = rebuild_at_size(model, size)
         trunk = feature_extractor(sized)
+        t0 = clock()
         trunk.predict_on_batch(batch)  # warm-up: traces the function
+        warm = clock() - t0
         t0 = clock()
         trunk.predict_on_batch(batch)
-        extract[size] = 1.0 / (decode + (clock() - t0) / n)
+        forward = clock() - t0
+        extract[size] = 1.0 / (decode + forward / n)
+        trace_predict = max(trace_predict, warm - forward)
         if n_blocks:
             set_trainable_blocks(sized, n_blocks)
             sized.compile(keras.optimizers.Adam(1e-5), "categorical_crossentropy")
             y = labels[:n]
+            t0 = clock()
             sized.train_on_batch(batch, y)  # warm-up
+            warm = clock() - t0
             t0 = clock()
             for _ in range(TIMED_STEPS):
                 sized.train_on_batch(batch, y)
-            per_image = (clock() - t0) / (TIMED_STEPS * n) + decode
+            step = (clock() - t0) / TIMED_STEPS
+            trace_train = max(trace_train, warm - step)
+            per_image = step / n + decode
             steps[size] = per_image * batch_size
         say(f"Budget: measured {size} px: {extract[size]:.0f} images/s forward"
             + (f", {steps[size]:.2f} s per fine-tuning step" if n_blocks else ""))
     if not n_blocks:
         steps = {s: 0.0 for s in extract}
-    return SpeedProfile(extract, steps, batch_size, clock() - start)
+    return SpeedProfile(extract, steps, batch_size, clock() - start,
+                        trace_predict, trace_train)

@@ -91,6 +91,8 @@ class TimeBudget(keras.callbacks.Callback):
         best_path: Where improved weights are saved (None: kept in memory only).
         safety: Padding of the next epoch's predicted time.
         on_epoch: Called after each epoch with (seconds, logs, best loss): the ledger.
+        first_extra: What the first epoch cost beyond the others (tracing, measured):
+            subtracted while it is the only epoch to go by.
         restore_best: Restore the best weights at the end (False: a stage of several,
             which continues from its last weights; the caller restores at the end).
     """
@@ -100,7 +102,7 @@ class TimeBudget(keras.callbacks.Callback):
                  peak_rate: float | None = None, warmup: float = 0.1,
                  best_loss: float = math.inf, best_path: Path | None = None,
                  safety: float = 1.15, on_epoch: Callable | None = None,
-                 restore_best: bool = True):
+                 restore_best: bool = True, first_extra: float = 0.0):
         super().__init__()
         self.deadline, self.clock = deadline, clock
         self.phase_start = clock() if phase_start is None else phase_start
@@ -109,6 +111,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.best_loss, self.best_path = best_loss, best_path
         self.best_weights: list[np.ndarray] | None = None
         self.safety, self.on_epoch, self.restore_best = safety, on_epoch, restore_best
+        self.first_extra = first_extra
         self.durations: list[float] = []
         self.stopped_by_time = False
         self._epoch_start = None
@@ -121,7 +124,9 @@ class TimeBudget(keras.callbacks.Callback):
         """Whether one more epoch, as slow as the slowest recent one, ends in time."""
         if not self.durations:
             return self.clock() < self.deadline
-        predicted = self.safety * max(self.durations[-3:])
+        # The first epoch also traced the functions: once there are others, it is no guide.
+        recent = self.durations[1:][-3:] or [self.durations[0] - self.first_extra]
+        predicted = self.safety * max(recent)
         return self.clock() + predicted <= self.deadline
 
     def on_train_begin(self, logs=None):
