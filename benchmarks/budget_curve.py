@@ -22,11 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 
 from transferkit.testing import flowers_dir, use_local_weights
+
+use_local_weights()  # before Keras is imported: it reads KERAS_HOME once
+
+import keras  # noqa: E402
 
 
 def _subset(source: Path, per_class: int) -> Path:
@@ -87,7 +90,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) /
                         "budget_curve")
     args = parser.parse_args()
-    use_local_weights()
     import transferkit
     from transferkit.budget.parse import parse_budget
 
