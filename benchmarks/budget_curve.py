@@ -70,10 +70,12 @@ def keras_guide(run_dir: Path, data: Path, epochs: tuple[int, int], seed: int) -
     model = build_classifier(get_backbone(config["backbone"]), len(classes), size,
                              config["weights"], dropout=0.2)
     set_trainable_blocks(model, 0)
-    model.compile(keras.optimizers.Adam(), "categorical_crossentropy", ["accuracy"])
+    model.compile(keras.optimizers.Adam(), "categorical_crossentropy",
+                  metrics=["accuracy"])
     model.fit(train, validation_data=val, epochs=epochs[0], verbose=2)
     set_trainable_blocks(model, len(backbone_blocks(model)))
-    model.compile(keras.optimizers.Adam(1e-5), "categorical_crossentropy", ["accuracy"])
+    model.compile(keras.optimizers.Adam(1e-5), "categorical_crossentropy",
+                  metrics=["accuracy"])
     model.fit(train, validation_data=val, epochs=epochs[1], verbose=2)
     accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
     return {"recipe": f"Keras guide ({epochs[0]}+{epochs[1]} epochs)", "budget": "-",
