@@ -9,8 +9,8 @@ guide's recipe (keras.io/guides/transfer_learning: frozen backbone, a new head f
 epochs at Adam's default rate, then the whole backbone fine-tuned at 1e-5 for 10 epochs,
 BatchNorm in inference mode, RandomFlip + RandomRotation(0.1)) is trained on the same
 split, backbone and image size as the first budget's run, in the same process, and
-timed. Prints one table row per recipe; `--subset 8 --budgets 2m --guide-epochs 1,1`
-checks the script in a few minutes (the numbers then mean nothing).
+timed. Prints one table row per recipe; `--subset 25 --budgets 3m --guide-epochs 1,1
+--strategy fine-tune` checks the script in a few minutes (the numbers then mean nothing).
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--subset", type=int, help="images per class (a quick check)")
     parser.add_argument("--guide-epochs", default="20,10")
+    parser.add_argument("--strategy", default="auto",
+                        help="fine-tune: force phase 2 on a small --subset (a check)")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) /
                         "budget_curve")
     args = parser.parse_args()
@@ -103,7 +105,8 @@ def main() -> None:
     for budget in args.budgets.split(","):
         out = args.out / budget
         start = time.time()
-        run = transferkit.train(data, out, time_limit=budget, seed=args.seed, quiet=True)
+        run = transferkit.train(data, out, time_limit=budget, seed=args.seed,
+                                strategy=args.strategy, quiet=True)
         plan = json.loads((out / "plan.json").read_text()).get("budget", {})
         rows.append({"recipe": "transferkit --time-limit", "budget": budget,
                      "seconds": round(time.time() - start),
