@@ -100,6 +100,20 @@ def test_plan_picks_the_size_the_budget_buys():
                                                                        (160, 1.0)]
 
 
+def test_strong_augmentation_pays_for_its_pipeline_time():
+    # RandAugment + MixUp add 0.5 s to each step: epochs of (10 x 1.0 + 1) x 1.15 = 12.65 s.
+    profile = _profile(augment_seconds={128: 0.5})
+    args = dict(spent=20, n_train=320, n_val=64, n_test=64, rule_size=128, sizes=[128],
+                fine_tune=True)
+    # 200 s: 19 plain epochs, but only 10 with them (< 15): weight averaging alone.
+    plan = plan_budget(profile, limit=200, **args)
+    assert (plan.fine_tune_epochs, plan.ingredients) == (14, ["ema"])
+    # 400 s: 333.85 s of phase 2 = 26 strong epochs: all of them (one size: no resizing).
+    plan = plan_budget(profile, limit=400, **args)
+    assert (plan.fine_tune_epochs, plan.epoch_seconds) == (26, 12.6)  # rounded
+    assert plan.ingredients == ["ema", "randaugment", "mixup"]
+
+
 def test_too_small_a_budget_is_refused_with_the_measured_minimum():
     # Minimum: 20 spent + phase 1 without views (448 / 64 + 5 = 12) + one padded epoch
     # (6.9) + reserve (24.15) = 63.05 s.

@@ -57,6 +57,8 @@ class SpeedProfile:
         trace_predict: Seconds the first call of a prediction function costs beyond a
             batch (tracing; each `predict` of a new model or shape pays it).
         trace_train: The same for a training step (each stage's first epoch pays it).
+        augment_seconds: Seconds RandAugment + MixUp add to a batch, by size (the
+            input pipeline's cost when those ingredients are on).
     """
 
     extract_ips: dict[int, float]
@@ -65,6 +67,7 @@ class SpeedProfile:
     measure_seconds: float = 0.0
     trace_predict: float = 0.0
     trace_train: float = 0.0
+    augment_seconds: dict[int, float] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"extract_ips": {str(k): round(v, 2) for k, v in self.extract_ips.items()},
@@ -72,14 +75,17 @@ class SpeedProfile:
                 "batch_size": self.batch_size,
                 "measure_seconds": round(self.measure_seconds, 1),
                 "trace_predict": round(self.trace_predict, 2),
-                "trace_train": round(self.trace_train, 2)}
+                "trace_train": round(self.trace_train, 2),
+                "augment_seconds": {str(k): round(v, 4)
+                                    for k, v in self.augment_seconds.items()}}
 
     @classmethod
     def from_dict(cls, values: dict) -> "SpeedProfile":
         return cls({int(k): v for k, v in values["extract_ips"].items()},
                    {int(k): v for k, v in values["step_seconds"].items()},
                    values["batch_size"], values.get("measure_seconds", 0.0),
-                   values.get("trace_predict", 0.0), values.get("trace_train", 0.0))
+                   values.get("trace_predict", 0.0), values.get("trace_train", 0.0),
+                   {int(k): v for k, v in values.get("augment_seconds", {}).items()})
 
 
 @dataclasses.dataclass
@@ -118,11 +124,15 @@ class BudgetPlan:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
-def epoch_seconds(profile: SpeedProfile, size: int, n_train: int, n_val: int) -> float:
-    """One fine-tuning epoch at `size`: its training steps plus the validation pass."""
+def epoch_seconds(profile: SpeedProfile, size: int, n_train: int, n_val: int,
+                  strong: bool = False) -> float:
+    """One fine-tuning epoch at `size`: its training steps plus the validation pass
+    (`strong`: with RandAugment and MixUp in the input pipeline)."""
     steps = math.ceil(n_train / profile.batch_size)
-    return steps * _at(profile.step_seconds, size) + n_val / _at(profile.extract_ips, size,
-                                                                  inverse=True)
+    step = _at(profile.step_seconds, size)
+    if strong and profile.augment_seconds:
+        step += _at(profile.augment_seconds, size)
+    return steps * step + n_val / _at(profile.extract_ips, size, inverse=True)
 
 
 def reserve_seconds(profile: SpeedProfile, size: int, n_val: int, n_test: int,
@@ -185,9 +195,9 @@ def plan_budget(profile: SpeedProfile, limit: float, spent: float, n_train: int,
     if limit < minimum:
         raise _too_small(limit, minimum, f"one fine-tuning epoch at {smallest} px")
 
-    def fit(size: int) -> tuple[float, int, float, int, float]:
+    def fit(size: int, strong: bool = False) -> tuple[float, int, float, int, float]:
         """Phase 2 time, epochs, epoch seconds, copies and phase 1 time at `size`."""
-        epoch = SAFETY * epoch_seconds(profile, size, n_train, n_val)
+        epoch = SAFETY * epoch_seconds(profile, size, n_train, n_val, strong)
         reserve = reserve_seconds(profile, size, n_val, n_test, n_train)
         copies = 2
         while copies and head_seconds(profile, size, n_all, n_train, copies) > \
@@ -215,13 +225,21 @@ def plan_budget(profile: SpeedProfile, limit: float, spent: float, n_train: int,
     if epochs < 1:  # the larger reserve at this size: fall back to the smallest
         size = smallest
         phase2, epochs, epoch, copies, head = fit(size)
+    if epochs >= RANDAUGMENT_FROM and profile.augment_seconds:
+        # The strong augmentations cost input-pipeline time: count it, and keep them
+        # only if enough epochs still fit with it (else weight averaging alone).
+        strong = fit(size, strong=True)
+        if strong[1] >= RANDAUGMENT_FROM:
+            phase2, epochs, epoch, copies, head = strong
+        else:
+            epochs = min(epochs, RANDAUGMENT_FROM - 1)
     ingredients = [name for name, start in (("ema", EMA_FROM), ("randaugment",
                    RANDAUGMENT_FROM), ("progressive", PROGRESSIVE_FROM),
                    ("mixup", MIXUP_FROM)) if epochs >= start]
     stages = [Stage(size, epochs, 1.0)]
     small = max(smallest, 32 * round(size * 0.75 / 32))
     if "progressive" in ingredients and small < size:
-        small_epoch = SAFETY * epoch_seconds(profile, small, n_train, n_val)
+        small_epoch = SAFETY * epoch_seconds(profile, small, n_train, n_val, True)
         extra = SAFETY * first_epoch_extra(profile)
         early = int((PROGRESSIVE_SHARE * phase2 - extra) // small_epoch)
         late = int(((1 - PROGRESSIVE_SHARE) * phase2 - extra) // epoch)

@@ -48,7 +48,7 @@ def measure(model: keras.Model, paths: list[str], labels: np.ndarray, sizes: lis
     start = clock()
     n = min(batch_size, len(paths))
     order = [first] + sorted((s for s in sizes if s != first), reverse=True)
-    extract, steps = {}, {}
+    extract, steps, augment = {}, {}, {}
     trace_predict = trace_train = 0.0
     for size in order:
         if extract and clock() - start > MEASURE_SHARE * limit:
@@ -81,9 +81,25 @@ def measure(model: keras.Model, paths: list[str], labels: np.ndarray, sizes: lis
             trace_train = max(trace_train, warm - step)
             per_image = step / n + decode
             steps[size] = per_image * batch_size
+            augment[size] = _augment_seconds(batch, y, clock) * batch_size / n
         say(f"Budget: measured {size} px: {extract[size]:.0f} images/s forward"
             + (f", {steps[size]:.2f} s per fine-tuning step" if n_blocks else ""))
     if not n_blocks:
         steps = {s: 0.0 for s in extract}
     return SpeedProfile(extract, steps, batch_size, clock() - start,
-                        trace_predict, trace_train)
+                        trace_predict, trace_train, augment)
+
+
+def _augment_seconds(batch: np.ndarray, labels: np.ndarray, clock: Clock) -> float:
+    """Seconds RandAugment + MixUp take on `batch` in a tf.data pipeline (warmed up)."""
+    import tensorflow as tf
+
+    from transferkit.budget.finetune import with_ingredients
+
+    ds = tf.data.Dataset.from_tensors((batch, labels.astype("float32"))).repeat(1 + TIMED_STEPS)
+    batches = iter(with_ingredients(ds, ["randaugment", "mixup"], seed=0))
+    next(batches)  # warm-up: traces the maps
+    t0 = clock()
+    for _ in range(TIMED_STEPS):
+        next(batches)
+    return (clock() - t0) / TIMED_STEPS
