@@ -245,3 +245,28 @@ def test_cli_refuses_a_bare_number_before_any_work(capsys, tmp_path):
     assert err == ("transferkit: error: --time-limit '20' is not a duration: use e.g. 90s, "
                    "20m, 1h or 1h30m (a number and a unit h, m or s)")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_keeps_its_plan_and_records_the_spending(tmp_path):
+    # The first invocation planned and spent 100 s; the second (killed run, same command)
+    # starts at 1000 on its clock: no measuring, the old plan, 100 s of 200 left.
+    budget = plan_budget(_profile(), limit=200, spent=20, n_train=320, n_val=64,
+                         n_test=64, rule_size=128, sizes=[128], fine_tune=True)
+    ledger_path = tmp_path / "checkpoints" / session.LEDGER_FILE
+    clock = FakeClock(0)
+    first = Ledger(ledger_path, clock=clock, started=0)
+    clock.now = 100
+    first.save(plan=budget.to_dict(), profile=_profile().to_dict(), marks={"audit": 5})
+    (tmp_path / "plan.json").write_text(json.dumps({"strategy": "fine-tune"}))
+    clock.now = 1000
+    again = Ledger(ledger_path, clock=clock, started=1000)
+    said = []
+    resumed = session.plan_within(again, None, None, TrainConfig(time_limit=200), None,
+                                  {}, {}, tmp_path, said.append)
+    assert resumed == budget and said == ["Budget: resuming with 1m40s of 3m20s left"]
+    clock.now = 1090
+    session.finish(tmp_path, again)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["strategy"] == "fine-tune" and plan["budget"]["image_size"] == 128
+    assert plan["budget"]["spent"] == {"total_seconds": 190.0, "at_end_of": {"audit": 5},
+                                       "fine_tune_epochs": 0, "within_limit": True}

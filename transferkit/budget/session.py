@@ -91,6 +91,7 @@ def plan_within(ledger: Ledger, model: keras.Model, plan: Plan, config: TrainCon
         budget = BudgetPlan.from_dict(saved)
         say(f"Budget: resuming with {format_seconds(ledger.left(budget.limit_seconds))} "
             f"of {format_seconds(budget.limit_seconds)} left")
+        _record(out_dir, budget, ledger.state["profile"])  # plan.json was written anew
         return budget
     sizes = candidate_sizes(backbone, plan, config)
     n_classes = model.output_shape[-1]
@@ -106,8 +107,7 @@ def plan_within(ledger: Ledger, model: keras.Model, plan: Plan, config: TrainCon
     say(f"Budget plan: {budget.reason}")
     ledger.save(plan=budget.to_dict(), profile=profile.to_dict())
     mark(ledger, "measure")
-    _update_plan_file(out_dir, {"image_size": budget.image_size,
-                                "budget": {**budget.to_dict(), "profile": profile.to_dict()}})
+    _record(out_dir, budget, profile.to_dict())
     return budget
 
 
@@ -117,10 +117,12 @@ def finish(out_dir: Path, ledger: Ledger | None) -> None:
         return
     marks = ledger.state.get("marks", {})
     plan = read_json(out_dir / layout.PLAN_FILE)
-    plan.setdefault("budget", {})["spent"] = {
-        "total_seconds": round(ledger.spent(), 1), "at_end_of": marks,
+    section = plan.setdefault("budget", {})
+    spent = ledger.spent()
+    section["spent"] = {
+        "total_seconds": round(spent, 1), "at_end_of": marks,
         "fine_tune_epochs": ledger.state.get("epochs", 0),
-        "within_limit": ledger.spent() <= plan["budget"].get("limit_seconds", float("inf"))}
+        "within_limit": spent <= section.get("limit_seconds", float("inf"))}
     write_json(out_dir / layout.PLAN_FILE, plan)
 
 
@@ -130,9 +132,11 @@ def head_config(config: TrainConfig, budget: BudgetPlan | None) -> TrainConfig:
         config, augment_copies=budget.augment_copies)
 
 
-def _update_plan_file(out_dir: Path, values: dict) -> None:
+def _record(out_dir: Path, budget: BudgetPlan, profile: dict) -> None:
+    """Adds the budget plan and the measured profile to plan.json."""
     path = out_dir / layout.PLAN_FILE
-    write_json(path, {**read_json(path), **values})
+    write_json(path, {**read_json(path), "image_size": budget.image_size,
+                      "budget": {**budget.to_dict(), "profile": profile}})
 
 
 __all__ = ["open_ledger", "mark", "plan_within", "finish", "head_config", "SpeedProfile"]
