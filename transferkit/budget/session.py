@@ -49,9 +49,15 @@ def open_ledger(out_dir: Path, config: TrainConfig, started: float) -> Ledger | 
 
 
 def mark(ledger: Ledger | None, step: str) -> None:
-    """Records that `step` finished now (seconds spent so far), atomically."""
+    """Records that `step` finished now (seconds spent so far), atomically.
+
+    A step done again after a resume (the audit, say) is recorded as `"audit, resumed"`:
+    the first invocation's marks stay."""
     if ledger is not None:
-        ledger.save(marks={**ledger.state.get("marks", {}), step: round(ledger.spent(), 1)})
+        marks = dict(ledger.state.get("marks", {}))
+        name = step if step not in marks else f"{step}, resumed"
+        marks[name] = round(ledger.spent(), 1)
+        ledger.save(marks=marks)
 
 
 def candidate_sizes(backbone: Backbone, plan: Plan, config: TrainConfig) -> list[int]:
