@@ -131,7 +131,8 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
     write_json(out_dir / layout.PLAN_FILE, plan.to_dict())
     say(f"Plan: {plan.strategy} ({plan.reason})")
     timed = ledger and budget.plan_within(ledger, model, plan, config, backbone, paths,
-                                          labels, out_dir, say)
+                                          labels, out_dir, say,
+                                          options.get("image_size") is not None)
     if timed and timed.image_size != config.image_size:  # the budget chose another size
         model = rebuild_at_size(model, timed.image_size)
         config = dataclasses.replace(config, image_size=timed.image_size)

@@ -119,16 +119,22 @@ def fine_tune_within(model: keras.Model, out_dir: Path, paths: dict, labels: dic
             ema_overwrite_frequency=per_epoch if ema else None)
         sized.compile(optimizer, loss, metrics=["accuracy"])
 
-        def on_epoch(seconds, logs, best, size=stage.image_size):
+        def on_epoch(seconds, logs, best, size=stage.image_size, number=number):
             rows.append({"epoch": len(rows) + 1, **{k: float(v) for k, v in logs.items()},
                          "image_size": size, "seconds": round(seconds, 1)})
             write_csv(log, pd.DataFrame(rows))
-            ledger.save(best_loss=best, epochs=len(rows))
+            ledger.save(best_loss=best, best_stage=number, epochs=len(rows))
+
+        # Validation losses at different sizes do not compare: each stage keeps the best
+        # of its own epochs (a resumed stage, those before the kill too), so the weights
+        # kept at the end were validated at the final size.
+        best = float(state.get("best_loss", math.inf)) \
+            if state.get("best_stage") == number else math.inf
 
         stop = TimeBudget(on_clock(stage_end), ledger.clock, phase_start=on_clock(start),
                           phase_end=on_clock(end), peak_rate=config.fine_tune_learning_rate,
                           warmup=min(0.1, plan.epoch_seconds / max(end - start, 1.0)),
-                          best_loss=float(state.get("best_loss", math.inf)),
+                          best_loss=best,
                           best_path=best_path, safety=SAFETY, on_epoch=on_epoch,
                           restore_best=False, first_extra=first_epoch_extra(profile))
         sized.fit(train_ds, validation_data=val_ds, epochs=max(4 * stage.epochs, 8),

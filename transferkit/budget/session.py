@@ -60,11 +60,11 @@ def mark(ledger: Ledger | None, step: str) -> None:
         ledger.save(marks=marks)
 
 
-def candidate_sizes(backbone: Backbone, plan: Plan, config: TrainConfig) -> list[int]:
+def candidate_sizes(backbone: Backbone, plan: Plan, fixed_size: bool) -> list[int]:
     """The rule's size and one step of 32 px either side, within the backbone's range.
 
-    A frozen backbone (head only) and `--image-size` keep their one size."""
-    if config.image_size is not None or plan.strategy != "fine-tune":
+    A frozen backbone (head only) and `--image-size` (`fixed_size`) keep their one size."""
+    if fixed_size or plan.strategy != "fine-tune":
         return [plan.image_size]
     low = max(MIN_FINE_TUNE_SIZE, backbone.min_size)
     return sorted({s for s in (plan.image_size - 32, plan.image_size, plan.image_size + 32)
@@ -73,7 +73,7 @@ def candidate_sizes(backbone: Backbone, plan: Plan, config: TrainConfig) -> list
 
 def plan_within(ledger: Ledger, model: keras.Model, plan: Plan, config: TrainConfig,
                 backbone: Backbone, paths: dict, labels: dict, out_dir: Path,
-                say) -> BudgetPlan:
+                say, fixed_size: bool = False) -> BudgetPlan:
     """Measures this machine (unless resuming), plans, and records it in plan.json.
 
     Args:
@@ -85,6 +85,7 @@ def plan_within(ledger: Ledger, model: keras.Model, plan: Plan, config: TrainCon
         paths, labels: By split.
         out_dir: The run directory.
         say: Progress printer.
+        fixed_size: The user chose the image size (`--image-size`): no other candidates.
 
     Returns:
         The budget plan.
@@ -99,7 +100,7 @@ def plan_within(ledger: Ledger, model: keras.Model, plan: Plan, config: TrainCon
             f"of {format_seconds(budget.limit_seconds)} left")
         _record(out_dir, budget, ledger.state["profile"])  # plan.json was written anew
         return budget
-    sizes = candidate_sizes(backbone, plan, config)
+    sizes = candidate_sizes(backbone, plan, fixed_size)
     n_classes = model.output_shape[-1]
     say(f"Budget: {format_seconds(config.time_limit)}; measuring this machine at "
         f"{', '.join(map(str, sizes))} px")
