@@ -270,3 +270,17 @@ def test_a_resumed_run_keeps_its_plan_and_records_the_spending(tmp_path):
     assert plan["strategy"] == "fine-tune" and plan["budget"]["image_size"] == 128
     assert plan["budget"]["spent"] == {"total_seconds": 190.0, "at_end_of": {"audit": 5},
                                        "fine_tune_epochs": 0, "within_limit": True}
+
+
+def test_candidate_sizes_around_the_rule_unless_the_user_chose_one():
+    from transferkit.backbones import get_backbone
+    from transferkit.plan import Plan
+
+    backbone = get_backbone("mobilenet_v2_0.35")
+    plan = Plan("fine-tune", 1.0, 11, 11, 2400, 405, 160, "")
+    assert session.candidate_sizes(backbone, plan, fixed_size=False) == [128, 160, 192]
+    assert session.candidate_sizes(backbone, plan, fixed_size=True) == [160]
+    small = Plan("fine-tune", 1.0, 11, 11, 2400, 405, 96, "")
+    assert session.candidate_sizes(backbone, small, fixed_size=False) == [96, 128]
+    frozen = Plan("feature-extract", 0.0, 0, 11, 200, 20, 224, "")
+    assert session.candidate_sizes(backbone, frozen, fixed_size=False) == [224]
