@@ -19,8 +19,7 @@ from typing import Sequence
 # warning banners, which mean nothing to a user of the command line.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from transferkit.compare import add_compare, backbone_list, duration, \
-    run_compare  # noqa: E402
+from transferkit.compare import add_compare, backbone_list, run_compare  # noqa: E402
 from transferkit.config import DISTRIBUTE_CHOICES, TrainConfig  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
 from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
@@ -83,10 +82,13 @@ def _add_train(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="skip the trust outputs (see `transferkit calibrate`)")
+    p.add_argument("--time-limit", help="budget for the whole command, e.g. 90s, 20m, 1h, "
+                   "1h30m: the plan measures this machine and fits the run into it")
+    p.add_argument("--preset", choices=["fast", "balanced", "best"],
+                   help="fast: today's recipe (~5 CPU minutes); balanced: 20m; best: 1h "
+                   "(--time-limit wins over the preset's budget)")
     p.add_argument("--exclude-flagged", action="store_true",
                    help="leave the doctor's label issues and outliers out of the split")
-    p.add_argument("--time-limit", type=duration, help="seconds for the whole command, "
-                   "or 90s, 20m, 1h (default: the default recipe)")
     p.add_argument("--ensemble", type=int, default=1,
                    help="train K members and save their average as one model")
     p.add_argument("--backbones", type=backbone_list,

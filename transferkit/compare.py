@@ -15,7 +15,6 @@ only that one). Latency is batch-1 Keras `predict_on_batch`, the median of warm 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Sequence
 
@@ -123,26 +122,6 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def duration(text: str) -> float:
-    """`--time-limit`: plain seconds, or a number with s, m or h (`90s`, `20m`, `1h`).
-
-    Raises:
-        argparse.ArgumentTypeError: Anything else, or a budget that is not positive.
-    """
-    units = {"s": 1, "m": 60, "h": 3600}
-    value = text.strip().lower()
-    factor = units.get(value[-1:], None)
-    number = value[:-1] if factor else value
-    try:
-        seconds = float(number) * (factor or 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a duration: {text!r}; give seconds, or e.g. 90s, 20m, 1h") from None
-    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive duration, got {text!r}")
-    return seconds
-
-
 def backbone_list(text: str) -> list[str]:
     """`--backbones a,b,c` as a list (names are checked by the command)."""
     return [name.strip() for name in text.split(",") if name.strip()]
@@ -156,8 +135,8 @@ def add_compare(sub) -> None:
                    help="comma-separated registry names (see `backbones`)")
     p.add_argument("--out", required=True, help="folder: one run per backbone, "
                                                 "leaderboard.csv, winner.json")
-    p.add_argument("--time-limit", type=duration,
-                   help="each backbone's budget: seconds, or 90s, 20m, 1h (default: the "
+    p.add_argument("--time-limit",
+                   help="each backbone's budget: 90s, 20m, 1h, 1h30m (default: the "
                         "default recipe)")
     p.add_argument("--image-size", type=int, help="input side (default: each plan's)")
     p.add_argument("--seed", type=int, default=42)
@@ -168,7 +147,10 @@ def add_compare(sub) -> None:
 
 def run_compare(args) -> int:
     """Runs `transferkit compare` and prints the leaderboard."""
-    table = compare(args.data, args.backbones, args.out, time_limit=args.time_limit,
+    from transferkit.budget.parse import parse_budget
+
+    limit = None if args.time_limit is None else parse_budget(args.time_limit)
+    table = compare(args.data, args.backbones, args.out, time_limit=limit,
                     overwrite=args.overwrite, image_size=args.image_size, seed=args.seed,
                     quiet=args.quiet)
     print(format_table(table))

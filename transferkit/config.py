@@ -8,6 +8,7 @@ from typing import Any
 
 from transferkit.accelerator import check_mixed_precision, detect
 from transferkit.backbones import get_backbone, validate_size
+from transferkit.budget.parse import resolve_budget
 from transferkit.errors import ConfigError, DataError
 
 # `--distribute` values (`transferkit.distribute`); here so the CLI needs no TensorFlow.
@@ -48,7 +49,6 @@ class TrainConfig:
         quiet: No progress bars.
         calibrate: Fit the trust outputs after training (temperature, "not sure"
             threshold, unknown score; `transferkit.trust`); `--no-calibrate` skips it.
-        time_limit: Seconds for the whole command; None: the default recipe.
         ensemble: Members of an ensemble (1: one classifier; `transferkit.ensemble`).
         backbones: The members' backbones (an ensemble of backbones); None: every
             member has `backbone`, with seeds `seed`, `seed + 1`, ...
@@ -60,6 +60,12 @@ class TrainConfig:
             `"multi-worker"` (see `transferkit.distribute`; not `strategy`).
         mixed_precision: `"auto"` (`mixed_float16` on a GPU of compute capability 7.0
             or more), `"on"` or `"off"`; resolved to on/off in config.json.
+        time_limit: Seconds the whole command may take (audit to finished run
+            directory); the plan measures this machine and fits the run into it
+            (`transferkit.budget`). A string such as `"20m"` is parsed. None: today's
+            fixed recipe.
+        preset: `"fast"` (today's recipe), `"balanced"` (20 minutes) or `"best"` (1 hour);
+            an explicit `time_limit` wins over the preset's budget.
     """
 
     data: str = ""
@@ -92,6 +98,7 @@ class TrainConfig:
     splits_file: str | None = None
     distribute: str = "auto"
     mixed_precision: str = "auto"
+    preset: str | None = None
 
     def resolved(self) -> "TrainConfig":
         """Returns a validated copy with defaults (image size) filled in.
@@ -110,6 +117,7 @@ class TrainConfig:
                 config, mixed_precision="on" if mixed else "off",
                 batch_size=device.default_batch if config.batch_size is None
                 else config.batch_size)
+        config.time_limit = resolve_budget(config.time_limit, config.preset)
         # None: chosen from the data after the audit (`plan.choose_image_size`).
         if config.image_size is not None:
             validate_size(backbone, config.image_size)

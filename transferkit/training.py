@@ -30,7 +30,9 @@ import pandas as pd
 
 from transferkit import layout
 from transferkit.accelerator import precision
+from transferkit.budget import session as budget
 from transferkit.backbones import get_backbone, load_pretrained
+from transferkit.budget.finetune import fine_tune_within
 from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
 from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
@@ -43,7 +45,8 @@ from transferkit.errors import ConfigError, DataError
 from transferkit.evaluate import write_report
 from transferkit.features import FeatureKey, FeatureStore, feature_extractor
 from transferkit.fileio import atomic_path, write_csv, write_json
-from transferkit.model import backbone_blocks, build_classifier, set_trainable_blocks
+from transferkit.model import backbone_blocks, build_classifier, rebuild_at_size, \
+    set_trainable_blocks
 from transferkit.plan import make_plan, with_blocks
 from transferkit.report import write_run_report
 from transferkit.run import Run, load_run
@@ -111,6 +114,10 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     verbose = 0 if config.quiet else (1 if sys.stdout.isatty() else 2)
     if resuming:
         say(f"Resuming the unfinished run in {out_dir}")
+    ledger = budget.open_ledger(out_dir, config, start)  # None without --time-limit
+    if ledger and dist.replicas > 1:
+        raise ConfigError("--time-limit trains on one device for now; drop --time-limit "
+                          f"or use --distribute none ({dist.replicas} replicas here)")
 
     # 1. Audit and split.
     index = scan_folder(source, workers=config.workers, progress=not config.quiet)
@@ -128,12 +135,14 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
              for name, part in splits.groupby("split")}
     labels = {name: [classes.index(c) for c in part["class"]]
               for name, part in splits.groupby("split")}
+    budget.mark(ledger, "audit")
 
     # 2. Plan, model.
     train_rows = index.set_index("path").loc[splits.loc[splits["split"] == "train", "path"]]
     median_side = float(np.median(np.minimum(train_rows["width"], train_rows["height"])))
     train_counts = train_rows["class"].value_counts().to_dict()
     plan = make_plan(train_counts, config, backbone, median_side)
+    size_given = config.image_size is not None  # --image-size: the budget keeps it
     config = dataclasses.replace(config, image_size=plan.image_size)
     write_json(out_dir / layout.CONFIG_FILE, config.to_dict())
     with dist.scope():
@@ -142,6 +151,12 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     plan = with_blocks(plan, len(backbone_blocks(model)), config.unfreeze)
     write_json(out_dir / layout.PLAN_FILE, plan.to_dict())
     say(f"Plan: {plan.strategy} ({plan.reason})")
+    timed = ledger and budget.plan_within(ledger, model, plan, config, backbone, paths,
+                                          labels, out_dir, say, size_given)
+    if timed and timed.image_size != config.image_size:  # the budget chose another size
+        model = rebuild_at_size(model, timed.image_size)
+        config = dataclasses.replace(config, image_size=timed.image_size)
+        write_json(out_dir / layout.CONFIG_FILE, config.to_dict())
     class_weight = _class_weight(labels["train"], len(classes))
 
     # 3. Phase 1: the head on stored features.
@@ -152,15 +167,21 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
             model.get_layer("predictions").set_weights([saved["kernel"], saved["bias"]])
         say("Phase 1: reusing the trained head")
     else:
-        _train_head(model, out_dir, source, splits, labels, config, class_weight,
-                    verbose, say, dist)
+        _train_head(model, out_dir, source, splits, labels,
+                    budget.head_config(config, timed), class_weight, verbose, say, dist)
+    budget.mark(ledger, "phase1")
     history = [pd.read_csv(checkpoints / "phase1_history.csv")]
 
     # 4. Phase 2: fine-tune the top blocks.
-    if plan.unfreeze_blocks:
+    if plan.unfreeze_blocks and timed:
+        fine_tune_within(model, out_dir, paths, labels, plan.unfreeze_blocks, config, timed,
+                         ledger, _loss(config), class_weight, verbose, say)
+    elif plan.unfreeze_blocks:
         _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, config,
                    class_weight, verbose, say, dist)
+    if plan.unfreeze_blocks:
         history.append(pd.read_csv(checkpoints / "phase2_history.csv"))
+    budget.mark(ledger, "phase2")
     if not dist.is_chief:  # the chief evaluates and writes the run; this one is done
         return None
     model = dist.local(model)
@@ -187,8 +208,10 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
                    strategy=plan.strategy, unfreeze_blocks=plan.unfreeze_blocks,
                    train_seconds=round(time.time() - start, 1))
     write_json(out_dir / layout.METRICS_FILE, metrics)
+    budget.mark(ledger, "evaluate")
     if config.calibrate:  # before the mark: a complete run is a calibrated one
         fit_trust(Run(out_dir, model, classes, config), say=say)
+    budget.mark(ledger, "calibrate")
     # Only now: a run killed while calibrating resumes from its finished phases.
     shutil.rmtree(checkpoints, ignore_errors=True)
     FeatureStore(out_dir / layout.FEATURES_DIR).drop_augmented()
@@ -197,6 +220,7 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
         f"on {metrics['n_test']} images; {metrics['train_seconds']:.0f} s. Run: {out_dir}")
     run = load_run(out_dir)
     say(f"Report: {write_run_report(run)}")
+    budget.finish(out_dir, ledger)
     return run
 
 

@@ -1,0 +1,130 @@
+"""Accuracy per minute: test accuracy at 5, 10 and 20 minutes beside the Keras-guide recipe.
+
+    python benchmarks/budget_curve.py [--budgets 5m,10m,20m] [--seed 42] [--subset N]
+                                      [--guide-epochs 20,10] [--out /tmp/budget_curve]
+
+Data: $TRANSFERKIT_FLOWERS (default ../shared/data/flowers5). Each budget is one
+`transferkit.train(..., time_limit=...)` run (one seed). The Keras transfer-learning
+guide's recipe (keras.io/guides/transfer_learning: frozen backbone, a new head for 20
+epochs at Adam's default rate, then the whole backbone fine-tuned at 1e-5 for 10 epochs,
+BatchNorm in inference mode, RandomFlip + RandomRotation(0.1)) is trained on the same
+split, backbone and image size as the first budget's run, in the same process, and
+timed. Prints one table row per recipe; `--subset 25 --budgets 3m --guide-epochs 1,1
+--strategy fine-tune` checks the script in a few minutes (the numbers then mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from transferkit.testing import flowers_dir, use_local_weights
+
+use_local_weights()  # before Keras is imported: it reads KERAS_HOME once
+
+import keras  # noqa: E402
+
+
+def _subset(source: Path, per_class: int) -> Path:
+    """A folder of links to the first `per_class` images of each class."""
+    root = Path(tempfile.mkdtemp(prefix="budget-curve-"))
+    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+        (root / folder.name).mkdir()
+        for file in sorted(folder.iterdir())[:per_class]:
+            (root / folder.name / file.name).symlink_to(file.resolve())
+    return root
+
+
+def keras_guide(run_dir: Path, data: Path, epochs: tuple[int, int], seed: int) -> dict:
+    """The Keras guide's two-phase recipe on `run_dir`'s split, backbone and size."""
+    import tensorflow as tf
+
+    from transferkit.backbones import get_backbone
+    from transferkit.data.pipeline import image_dataset
+    from transferkit.model import backbone_blocks, build_classifier, set_trainable_blocks
+
+    start = time.time()
+    keras.utils.set_random_seed(seed)
+    config = json.loads((run_dir / "config.json").read_text())
+    classes = json.loads((run_dir / "labels.json").read_text())
+    splits = pd.read_csv(run_dir / "splits.csv", keep_default_na=False)
+    size, batch = config["image_size"], config["batch_size"]
+    parts = {name: (list(data / part["path"]),
+                    keras.utils.to_categorical([classes.index(c) for c in part["class"]],
+                                               len(classes)))
+             for name, part in splits.groupby("split")}
+    flip = keras.layers.RandomFlip("horizontal", seed=seed)
+    rotate = keras.layers.RandomRotation(0.1, seed=seed)
+    train = image_dataset(*parts["train"], size, batch, shuffle_seed=seed).map(
+        lambda x, y: (rotate(flip(x, training=True), training=True), y),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    val = image_dataset(*parts["val"], size, batch)
+    test = image_dataset(*parts["test"], size, batch)
+    model = build_classifier(get_backbone(config["backbone"]), len(classes), size,
+                             config["weights"], dropout=0.2)
+    set_trainable_blocks(model, 0)
+    model.compile(keras.optimizers.Adam(), "categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(train, validation_data=val, epochs=epochs[0], verbose=2)
+    set_trainable_blocks(model, len(backbone_blocks(model)))
+    model.compile(keras.optimizers.Adam(1e-5), "categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(train, validation_data=val, epochs=epochs[1], verbose=2)
+    accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+    return {"recipe": f"Keras guide ({epochs[0]}+{epochs[1]} epochs)", "budget": "-",
+            "seconds": round(time.time() - start), "test_accuracy": round(accuracy, 3),
+            "image_size": size, "fine_tune_epochs": epochs[1], "ingredients": "flip, rotate"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budgets", default="5m,10m,20m")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--subset", type=int, help="images per class (a quick check)")
+    parser.add_argument("--guide-epochs", default="20,10")
+    parser.add_argument("--strategy", default="auto",
+                        help="fine-tune: force phase 2 on a small --subset (a check)")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) /
+                        "budget_curve")
+    args = parser.parse_args()
+    import transferkit
+    from transferkit.budget.parse import parse_budget
+
+    data = flowers_dir()
+    if args.subset:
+        data = _subset(data, args.subset)
+    shutil.rmtree(args.out, ignore_errors=True)
+    rows, first = [], None
+    for budget in args.budgets.split(","):
+        out = args.out / budget
+        start = time.time()
+        run = transferkit.train(data, out, time_limit=budget, seed=args.seed,
+                                strategy=args.strategy, quiet=True)
+        plan = json.loads((out / "plan.json").read_text()).get("budget", {})
+        rows.append({"recipe": "transferkit --time-limit", "budget": budget,
+                     "seconds": round(time.time() - start),
+                     "test_accuracy": round(run.metrics["accuracy"], 3),
+                     "image_size": plan.get("image_size"),
+                     "fine_tune_epochs": plan.get("spent", {}).get("fine_tune_epochs"),
+                     "ingredients": ", ".join(plan.get("ingredients", [])) or "today's"})
+        first = first or out
+        print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
+    epochs = tuple(int(e) for e in args.guide_epochs.split(","))
+    rows.append(keras_guide(first, data, epochs, args.seed))
+    table = pd.DataFrame(rows)
+    table["seconds_per_limit"] = [
+        round(r["seconds"] / parse_budget(r["budget"]), 2)
+        if r["budget"] != "-" else np.nan for r in rows]
+    print()
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""Training within a time budget (issue 16): parsing, the planner, the clock, one run.
+
+No test waits on a real clock: the planner takes made-up speed profiles, the stop
+callback and the ledger take an injected clock, and the end-to-end run replaces the
+ledger's clock with one that ticks on every reading.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from transferkit.budget import session
+from transferkit.budget.parse import format_seconds, parse_budget, resolve_budget
+from transferkit.budget.planner import SpeedProfile, Stage, plan_budget
+from transferkit.budget.stop import Ledger, TimeBudget, cosine_rate
+from transferkit.config import TrainConfig
+from transferkit.errors import ConfigError
+from transferkit.testing import make_color_folder
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, now: float = 0.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- parsing -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("20m", 1200), ("1h", 3600),
+                                           ("1h30m", 5400), ("1.5h", 5400), (" 2M ", 120),
+                                           ("1m30s", 90), (45, 45.0)])
+def test_budgets_parse(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["20", "m", "20x", "30m1h", "1h1h", "-5m", "0s", "",
+                                  "1 h", "20 minutes", True])
+def test_bad_budgets_are_one_clear_line(text):
+    with pytest.raises(ConfigError, match="--time-limit") as e:
+        parse_budget(text)
+    assert "\n" not in str(e.value)
+
+
+def test_presets_and_the_explicit_limit_wins():
+    assert format_seconds(3900) == "1h05m" and format_seconds(270) == "4m30s"
+    assert resolve_budget(None, "balanced") == 1200 and resolve_budget(None, "best") == 3600
+    assert resolve_budget(None, "fast") is None and resolve_budget(None, None) is None
+    assert resolve_budget("90s", "best") == 90
+    with pytest.raises(ConfigError, match="--preset"):
+        resolve_budget(None, "fastest")
+    assert TrainConfig(time_limit="20m").resolved().time_limit == 1200
+    assert TrainConfig(preset="best").resolved().time_limit == 3600
+
+
+# --- the planner ---------------------------------------------------------------------
+
+def _profile(**kw) -> SpeedProfile:
+    # 64 images/s forward and 0.5 s a step at 128 px; other sizes scale with the pixels.
+    return SpeedProfile({128: 64.0}, {128: 0.5}, 32, **kw)
+
+
+def test_plan_fits_a_known_profile():
+    # 320 training images = 10 steps: an epoch is 10 x 0.5 + 64 val / 64 = 6 s, 6.9 padded.
+    # Reserve: 1.15 x ((64 test + 448 all) / 64 + 3 save + 10 report) = 24.15 s.
+    # Phase 1 with 2 views: (448 + 640) / 64 + 5 = 22 s (within a quarter of the rest). 180 s left -> phase 2 133.85 s
+    # -> 19 epochs; 15+ epochs switch on EMA and RandAugment, not yet MixUp (25).
+    plan = plan_budget(_profile(), limit=200, spent=20, n_train=320, n_val=64, n_test=64,
+                       rule_size=128, sizes=[128], fine_tune=True)
+    assert (plan.image_size, plan.augment_copies, plan.fine_tune_epochs) == (128, 2, 19)
+    assert plan.epoch_seconds == 6.9 and plan.reserve_seconds == pytest.approx(24.1, abs=0.1)
+    assert plan.fine_tune_seconds == pytest.approx(133.85, abs=0.1)
+    assert plan.ingredients == ["ema", "randaugment"]
+    assert plan.stages == [Stage(128, 19, 1.0)]
+    assert "19 fine-tuning epochs" in plan.reason
+
+
+def test_plan_picks_the_size_the_budget_buys():
+    args = dict(spent=20, n_train=320, n_val=64, n_test=64, rule_size=128,
+                sizes=[96, 128, 160], fine_tune=True)
+    # 6+ epochs fit at 128 px (30 would be needed at 160): the rule's size; 5 at 128: 96.
+    assert plan_budget(_profile(), limit=200, **args).image_size == 128
+    short = plan_budget(_profile(), limit=95, **args)
+    assert short.image_size == 96 and short.ingredients == ["ema"]  # 11 epochs of 3.9 s
+    # An hour: 30+ epochs at 160 px, and every ingredient, with progressive resizing
+    # (the first 40% of phase 2 at 128 px, then 160 px).
+    long = plan_budget(_profile(), limit=3600, **args)
+    assert long.image_size == 160
+    assert long.ingredients == ["ema", "randaugment", "progressive", "mixup"]
+    assert [(s.image_size, s.until_fraction) for s in long.stages] == [(128, 0.4),
+                                                                       (160, 1.0)]
+
+
+def test_strong_augmentation_pays_for_its_pipeline_time():
+    # RandAugment + MixUp add 0.5 s to each step: epochs of (10 x 1.0 + 1) x 1.15 = 12.65 s.
+    profile = _profile(augment_seconds={128: 0.5})
+    args = dict(spent=20, n_train=320, n_val=64, n_test=64, rule_size=128, sizes=[128],
+                fine_tune=True)
+    # 200 s: 19 plain epochs, but only 10 with them (< 15): weight averaging alone.
+    plan = plan_budget(profile, limit=200, **args)
+    assert (plan.fine_tune_epochs, plan.ingredients) == (14, ["ema"])
+    # 400 s: 333.85 s of phase 2 = 26 strong epochs: all of them (one size: no resizing).
+    plan = plan_budget(profile, limit=400, **args)
+    assert (plan.fine_tune_epochs, plan.epoch_seconds) == (26, 12.6)  # rounded
+    assert plan.ingredients == ["ema", "randaugment", "mixup"]
+
+
+def test_too_small_a_budget_is_refused_with_the_measured_minimum():
+    # Minimum: 20 spent + phase 1 without views (448 / 64 + 5 = 12) + one padded epoch
+    # (6.9) + reserve (24.15) = 63.05 s.
+    with pytest.raises(ConfigError, match=r"--time-limit 40s is too small .* at least "
+                                          r"1m04s"):
+        plan_budget(_profile(), limit=40, spent=20, n_train=320, n_val=64, n_test=64,
+                    rule_size=128, sizes=[128], fine_tune=True)
+
+
+def test_head_only_plan_buys_augmented_views():
+    # 180 s left - 24.15 reserve; each view of 320 images costs 5 s: 8 views (the most).
+    plan = plan_budget(_profile(), limit=200, spent=20, n_train=320, n_val=64, n_test=64,
+                       rule_size=128, sizes=[128], fine_tune=False)
+    assert (plan.augment_copies, plan.fine_tune_epochs, plan.stages) == (8, 0, [])
+    # 60 s: 35.85 s for phase 1 = 12 + 5 per view -> 4 views.
+    plan = plan_budget(_profile(), limit=60, spent=0, n_train=320, n_val=64, n_test=64,
+                       rule_size=128, sizes=[128], fine_tune=False)
+    assert plan.augment_copies == 4
+
+
+# --- the clock ------------------------------------------------------------------------
+
+def _tiny_model() -> keras.Model:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
+    return model
+
+
+def test_stop_keeps_the_best_weights_and_saves_them(tmp_path):
+    clock = FakeClock()
+    model = _tiny_model()
+    stop = TimeBudget(deadline=130, clock=clock, best_path=tmp_path / "best.weights.h5")
+    stop.set_model(model)
+    stop.on_train_begin()
+    kernels = []
+    for epoch, loss in enumerate([0.5, 0.3, 0.4]):
+        stop.on_epoch_begin(epoch)
+        model.set_weights([np.full((3, 2), epoch, "float32"), np.zeros(2, "float32")])
+        kernels.append(epoch)
+        clock.now += 40  # each epoch: 40 s
+        stop.on_epoch_end(epoch, {"val_loss": loss})
+        # After 1 and 2 epochs the next (46 s padded) ends by 126 <= 130; after 3, 166.
+        assert model.stop_training == (epoch == 2)
+    stop.on_train_end()
+    assert (model.get_weights()[0] == 1).all()  # the epoch with val_loss 0.3
+    other = _tiny_model()
+    other.load_weights(tmp_path / "best.weights.h5")
+    assert (other.get_weights()[0] == 1).all()
+
+
+def test_stop_inside_fit_at_the_limit_and_time_tied_rate():
+    clock = FakeClock()
+
+    class Tick(keras.callbacks.Callback):  # 4 batches of 10 s: 40 s epochs
+        def on_train_batch_end(self, batch, logs=None):
+            clock.now += 10
+    model = _tiny_model()
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(32) % 2, 2)
+    rates = []
+
+    class Rate(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            rates.append(float(model.optimizer.learning_rate.numpy()))
+    stop = TimeBudget(deadline=130, clock=clock, phase_end=160, peak_rate=1e-3, warmup=0.0)
+    model.fit(x, y, validation_data=(x, y), batch_size=8, epochs=50, verbose=0,
+              callbacks=[Tick(), stop, Rate()])
+    assert len(stop.durations) == 3 and stop.stopped_by_time and clock.now == 120
+    # The rate at each step's start: cosine over the phase's 160 s, by elapsed time.
+    assert rates[0] == pytest.approx(1e-3) and rates[8] == pytest.approx(
+        cosine_rate(80 / 160, 1e-3, 0.0)) == pytest.approx(5e-4)
+    assert cosine_rate(0.05, 1.0, 0.1) == pytest.approx(0.55)  # warm-up from peak / 10
+
+
+def test_ledger_resumes_with_the_time_left(tmp_path):
+    clock = FakeClock(1000)
+    ledger = Ledger(tmp_path / "budget.json", clock=clock, started=1000)
+    clock.now = 1030
+    ledger.save(epochs=2)
+    # A new invocation (killed after 30 s) starts at 5000 on the clock.
+    clock.now = 5000
+    again = Ledger(tmp_path / "budget.json", clock=clock, started=5000)
+    clock.now = 5010
+    assert again.before == 30 and again.spent() == 40 and again.left(100) == 60
+    assert again.deadline(100) == 5070 and again.state == {"epochs": 2}
+    cfg = TrainConfig(time_limit=30)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "budget.json").rename(tmp_path / "checkpoints" / "budget.json")
+    with pytest.raises(ConfigError, match="already spent its --time-limit"):
+        session.open_ledger(tmp_path, cfg, started=0)
+
+
+# --- one run ------------------------------------------------------------------------
+
+def test_time_limited_run_writes_its_plan_and_spending(tmp_path, monkeypatch):
+    import transferkit
+
+    ticks = itertools.count(0, 10.0)  # every reading of the ledger's clock is 10 s later
+    monkeypatch.setattr(session, "CLOCK", lambda: next(ticks))
+    data = make_color_folder(tmp_path / "data", n_per_class=10, size=48, seed=3)
+    run = transferkit.train(data, tmp_path / "run", image_size=64, unfreeze=1,
+                            head_epochs=1, time_limit="4m", calibrate=False, quiet=True)
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    budget = plan["budget"]
+    assert budget["limit_seconds"] == 240 and budget["image_size"] == 64
+    assert list(budget["profile"]["extract_ips"]) == ["64"]
+    assert [s["image_size"] for s in budget["stages"]] == [64]
+    assert set(budget["spent"]["at_end_of"]) == {"audit", "measure", "phase1", "phase2",
+                                                 "evaluate", "calibrate"}
+    marks = budget["spent"]["at_end_of"]
+    assert list(marks.values()) == sorted(marks.values())
+    # Phase 2 stopped in time to leave the reserve (give or take the ticks of a mark).
+    assert marks["phase2"] <= 240 - budget["reserve_seconds"] + 20
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    phase2 = history[history["phase"] == 2]
+    assert len(phase2) == budget["spent"]["fine_tune_epochs"] >= 1
+    assert (phase2["image_size"] == 64).all()
+    assert run.config.time_limit == 240
+
+
+def test_cli_refuses_a_bare_number_before_any_work(capsys, tmp_path):
+    from transferkit.cli import main
+
+    data = make_color_folder(tmp_path / "data", n_per_class=5, size=32)
+    code = main(["train", str(data), "--out", str(tmp_path / "run"), "--time-limit", "20",
+                 "--preset", "best"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err == ("transferkit: error: --time-limit '20' is not a duration: use e.g. 90s, "
+                   "20m, 1h or 1h30m (a number and a unit h, m or s)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_keeps_its_plan_and_records_the_spending(tmp_path):
+    # The first invocation planned and spent 100 s; the second (killed run, same command)
+    # starts at 1000 on its clock: no measuring, the old plan, 100 s of 200 left.
+    budget = plan_budget(_profile(), limit=200, spent=20, n_train=320, n_val=64,
+                         n_test=64, rule_size=128, sizes=[128], fine_tune=True)
+    ledger_path = tmp_path / "checkpoints" / session.LEDGER_FILE
+    clock = FakeClock(0)
+    first = Ledger(ledger_path, clock=clock, started=0)
+    clock.now = 100
+    first.save(plan=budget.to_dict(), profile=_profile().to_dict(), marks={"audit": 5})
+    (tmp_path / "plan.json").write_text(json.dumps({"strategy": "fine-tune"}))
+    clock.now = 1000
+    again = Ledger(ledger_path, clock=clock, started=1000)
+    said = []
+    resumed = session.plan_within(again, None, None, TrainConfig(time_limit=200), None,
+                                  {}, {}, tmp_path, said.append)
+    assert resumed == budget and said == ["Budget: resuming with 1m40s of 3m20s left"]
+    clock.now = 1090
+    session.finish(tmp_path, again)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["strategy"] == "fine-tune" and plan["budget"]["image_size"] == 128
+    assert plan["budget"]["spent"] == {"total_seconds": 190.0, "at_end_of": {"audit": 5},
+                                       "fine_tune_epochs": 0, "within_limit": True}
+
+
+def test_candidate_sizes_around_the_rule_unless_the_user_chose_one():
+    from transferkit.backbones import get_backbone
+    from transferkit.plan import Plan
+
+    backbone = get_backbone("mobilenet_v2_0.35")
+    plan = Plan("fine-tune", 1.0, 11, 11, 2400, 405, 160, "")
+    assert session.candidate_sizes(backbone, plan, fixed_size=False) == [128, 160, 192]
+    assert session.candidate_sizes(backbone, plan, fixed_size=True) == [160]
+    small = Plan("fine-tune", 1.0, 11, 11, 2400, 405, 96, "")
+    assert session.candidate_sizes(backbone, small, fixed_size=False) == [96, 128]
+    frozen = Plan("feature-extract", 0.0, 0, 11, 200, 20, 224, "")
+    assert session.candidate_sizes(backbone, frozen, fixed_size=False) == [224]
