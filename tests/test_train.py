@@ -150,7 +150,7 @@ def test_real_photos_beat_random_weights(flowers, tmp_path):
 
 def test_an_unknown_option_names_itself_and_the_valid_ones(color_folder, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown training option 'foo'; the options "
-                                          r"are: augment_copies, backbone, batch_size"):
+                                          r"are: augment_copies, backbone, backbones, batch_size"):
         transferkit.train(color_folder, tmp_path / "run", foo=1)
     assert not (tmp_path / "run").exists()
 
