@@ -40,7 +40,7 @@ def compared(tmp_path_factory, tiny_run, color_folder):
     shutil.copytree(tiny_run.path, out / "mobilenet_v2_0.35")
     table = compare(color_folder, ["mobilenet_v2_0.35", "mobilenet_0.25"], out,
                     latency_calls=3, image_size=96, strategy="feature-extract",
-                    augment_copies=0, head_epochs=3, quiet=True)
+                    augment_copies=1, quiet=True)  # tiny_run's options
     return out, table
 
 
@@ -117,6 +117,18 @@ def test_compare_writes_one_row_per_backbone_and_a_winner(compared):
                      for b in ("mobilenet_v2_0.35", "mobilenet_0.25"))
     assert first == second
     assert f"Winner: {winner['backbone']}" in format_table(table)
+
+
+def test_compare_refuses_to_rank_runs_trained_otherwise(compared, color_folder):
+    from transferkit.compare import compare
+    from transferkit.errors import ConfigError
+
+    out, _ = compared
+    with pytest.raises(ConfigError, match=r"mobilenet_v2_0.35 was trained with other "
+                                          r"options \(head_epochs\); pass --overwrite"):
+        compare(color_folder, ["mobilenet_v2_0.35", "mobilenet_0.25"], out,
+                image_size=96, strategy="feature-extract", augment_copies=1,
+                head_epochs=2, quiet=True)
 
 
 def test_ensemble_trains_its_members_on_one_split(ensemble_run):

@@ -196,7 +196,8 @@ def test_an_unfinished_run_with_other_options_is_refused(colors, killed_copy, ca
     assert main(["train", str(colors), "--out", str(killed_copy), *options]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "holds an unfinished run with other options (head_epochs)" in err
+    assert "holds an unfinished run with other options (head_epochs: 30 before, 20 now)" \
+        in err
     assert "--overwrite" in err
     assert sorted(p.relative_to(killed_copy) for p in killed_copy.rglob("*")) == files
 

@@ -72,6 +72,7 @@ def compare(data: str | Path, backbones: Sequence[str], out: str | Path,
         if run_state(path) == "complete" and not overwrite:
             say(f"[{i + 1}/{len(backbones)}] {name}: reusing the finished run {path}")
             run = load_run(path)
+            _check_reused(run, dict(options, time_limit=time_limit))
         else:
             say(f"[{i + 1}/{len(backbones)}] {name}: training")
             run = train(data, path, overwrite=overwrite, backbone=name,
@@ -84,6 +85,17 @@ def compare(data: str | Path, backbones: Sequence[str], out: str | Path,
     write_json(out / layout.WINNER_FILE, {**best, "why": "highest test accuracy on the "
                                           "shared test split (ties: macro-F1, latency)"})
     return table
+
+
+def _check_reused(run, asked: dict) -> None:
+    """A reused run must have been trained with the options asked for now (None: any)."""
+    ignored = ("quiet", "workers", "calibrate")
+    changed = [k for k, v in asked.items() if v is not None and k not in ignored
+               and getattr(run.config, k, v) != v]
+    if changed:
+        raise ConfigError(f"{run.path} was trained with other options "
+                          f"({', '.join(sorted(changed))}); pass --overwrite to retrain "
+                          "every backbone, or another --out")
 
 
 def leaderboard(runs, out: Path, latency_calls: int = 20) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from transferkit.backbones import get_backbone, validate_size
 from transferkit.budget.parse import resolve_budget
 from transferkit.errors import ConfigError, DataError
 
-# `--distribute` values (`transferkit.distribute`); here so the CLI needs no TensorFlow.
+# `--distribute` values (`transferkit.distribute`), validated here with the other options.
 DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")
 
 
@@ -133,6 +133,9 @@ class TrainConfig:
             raise ConfigError(f"--ensemble must be at least 1 (1: one classifier, 2 or more: "
                               f"an ensemble), got "
                               f"{config.ensemble}")
+        if config.ensemble > 1 and config.distribute == "multi-worker":
+            raise ConfigError("--ensemble trains on one machine for now; train each member "
+                              "with --distribute multi-worker, or drop one of the two")
         if config.backbones is not None:
             config.backbones = list(config.backbones)
             for name in config.backbones:

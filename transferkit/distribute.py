@@ -250,7 +250,10 @@ def fit(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, epochs
             loss = tf.reduce_sum(losses * w) / tf.maximum(count, 1.0)
             if model.losses:
                 loss += tf.add_n(model.losses) / strategy.num_replicas_in_sync
-        grads = tape.gradient(loss, model.trainable_variables)
+            # mixed_float16: compile wrapped the optimizer in a LossScaleOptimizer, whose
+            # apply_gradients divides by the scale; the loss must be multiplied by it.
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return tf.stack([tf.reduce_sum(losses * w), tf.reduce_sum(correct),
                          tf.cast(tf.shape(y)[0], tf.float32)])

@@ -52,17 +52,20 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool
     resuming = state == "running" and (run_dir / layout.CONFIG_FILE).exists()
     if resuming:
         try:
-            previous = TrainConfig.from_dict(read_json(run_dir / layout.CONFIG_FILE))
+            saved = read_json(run_dir / layout.CONFIG_FILE)
+            previous = TrainConfig.from_dict(saved)
         except (OSError, ValueError, TypeError, AttributeError) as e:
             raise RunError(f"{run_dir} holds an unfinished run whose config.json cannot be "
                            "read; pass --overwrite to start again") from e
         ours, theirs = _comparable(config), _comparable(previous)
         if config.image_size is None:  # "auto" matches the size the plan chose before
             theirs["image_size"] = None
-        changed = [k for k, v in ours.items() if theirs.get(k) != v]
+        # An option this run's version did not have yet cannot differ from it.
+        changed = [f"{k}: {theirs.get(k)!r} before, {v!r} now" for k, v in ours.items()
+                   if k in saved and theirs.get(k) != v]
         if changed:
             raise RunError(f"{run_dir} holds an unfinished run with other options "
-                           f"({', '.join(changed)}); run the same command as before to "
+                           f"({'; '.join(changed)}); run the same command as before to "
                            "resume it, or pass --overwrite to start again")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,9 @@ def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run
                           f"{', '.join(sorted(known))}")
     config = TrainConfig(data=str(data), **options).resolved()
     # First: a multi-worker strategy must set up TensorFlow before any other op runs.
-    dist = make_distribution(config.distribute)
+    # A time budget is planned for one device: `auto` then means the default strategy.
+    dist = make_distribution("none" if config.time_limit and config.distribute == "auto"
+                             else config.distribute)
     # Other workers than the chief write to a private folder, removed at the end.
     with precision(config.mixed_precision == "on"), \
             dist.writer_dir(Path(out)) as out_dir:  # every model below, in its dtype
@@ -116,8 +118,8 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
         say(f"Resuming the unfinished run in {out_dir}")
     ledger = budget.open_ledger(out_dir, config, start)  # None without --time-limit
     if ledger and dist.replicas > 1:
-        raise ConfigError("--time-limit trains on one device for now; drop --time-limit "
-                          f"or use --distribute none ({dist.replicas} replicas here)")
+        raise ConfigError("--time-limit and --preset train on one device for now; drop "
+                          f"them or use --distribute none ({dist.replicas} replicas here)")
 
     # 1. Audit and split.
     index = scan_folder(source, workers=config.workers, progress=not config.quiet)

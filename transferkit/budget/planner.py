@@ -281,7 +281,8 @@ def _too_small(limit: float, minimum: float, what: str) -> ConfigError:
     return ConfigError(f"--time-limit {format_seconds(limit)} is too small for this data "
                        f"on this machine: it needs at least {format_seconds(math.ceil(minimum))} "
                        f"(measured: what was spent so far, {what}, evaluation, "
-                       "calibration and the report)")
+                       "calibration and the report); run again with a larger "
+                       "--time-limit and --overwrite")
 
 
 def _at(table: dict[int, float], size: int, inverse: bool = False) -> float:

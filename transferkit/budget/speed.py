@@ -30,7 +30,7 @@ def measure(model: keras.Model, paths: list[str], labels: np.ndarray, sizes: lis
     """Times feature extraction and fine-tuning steps at candidate image sizes.
 
     Args:
-        model: The classifier (any input size; it is rebuilt at each size, untouched).
+        model: The classifier (rebuilt at each size; its weights are restored after).
         paths: Training images (the first `batch_size` are used).
         labels: Their one-hot labels.
         sizes: Candidate sizes.
@@ -45,6 +45,18 @@ def measure(model: keras.Model, paths: list[str], labels: np.ndarray, sizes: lis
     Returns:
         The measured profile (sizes measured; the planner extrapolates the others).
     """
+    # At the model's own size rebuild_at_size returns the model itself, whose timed
+    # training steps would change the weights phase 1 and the feature store then use.
+    saved = model.get_weights()
+    try:
+        return _measure(model, paths, labels, sizes, first, n_blocks, batch_size, limit,
+                        workers, clock, say)
+    finally:
+        model.set_weights(saved)
+
+
+def _measure(model, paths, labels, sizes, first, n_blocks, batch_size, limit, workers,
+             clock, say) -> SpeedProfile:
     start = clock()
     n = min(batch_size, len(paths))
     order = [first] + sorted((s for s in sizes if s != first), reverse=True)
@@ -57,7 +69,7 @@ def measure(model: keras.Model, paths: list[str], labels: np.ndarray, sizes: lis
         batch = next(iter(image_dataset(paths[:n], None, size, n, workers=workers)))
         batch = np.asarray(batch)
         decode = (clock() - t0) / n  # seconds per image
-        sized = rebuild_at_size(model, size)
+        sized = rebuild_at_size(model, size)  # at the model's own size: the model itself
         trunk = feature_extractor(sized)
         t0 = clock()
         trunk.predict_on_batch(batch)  # warm-up: traces the function

@@ -87,9 +87,10 @@ class Batcher:
                                  "items")
             for slot, row in zip(batch, rows):
                 slot.result = row
-        except Exception as e:  # noqa: BLE001  each waiting request raises it
+        except BaseException as e:  # noqa: BLE001  each waiting request raises it
             for slot in batch:
                 slot.error = e
+            raise
         finally:
             with self._changed:
                 self.passes += 1
