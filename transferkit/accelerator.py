@@ -43,6 +43,7 @@ class Accelerator:
 
     @property
     def has_gpu(self) -> bool:
+        """Whether any GPU is visible."""
         return self.gpus > 0
 
     @property

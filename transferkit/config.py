@@ -178,6 +178,7 @@ class TrainConfig:
         return config
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as JSON-ready values (config.json)."""
         return dataclasses.asdict(self)
 
     @classmethod

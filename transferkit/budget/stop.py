@@ -43,6 +43,7 @@ class Ledger:
         return self.before + self.clock() - self.started
 
     def left(self, limit: float) -> float:
+        """Seconds of `limit` not yet spent."""
         return limit - self.spent()
 
     def deadline(self, limit: float) -> float:
@@ -117,6 +118,7 @@ class TimeBudget(keras.callbacks.Callback):
         self._epoch_start = None
 
     def fraction(self) -> float:
+        """The elapsed fraction of phase 2's time (0 to 1)."""
         span = max(self.phase_end - self.phase_start, 1e-9)
         return (self.clock() - self.phase_start) / span
 

@@ -49,21 +49,26 @@ class SingleHead:
 
     @property
     def raw(self) -> dict[str, np.ndarray]:
+        """The head's uncalibrated weights, as saved in trust.npz."""
         return {"kernel": self.kernel, "bias": self.bias}
 
     def logits(self, features: np.ndarray) -> np.ndarray:
+        """The head's logits of pooled `features`."""
         return features @ self.kernel + self.bias
 
     @staticmethod
     def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        """The softmax of `logits / temperature`."""
         return calibration.softmax(logits / temperature)
 
     def score_logits(self, logits: np.ndarray, temperature: float) -> np.ndarray:
+        """The logits the unknown score reads, at `temperature`."""
         return logits / temperature
 
     fit_temperature = staticmethod(calibration.fit_temperature)
 
     def fold(self, model, temperature: float) -> None:
+        """Writes `temperature` into the model's head weights."""
         model.get_layer("predictions").set_weights([self.kernel, self.bias])
         calibration.fold_temperature(model, temperature)
 
