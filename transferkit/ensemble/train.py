@@ -121,6 +121,11 @@ def _combine(out_dir: Path, config: TrainConfig, runs: list[Run], say) -> Run:
         if run.class_names != classes:
             raise ConfigError(f"member {i} has classes {run.class_names}, member 1 has "
                               f"{classes}; pass --overwrite to train them again")
+    sizes = [run.image_size for run in runs]
+    if len(set(sizes)) > 1:  # the trust below reads each member's features at its size
+        raise ConfigError(f"the members were trained at different image sizes "
+                          f"({', '.join(map(str, sizes))} px); an ensemble needs one: "
+                          "train them with the same --image-size")
     members_dir = runs[0].path
     write_json(out_dir / layout.LABELS_FILE, classes)
     for name in (layout.SPLITS_FILE, *SHARED_FILES):
@@ -209,7 +214,7 @@ def combine_runs(runs: list[Run], out: str | Path, overwrite: bool = False,
         The ensemble `Run`.
 
     Raises:
-        ConfigError: Fewer than two runs, or runs with other classes or splits.
+        ConfigError: Fewer than two runs, or runs with other classes, splits or image sizes.
     """
     runs = list(runs)
     if len(runs) < 2:
