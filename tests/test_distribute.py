@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from killing import KILL_AFTER_FIRST_BACKUP
 
 import transferkit
 from transferkit.config import TrainConfig
@@ -35,18 +36,6 @@ OPTIONS = dict(image_size=32, unfreeze=1, fine_tune_epochs=FINE_TUNE_EPOCHS,
                augment_copies=0, head_epochs=4, batch_size=8, calibrate=False, quiet=True)
 TIMEOUT = 240  # seconds any one worker may take
 
-# A worker that kills itself (SIGKILL) right after its first fine-tuning backup.
-KILL_AFTER_FIRST_BACKUP = """
-import os, signal, sys
-import keras
-backup = keras.callbacks.BackupAndRestore.on_epoch_end
-def on_epoch_end(self, epoch, logs=None):
-    backup(self, epoch, logs)
-    os.kill(os.getpid(), signal.SIGKILL)
-keras.callbacks.BackupAndRestore.on_epoch_end = on_epoch_end
-from transferkit.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def cli_args(options: dict) -> list[str]:

@@ -17,6 +17,7 @@ import time
 
 import pandas as pd
 import pytest
+from killing import KILL_AFTER_FIRST_BACKUP
 
 import transferkit
 import transferkit.features
@@ -37,19 +38,6 @@ FINE_TUNE_EPOCHS = 2
 PHASE2 = ["--image-size", "64", "--unfreeze", "1", "--fine-tune-epochs", str(FINE_TUNE_EPOCHS),
           "--augment-copies", "0", "--head-epochs", "30"]
 
-# `transferkit train ...` that kills itself (SIGKILL, as `kill -9`) at the end of the first
-# fine-tuning epoch, the moment BackupAndRestore has written that epoch's backup.
-KILL_AFTER_FIRST_BACKUP = """
-import os, signal, sys
-import keras
-backup = keras.callbacks.BackupAndRestore.on_epoch_end
-def on_epoch_end(self, epoch, logs=None):
-    backup(self, epoch, logs)
-    os.kill(os.getpid(), signal.SIGKILL)
-keras.callbacks.BackupAndRestore.on_epoch_end = on_epoch_end
-from transferkit.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 @pytest.fixture(scope="module")

@@ -182,6 +182,21 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def from_options(cls, data: str | Path, options: dict[str, Any]) -> "TrainConfig":
+        """The resolved config of `train(data, out, **options)`.
+
+        Raises:
+            ConfigError: An option that is not a field (the message lists the fields),
+                or a value out of range.
+        """
+        known = {f.name for f in dataclasses.fields(cls)} - {"data"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option {unknown[0]!r}; the options are: "
+                              f"{', '.join(sorted(known))}")
+        return cls(data=str(data), **options).resolved()
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """Builds a config from a dict, ignoring keys this version does not know."""
         names = {f.name for f in dataclasses.fields(cls)}

@@ -87,12 +87,7 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
 
 def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run | None:
     start = time.time()
-    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"data"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"unknown training option {unknown[0]!r}; the options are: "
-                          f"{', '.join(sorted(known))}")
-    config = TrainConfig(data=str(data), **options).resolved()
+    config = TrainConfig.from_options(data, options)
     # First: a multi-worker strategy must set up TensorFlow before any other op runs.
     # A time budget is planned for one device: `auto` then means the default strategy.
     dist = make_distribution("none" if config.time_limit and config.distribute == "auto"

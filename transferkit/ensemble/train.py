@@ -72,12 +72,7 @@ def train_ensemble(data: str | Path, out: str | Path, overwrite: bool = False,
     Raises:
         TransferkitError: Bad data, options or output folder; the message says what to do.
     """
-    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"data"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"unknown training option {unknown[0]!r}; the options are: "
-                          f"{', '.join(sorted(known))}")
-    config = TrainConfig(data=str(data), **options).resolved()
+    config = TrainConfig.from_options(data, options)
     if config.ensemble < 2:
         raise ConfigError(f"--ensemble {config.ensemble}: an ensemble has at least 2 "
                           "members (leave --ensemble out for one classifier)")
