@@ -20,6 +20,8 @@ from typing import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from transferkit.compare import add_compare, backbone_list, run_compare  # noqa: E402
+from transferkit.accelerator import MIXED_PRECISION  # noqa: E402
+from transferkit.budget.parse import PRESETS  # noqa: E402
 from transferkit.config import DISTRIBUTE_CHOICES, TrainConfig  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
 from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
@@ -70,7 +72,7 @@ def _add_train(sub) -> None:
     p.add_argument("--distribute", choices=DISTRIBUTE_CHOICES,
                    default="auto", help="tf.distribute strategy (multi-worker: TF_CONFIG)")
     p.add_argument("--batch-size", type=int, help="per GPU (default: 32 on CPU, 128 on GPU)")
-    p.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto")
     p.add_argument("--head-epochs", type=int, default=_DEFAULTS.head_epochs)
     p.add_argument("--fine-tune-epochs", type=int, default=_DEFAULTS.fine_tune_epochs)
     p.add_argument("--augment-copies", type=int, default=_DEFAULTS.augment_copies)
@@ -84,7 +86,7 @@ def _add_train(sub) -> None:
                    help="skip the trust outputs (see `transferkit calibrate`)")
     p.add_argument("--time-limit", help="budget for the whole command, e.g. 90s, 20m, 1h, "
                    "1h30m: the plan measures this machine and fits the run into it")
-    p.add_argument("--preset", choices=["fast", "balanced", "best"],
+    p.add_argument("--preset", choices=list(PRESETS),
                    help="fast: today's recipe (~5 CPU minutes); balanced: 20m; best: 1h "
                    "(--time-limit wins over the preset's budget)")
     p.add_argument("--exclude-flagged", action="store_true",

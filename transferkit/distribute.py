@@ -45,6 +45,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.accelerator import detect
 from transferkit.config import DISTRIBUTE_CHOICES
 from transferkit.errors import ConfigError, RunError
 
@@ -167,7 +168,7 @@ def make_distribution(name: str) -> Distribution:
         return Distribution("multi-worker", strategy, _is_chief(task),
                             f"{task['type']} {task['index']}")
     if name == "auto":
-        name = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "none"
+        name = "mirrored" if detect().gpus > 1 else "none"
     if name == "mirrored":
         return Distribution("mirrored", tf.distribute.MirroredStrategy())
     return Distribution("none", tf.distribute.get_strategy())
