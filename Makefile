@@ -1,4 +1,4 @@
-# Quick start:  make demo   (train on DATA, show predictions)   and   make test
+# Quick start:  make demo   (train on DATA, show predictions; then make serve)   and   make test
 PYTHON ?= python3
 VENV   ?= .venv
 DATA   ?= tfds:tf_flowers
@@ -12,7 +12,7 @@ ifneq ($(WEIGHTS),)
 export KERAS_HOME := $(CURDIR)/.keras-home
 endif
 
-.PHONY: demo test install dev clean
+.PHONY: demo serve test docs install dev clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,11 +36,20 @@ endif
 	  echo "$(OUT) is already trained (delete it or set OUT=... to train again)"; \
 	else $(BIN)/transferkit train $(DATA) --out $(OUT) --backbone $(BACKBONE); fi
 	$(BIN)/transferkit predict $(OUT) --samples 8
+	@echo "Web demo of this run: make serve$(if $(filter-out runs/demo,$(OUT)), OUT=$(OUT))   (transferkit serve $(OUT), then open http://127.0.0.1:7860)"
+
+# The web demo of the run `make demo` trained (or OUT=any run or export).
+serve: $(BIN)/.installed
+	$(BIN)/transferkit serve $(OUT)
 
 # Two workers, one test file each at a time: the suite waits on subprocesses, servers
 # and single-threaded graph tracing, so two processes keep both cores busy.
 test: $(BIN)/.installed-dev
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+# The documentation site (docs/, mkdocs.yml) → site/index.html; broken links fail.
+docs: $(BIN)/.installed-dev
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .keras-home runs
+	rm -rf $(VENV) .keras-home runs site

@@ -8,7 +8,8 @@ import tempfile
 
 import pytest
 
-from transferkit.testing import flowers_dir, make_color_folder, use_local_weights
+from transferkit.testing import flowers_dir, make_color_folder, missing_test_data, \
+    use_local_weights
 
 KERAS_HOME = use_local_weights()
 # TFDS datasets prepared by the tests, and their class folders, stay out of ~/.
@@ -17,17 +18,22 @@ os.environ["TFDS_DATA_DIR"] = os.path.join(SCRATCH, "tensorflow_datasets")
 os.environ["TRANSFERKIT_CACHE"] = os.path.join(SCRATCH, "cache")
 
 
+def pytest_configure(config):
+    # A machine without the photos or any way to get weights stops here, in one line.
+    if problem := missing_test_data():
+        pytest.exit(problem, returncode=2)
+
+
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(KERAS_HOME, ignore_errors=True)
+    if KERAS_HOME:  # None: Keras's own cache, not ours to delete
+        shutil.rmtree(KERAS_HOME, ignore_errors=True)
     shutil.rmtree(SCRATCH, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def flowers():
     """The real photo dataset (../shared/data/flowers5 or $TRANSFERKIT_FLOWERS)."""
-    path = flowers_dir()
-    assert path.is_dir(), f"flowers dataset not found at {path}; set TRANSFERKIT_FLOWERS"
-    return path
+    return flowers_dir()  # checked by pytest_configure
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ residual branch is cut from its shortcut, and BatchNorm layers always stay froze
 
 Measured on flowers5 (3,424 photos of 128 px, 405 training images in the smallest class,
 MobileNetV2-0.35, 2 CPU cores): head only 0.67-0.70 test accuracy, top 3 of 11 blocks
-0.71, all blocks 0.78 (the README's recipe table). Hence all blocks from 400 images per
-class. The threshold of 100 is measured by `transferkit experiment transfer` (README):
+0.71, all blocks 0.78 (docs/measurements.md, the recipe table). Hence all blocks from 400 images per
+class. The threshold of 100 is measured by `transferkit experiment transfer` (docs/measurements.md):
 on flowers5 fine-tuning is level with the frozen head at 21 and 41 images per class and
 ahead from 102 (+0.05), 203 (+0.08) and 405 (+0.10).
 
@@ -18,7 +18,7 @@ learned there). A fine-tuned one adapts, so it is trained nearer the data's own
 resolution: 1.25x the images' median side, at most native. Upsampling a little brings
 objects closer to the scale the pretrained filters know; upsampling all the way costs
 time that buys more epochs instead. On flowers5 (128 px photos), all blocks, 10 epochs:
-128 px 0.72, 160 px 0.78 test accuracy (README).
+128 px 0.72, 160 px 0.78 test accuracy (docs/measurements.md).
 """
 
 from __future__ import annotations

@@ -24,26 +24,69 @@ def flowers_dir() -> Path:
     return Path(os.environ.get("TRANSFERKIT_FLOWERS", shared_dir() / "data" / "flowers5"))
 
 
-def use_local_weights(weights_dir: str | Path | None = None) -> Path:
+def local_weights_dir() -> Path:
+    """`$TRANSFERKIT_WEIGHTS`, default `<shared>/weights`: local Keras weight files."""
+    return Path(os.environ.get("TRANSFERKIT_WEIGHTS", shared_dir() / "weights"))
+
+
+def use_local_weights(weights_dir: str | Path | None = None) -> Path | None:
     """Points `KERAS_HOME` at a temporary folder whose `models/` links to local weights.
 
     The product then loads weights through Keras's own cache lookup, as on a user's
     machine, without downloading anything.
 
     Args:
-        weights_dir: Folder of Keras weight files (default `<shared>/weights`).
+        weights_dir: Folder of Keras weight files (default `local_weights_dir()`).
 
     Returns:
-        The new `KERAS_HOME`.
+        The new `KERAS_HOME`; None (and `KERAS_HOME` left alone, so Keras finds or
+        downloads weights as usual) when no folder was given and the default one holds
+        no weight file.
     """
-    weights_dir = Path(weights_dir or os.environ.get("TRANSFERKIT_WEIGHTS",
-                                                     shared_dir() / "weights"))
+    files = sorted(Path(weights_dir or local_weights_dir()).glob("*.h5"))
+    if not files and weights_dir is None:
+        return None
     home = Path(tempfile.mkdtemp(prefix="transferkit-keras-home-"))
     (home / "models").mkdir()
-    for file in sorted(weights_dir.glob("*.h5")):
+    for file in files:
         (home / "models" / file.name).symlink_to(file.resolve())
     os.environ["KERAS_HOME"] = str(home)
     return home
+
+
+# Where keras.applications downloads its weight files from.
+WEIGHTS_HOST = ("storage.googleapis.com", 443)
+
+
+def missing_test_data(timeout: float = 3.0) -> str | None:
+    """What the test suite lacks on this machine, as one line saying how to provide it.
+
+    The suite needs real photos (`flowers_dir()`) and ImageNet weights: local files
+    (`local_weights_dir()`) or Keras's normal download, which needs to reach `WEIGHTS_HOST`.
+
+    Args:
+        timeout: Seconds to wait for the download host when there are no local weights.
+
+    Returns:
+        None when everything is there, else one line naming what is missing.
+    """
+    import socket
+
+    problems = []
+    if not flowers_dir().is_dir():
+        problems.append(f"no photos at {flowers_dir()}: set TRANSFERKIT_FLOWERS to a folder "
+                        "of daisy/ dandelion/ rose/ sunflower/ tulip/ photo subfolders")
+    if not any(local_weights_dir().glob("*.h5")):
+        try:
+            socket.create_connection(WEIGHTS_HOST, timeout=timeout).close()
+        except OSError:
+            problems.append(f"no Keras weights in {local_weights_dir()} and no way to download "
+                            f"them ({WEIGHTS_HOST[0]} unreachable): set TRANSFERKIT_WEIGHTS "
+                            "to a folder of keras.applications .h5 files")
+    if not problems:
+        return None
+    return "transferkit tests cannot start: " + "; ".join(problems) + \
+        " (see docs/getting-started.md, Running the tests)"
 
 
 def make_color_folder(root: str | Path, classes: dict[str, tuple[int, int, int]] | None = None,

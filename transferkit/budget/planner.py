@@ -3,7 +3,7 @@
 Pure: no clock, no model. `speed.measure` produces the `SpeedProfile` on this machine and
 this data; tests feed made-up profiles with known answers.
 
-How the budget is spent (README, "How a run is trained"):
+How the budget is spent (docs/training.md, "Time budgets"):
 1. Fixed costs are set aside first: what was already spent (audit, doctor, measuring),
    phase 1's feature extraction, and the reserve after training (evaluation,
    calibration, report), estimated from the measured forward speed.
@@ -27,7 +27,7 @@ import math
 from transferkit.budget.parse import format_seconds
 from transferkit.errors import ConfigError
 
-# Fewest epochs for a size: README's recipe table measured 160 px at 6 epochs level with
+# Fewest epochs for a size: the recipe table (docs/measurements.md) measured 160 px at 6 epochs level with
 # 128 px at 10 (0.720 / 0.722), and 160 px at 10 epochs at 0.779.
 ENOUGH_EPOCHS = 6
 LARGE_SIZE_EPOCHS = 30   # epochs that must fit before a size above the rule's is chosen

@@ -25,7 +25,7 @@ ISSUES = ("near_duplicate", "label_issue", "outlier")
 
 @dataclasses.dataclass
 class DoctorConfig:
-    """The doctor's thresholds (measured on flowers5 and a corrupted copy: README).
+    """The doctor's thresholds (measured on flowers5 and a corrupted copy: docs/measurements.md).
 
     Attributes:
         neighbours: Neighbours per image kept (for the duplicate and density scores).
@@ -49,7 +49,7 @@ class DoctorConfig:
         label_min_score: Of cleanlab's flags, those kept: 1 - the out-of-sample
             probability of the given class at least this. On frozen features (~67%
             accurate on flowers5) cleanlab flags a fifth of the folder; the surest tenth
-            hold most real errors (README).
+            hold most real errors (docs/measurements.md).
         outlier_k: Neighbours averaged for the outlier distance.
         outlier_spread: Robust deviations above the median distance of an outlier.
         folds: Folds of the out-of-sample probabilities.
