@@ -1,11 +1,14 @@
 # Quick start:  make demo   (train on DATA, show predictions; then make serve)   and   make test
 PYTHON ?= python3
 VENV   ?= .venv
-DATA   ?= tfds:tf_flowers
+# Local photos and Keras weight files beside the checkout (as the tests use) when they are
+# there, so `make demo` runs offline; otherwise tf_flowers and the weights are downloaded.
+SHARED ?= ../shared
+DATA   ?= $(if $(wildcard $(SHARED)/data/flowers5),$(SHARED)/data/flowers5,tfds:tf_flowers)
 OUT    ?= runs/demo
 BACKBONE ?= mobilenet_v2_0.35
-# Optional: a folder of Keras weight files to use offline (linked into a local KERAS_HOME).
-WEIGHTS ?=
+# A folder of Keras weight files to use offline (linked into a local KERAS_HOME).
+WEIGHTS ?= $(if $(wildcard $(SHARED)/weights/*.h5),$(SHARED)/weights)
 
 BIN := $(VENV)/bin
 ifneq ($(WEIGHTS),)
