@@ -68,6 +68,9 @@ def check_unchanged(splits: pd.DataFrame, index: pd.DataFrame, classes: list[str
     class would change the model's outputs. The user restores the folder, or starts
     the run again on the folder as it is now (`--overwrite`).
 
+    An image the audit now skips (unreadable) counts as removed; a file the audit
+    skips (not an image) is no change.
+
     Args:
         splits: The stored split (columns path, class, split).
         index: The audit of the folder now (`scan_folder`), less any images the
@@ -87,10 +90,12 @@ def check_unchanged(splits: pd.DataFrame, index: pd.DataFrame, classes: list[str
     n_moved = sum(_in_class(p) in moved for p in gone)
     n_removed = len(gone) - n_moved
     n_added = len(new) - sum(_in_class(p) in moved for p in new)
-    new_classes = sorted(set(classes) ^ set(splits["class"]))
-    if not (gone or new or new_classes):
+    came = sorted(set(classes) - set(splits["class"]))
+    went = sorted(set(splits["class"]) - set(classes))
+    if not (gone or new or came or went):
         return
-    extra = f"; classes {', '.join(new_classes)} came or went" if new_classes else ""
+    extra = "".join(f"; {what}: {', '.join(names)}" for what, names in
+                    (("new classes", came), ("classes gone", went)) if names)
     raise DataError(f"the data folder changed since {since}: {n_removed} removed, "
                     f"{n_moved} moved to another class, {n_added} added{extra}; pass "
                     "--overwrite to start again on the folder as it is, or restore it")
