@@ -6,6 +6,7 @@ the confusion matrix); this module only arranges them into the run directory's f
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -65,7 +66,9 @@ def split_metrics(run, split: str = "val") -> dict[str, float]:
         raise run.missing_images(f"{split} images")
     dataset = image_dataset([str(p) for p in paths], None, run.image_size,
                             run.config.batch_size or 32, workers=run.config.workers)
-    probabilities = run.model.predict(dataset, verbose=0)
+    with warnings.catch_warnings():  # a finite dataset ends, as it is meant to
+        warnings.filterwarnings("ignore", message=".*ran out of data.*")
+        probabilities = run.model.predict(dataset, verbose=0)
     if len(probabilities) != len(paths):
         raise RunError(f"{len(paths) - len(probabilities)} {split} images of {run.path} "
                        "can no longer be read")
