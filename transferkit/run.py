@@ -197,7 +197,8 @@ class Run:
 
     @property
     def metrics(self) -> dict[str, Any] | None:
-        """`metrics.json`: test accuracy, macro-F1, counts, timings."""
+        """`metrics.json`: test accuracy, macro-F1, their validation twins
+        (`val_accuracy`, `val_macro_f1`: runs are chosen on these), counts, timings."""
         return self._json(layout.METRICS_FILE)
 
     @property
