@@ -94,20 +94,22 @@ class Run:
             table = self._table(layout.SPLITS_FILE)
             first = None if table is None or table.empty else table["path"].iloc[0]
             bases = [Path.cwd(), *self.path.resolve().parents]
-            self._found[data] = next(
-                (base / data for base in bases
-                 if first is not None and (base / data / first).is_file()), Path.cwd() / data)
+            found = (base / data for base in bases
+                     if first is not None and (base / data / first).is_file())
+            self._found[data] = next(found, Path.cwd() / data)
         return self._found[data]
 
     def missing_images(self, what: str) -> RunError:
         """The error for images of the run (`what`, e.g. "test images") that are not
         where it says they are: one line, with what to do."""
         data = self.config.data
-        hint = "put them back, or write their new folder into config.json's data" \
-            if data.startswith("tfds:") or Path(data).is_absolute() else \
-            (f"its config.json names the relative path {data!r}: run from the folder you "
-             "trained in, or write the absolute path there")
-        return RunError(f"the run's {what} are not under {self.data_folder} any more; {hint}")
+        hint = ("put them back" if data.startswith("tfds:") else
+                "put them back, or write their new folder into config.json's data"
+                if Path(data).is_absolute() else
+                f"its config.json names the relative path {data!r}: run from the folder "
+                "you trained in, or write the absolute path there")
+        return RunError(f"the run's {what} are not under {self.data_folder} any more; "
+                        f"{hint}")
 
     @property
     def splits(self) -> pd.DataFrame:

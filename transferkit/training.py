@@ -194,7 +194,7 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
                         "longer be read since the audit; pass --overwrite to audit again")
     test_rel = splits.loc[splits["split"] == "test", "path"].tolist()
     metrics = write_report(out_dir, labels["test"], probabilities, classes, test_rel)
-    metrics.update(split_metrics(Run(out_dir, model, classes, config), "val"))  # to choose on
+    metrics.update(split_metrics(Run(out_dir, model, classes, config)))  # val: to choose on
     model.trainable = True  # saved as fully trainable; BatchNorm stays in inference mode
     with atomic_path(out_dir / layout.MODEL_FILE, suffix=".keras") as tmp:
         model.save(tmp)
