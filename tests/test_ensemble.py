@@ -105,7 +105,7 @@ def test_compare_writes_one_row_per_backbone_and_a_winner(compared):
 
     out, table = compared
     assert sorted(table["backbone"]) == ["mobilenet_0.25", "mobilenet_v2_0.35"]
-    assert list(table["accuracy"]) == sorted(table["accuracy"], reverse=True)
+    assert list(table["val_accuracy"]) == sorted(table["val_accuracy"], reverse=True)
     saved = __import__("pandas").read_csv(out / layout.LEADERBOARD_FILE)
     assert list(saved["backbone"]) == list(table["backbone"])
     assert (saved["size_mb"] > 0).all() and (saved["latency_ms"] > 0).all()

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -218,3 +219,107 @@ def test_run_stopped_before_writing_its_options_starts_afresh(tmp_path, colors):
     (run / "config.json").write_text("{trunc")
     with pytest.raises(RunError, match="config.json cannot be read.*--overwrite"):
         prepare_run_dir(run, config, overwrite=False)
+
+
+# Runs read and resumed from other working directories; folders changed under a run.
+TINY = ["--backbone", "mobilenet_v2_0.35", "--image-size", "96", "--strategy",
+        "feature-extract", "--augment-copies", "1"]  # conftest's tiny_run
+
+
+def test_the_data_path_is_stored_absolute(tmp_path, monkeypatch):
+    """`cd parent && train sub` must not mean `/sub` to a command started from `/`. A
+    run that stored `sub` before resumes from the folder it meant (`.` then)."""
+    make_color_folder(tmp_path / "sub", n_per_class=1, size=8)
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig.from_options("sub", {"image_size": 64})
+    assert config.data == str(tmp_path / "sub")
+    assert TrainConfig(data="tfds:beans").resolved().data == "tfds:beans"
+    run = tmp_path / "run"
+    assert prepare_run_dir(run, config, overwrite=False) is False
+    older = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(dict(older, data="sub")))
+    assert prepare_run_dir(run, config, overwrite=False) is True
+
+
+def test_predict_samples_from_another_working_directory(tiny_run, monkeypatch, capsys):
+    monkeypatch.chdir("/")
+    assert main(["predict", str(tiny_run.path), "--samples", "3"]) == 0
+    printed = [Path(line.split(": ")[0]) for line in capsys.readouterr().out.splitlines()]
+    splits = tiny_run.splits.set_index("path")
+    rows = splits.loc[[p.relative_to(tiny_run.data_folder).as_posix() for p in printed]]
+    assert list(rows["split"]) == ["test"] * 3  # the run's own test images,
+    assert sorted(rows["class"]) == ["blue", "green", "red"]  # one of each class
+
+
+def test_an_older_run_with_a_relative_path_is_found_from_its_folder(tiny_run, tmp_path,
+                                                                   monkeypatch, capsys):
+    """Runs made before the path was stored absolute: the folder above the run holding
+    its images; none: one line naming the relative path and what to do."""
+    shutil.copytree(tiny_run.data_folder, tmp_path / "old" / "sub")
+    shutil.copytree(tiny_run.path, tmp_path / "old" / "run")
+    config_file = tmp_path / "old" / "run" / "config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps(dict(config, data="sub")))
+    monkeypatch.chdir("/")
+    assert main(["predict", str(tmp_path / "old" / "run"), "--samples", "2"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and all(line.startswith(str(tmp_path / "old" / "sub"))
+                                     for line in printed)
+    config_file.write_text(json.dumps(dict(config, data="gone")))
+    assert main(["predict", str(tmp_path / "old" / "run"), "--samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"test images are not under {Path('/gone')} any more; its config.json names " \
+           "the relative path 'gone'" in err
+
+
+def test_a_resume_from_elsewhere_uses_the_folder_the_run_started_on(tiny_run, tmp_path,
+                                                                    monkeypatch, capsys):
+    """Another folder of the same relative name is refused (it used to be trained on);
+    the run's own folder, named from any directory, resumes it."""
+    data = tiny_run.data_folder
+    shutil.copytree(tiny_run.path, tmp_path / "run")
+    (tmp_path / "run" / "run.json").write_text('{"state": "running"}')  # as if killed
+    make_color_folder(tmp_path / "elsewhere" / data.name, n_per_class=10, size=32, seed=5)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["train", data.name, "--out", str(tmp_path / "run"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"(data: '{data}' before, '{tmp_path / 'elsewhere' / data.name}' now)" in err
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), *TINY,
+                 "--no-calibrate"]) == 0
+    assert f"Resuming the unfinished run in {tmp_path / 'run'}" in capsys.readouterr().out
+    assert run_state(tmp_path / "run") == "complete"
+    assert (tmp_path / "run" / "splits.csv").read_text() == \
+        (tiny_run.path / "splits.csv").read_text()
+
+
+@pytest.mark.parametrize("change, counts", [
+    ("remove 3 red, move 2 green to blue", "3 removed, 2 moved to another class, 0 added"),
+    ("add 2 blue", "0 removed, 0 moved to another class, 2 added")])
+def test_a_folder_changed_since_the_split_is_refused_in_one_line(tiny_run, tmp_path,
+                                                                 capsys, change, counts):
+    """Resuming on it used to fail deep inside (`KeyError: [...] not in index`), or
+    would train on images no split holds."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(tiny_run.data_folder, data)
+    shutil.copytree(tiny_run.path, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(dict(config, data=str(data))))
+    (run / "run.json").write_text('{"state": "running"}')  # as if killed
+    if change.startswith("remove"):
+        for path in sorted((data / "red").iterdir())[:3]:
+            path.unlink()
+        for path in sorted((data / "green").iterdir())[:2]:
+            path.rename(data / "blue" / path.name)
+    else:
+        make_color_folder(tmp_path / "more", {"blue": (40, 60, 200)}, n_per_class=2,
+                          size=32, seed=9)
+        for path in (tmp_path / "more" / "blue").iterdir():
+            path.rename(data / "blue" / f"new_{path.name}")
+    assert main(["train", str(data), "--out", str(run), *TINY]) == 2
+    assert capsys.readouterr().err == (
+        "transferkit: error: the data folder changed since this run split it: "
+        f"{counts}; pass --overwrite to start again on the folder as it is, or restore "
+        "it\n")
+    assert run_state(run) == "running"
+    assert (run / "splits.csv").read_text() == (tiny_run.path / "splits.csv").read_text()

@@ -1,12 +1,17 @@
 """`transferkit compare`: several backbones, one split, one budget each, a leaderboard.
 
     DIR/<backbone>/      a complete run directory per backbone (kept, winner included)
-    DIR/leaderboard.csv  backbone, accuracy, macro_f1, train_seconds, latency_ms, size_mb,
-                         run; sorted by test accuracy (then macro-F1, then latency)
+    DIR/leaderboard.csv  backbone, val_accuracy, val_macro_f1, test_accuracy,
+                         test_macro_f1, train_seconds, latency_ms, size_mb, run; sorted by
+                         validation accuracy (then validation macro-F1, then latency)
     DIR/winner.json      the first row: backbone, run (relative to DIR), its numbers
 
-The first backbone splits the data; the others reuse its `splits.csv`
-(`TrainConfig.splits_file`), so every test accuracy is measured on the same images.
+The winner is chosen on the validation split; the test accuracy is shown beside it and
+chooses nothing (chosen on the test split, it would no longer be an unbiased estimate of
+the winner's accuracy). The first backbone splits the data; the others reuse its
+`splits.csv` (`TrainConfig.splits_file`), so every figure is measured on the same images.
+A run trained before metrics.json had `val_accuracy` gets it computed from its model
+(`transferkit.evaluate.split_metrics`).
 `time_limit` is each backbone's (the whole of its train command). A finished backbone
 run is reused when compare runs again (a killed compare resumes; adding a backbone trains
 only that one). Latency is batch-1 Keras `predict_on_batch`, the median of warm calls
@@ -26,8 +31,8 @@ from transferkit.backbones import get_backbone
 from transferkit.errors import ConfigError
 from transferkit.fileio import write_csv, write_json
 
-COLUMNS = ("backbone", "accuracy", "macro_f1", "train_seconds", "latency_ms", "size_mb",
-           "run")
+COLUMNS = ("backbone", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1",
+           "train_seconds", "latency_ms", "size_mb", "run")
 
 
 def compare(data: str | Path, backbones: Sequence[str], out: str | Path,
@@ -82,8 +87,9 @@ def compare(data: str | Path, backbones: Sequence[str], out: str | Path,
     table = leaderboard(runs, out, latency_calls)
     write_csv(out / layout.LEADERBOARD_FILE, table)
     best = table.iloc[0].to_dict()
-    write_json(out / layout.WINNER_FILE, {**best, "why": "highest test accuracy on the "
-                                          "shared test split (ties: macro-F1, latency)"})
+    write_json(out / layout.WINNER_FILE, {**best, "why": "highest validation accuracy on "
+                                          "the shared split (ties: validation macro-F1, "
+                                          "latency); test accuracy only reports"})
     return table
 
 
@@ -99,7 +105,8 @@ def _check_reused(run, asked: dict) -> None:
 
 
 def leaderboard(runs, out: Path, latency_calls: int = 20) -> pd.DataFrame:
-    """One row per run (see the module docstring), best first."""
+    """One row per run (see the module docstring), best on the validation split first."""
+    from transferkit.evaluate import split_metrics
     from transferkit.export.latency import latency_ms
 
     batches = {run.config.backbone: np.zeros((1, run.image_size, run.image_size, 3),
@@ -111,26 +118,32 @@ def leaderboard(runs, out: Path, latency_calls: int = 20) -> pd.DataFrame:
     rows = []
     for run in runs:
         name, metrics = run.config.backbone, run.metrics or {}
-        rows.append({"backbone": name, "accuracy": metrics.get("accuracy"),
-                     "macro_f1": metrics.get("macro_f1"),
+        if "val_accuracy" not in metrics:  # a run older than the validation figures
+            metrics.update(split_metrics(run, "val"))
+        rows.append({"backbone": name, "val_accuracy": metrics["val_accuracy"],
+                     "val_macro_f1": metrics.get("val_macro_f1"),
+                     "test_accuracy": metrics.get("accuracy"),
+                     "test_macro_f1": metrics.get("macro_f1"),
                      "train_seconds": metrics.get("train_seconds"),
                      "latency_ms": times[name]["median_ms"],
                      "size_mb": round((run.path / layout.MODEL_FILE).stat().st_size / 1e6, 2),
                      "run": str(Path(run.path).relative_to(out))})
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    table = table.sort_values(["accuracy", "macro_f1", "latency_ms"],
+    table = table.sort_values(["val_accuracy", "val_macro_f1", "latency_ms"],
                               ascending=[False, False, True], kind="stable")
     return table.reset_index(drop=True)
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """The leaderboard as printed: aligned columns, then the winner."""
-    lines = [f"{'backbone':22} {'accuracy':>8} {'macro-F1':>8} {'train s':>8} "
-             f"{'latency ms':>10} {'size MB':>8}"]
+    """The leaderboard as printed: aligned columns, then the winner (by validation)."""
+    lines = [f"{'backbone':22} {'val acc':>8} {'val F1':>8} {'test acc':>8} "
+             f"{'test F1':>8} {'train s':>8} {'latency ms':>10} {'size MB':>8}"]
     for row in table.itertuples():
-        lines.append(f"{row.backbone:22} {row.accuracy:8.3f} {row.macro_f1:8.3f} "
+        lines.append(f"{row.backbone:22} {row.val_accuracy:8.3f} {row.val_macro_f1:8.3f} "
+                     f"{row.test_accuracy:8.3f} {row.test_macro_f1:8.3f} "
                      f"{row.train_seconds:8.0f} {row.latency_ms:10.1f} {row.size_mb:8.2f}")
-    lines.append(f"Winner: {table.iloc[0]['backbone']} ({table.iloc[0]['run']})")
+    lines.append(f"Winner: {table.iloc[0]['backbone']} ({table.iloc[0]['run']}), by "
+                 "validation accuracy")
     return "\n".join(lines)
 
 

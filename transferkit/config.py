@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ class TrainConfig:
     """Every option of `transferkit.train`, with its default.
 
     Attributes:
-        data: Data folder, or `tfds:NAME` for a TensorFlow Datasets dataset.
+        data: Data folder, or `tfds:NAME` for a TensorFlow Datasets dataset; a folder
+            is made absolute when resolved (`absolute_data`), so config.json names it
+            whatever the working directory of a later command.
         backbone: Registry name (see `transferkit backbones`).
         weights: `"imagenet"`, `"none"` or a path to a backbone weights file.
         image_size: Square input side; None lets the plan choose it from the data.
@@ -122,6 +125,7 @@ class TrainConfig:
         if config.image_size is not None:
             validate_size(backbone, config.image_size)
         _check_data(config.data)
+        config.data = absolute_data(config.data)
         for name in ("seed", "split_seed"):
             value = getattr(config, name)
             if value is not None and not 0 <= value < 2 ** 32:
@@ -201,6 +205,19 @@ class TrainConfig:
         """Builds a config from a dict, ignoring keys this version does not know."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def absolute_data(data: str) -> str:
+    """The `data` option as the run stores it: a folder's absolute path, `tfds:NAME` as is.
+
+    A relative path would mean another folder to every command started elsewhere
+    (`predict --samples`, `report`, `export`, a resume), so it is resolved against the
+    working directory of the command that names it. Links are kept as named
+    (`os.path.abspath`, not `resolve`): they may be re-pointed on purpose.
+    """
+    if not data or data.startswith("tfds:"):
+        return data
+    return os.path.abspath(data)
 
 
 def _check_data(data: str) -> None:

@@ -6,6 +6,7 @@ the confusion matrix); this module only arranges them into the run directory's f
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -37,6 +38,43 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray,
             "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro",
                                        zero_division=0)),
             "n_images": int(len(y_true))}
+
+
+def split_metrics(run, split: str = "val") -> dict[str, float]:
+    """Accuracy and macro-F1 of a run's model on one split of its own images.
+
+    The validation figures are what choices between runs are made on (`compare`); the
+    test split only reports. Training records them in metrics.json; for an older run
+    without them, `compare` computes them here from the run's model and split.
+
+    Args:
+        run: A `transferkit.run.Run` (its model, classes, `splits.csv`, data folder).
+        split: `"val"`, `"train"` or `"test"`.
+
+    Returns:
+        `{"<split>_accuracy", "<split>_macro_f1"}`.
+
+    Raises:
+        RunError: The split's images are no longer all where the run says they are.
+    """
+    from transferkit.data.pipeline import image_dataset
+
+    splits = run.splits
+    part = splits[splits["split"] == split]
+    paths = [run.data_folder / p for p in part["path"]]
+    if not all(p.is_file() for p in paths):
+        raise run.missing_images(f"{split} images")
+    dataset = image_dataset([str(p) for p in paths], None, run.image_size,
+                            run.config.batch_size or 32, workers=run.config.workers)
+    with warnings.catch_warnings():  # a finite dataset ends, as it is meant to
+        warnings.filterwarnings("ignore", message=".*ran out of data.*")
+        probabilities = run.model.predict(dataset, verbose=0)
+    if len(probabilities) != len(paths):
+        raise RunError(f"{len(paths) - len(probabilities)} {split} images of {run.path} "
+                       "can no longer be read")
+    found = classification_metrics([run.class_names.index(c) for c in part["class"]],
+                                   probabilities, run.class_names)
+    return {f"{split}_accuracy": found["accuracy"], f"{split}_macro_f1": found["macro_f1"]}
 
 
 def known_images(class_names: Sequence[str], data_dir: str | Path,

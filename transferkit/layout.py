@@ -11,7 +11,8 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
       audit.csv            every file seen: path, class, status, reason
       splits.csv           path, class, split (train / val / test)
       history.csv          both training phases, one row per epoch
-      metrics.json         test accuracy, macro-F1, counts, timings
+      metrics.json         test accuracy, macro-F1; val_accuracy, val_macro_f1 (what
+                           choices rank on); counts, timings
       per_class.csv, confusion_matrix.csv, confusion_matrix.png, top_losses.csv
                            (written before calibration: uncalibrated probabilities)
       explain_check.csv    faithfulness of the explanation methods (`explain-check`)

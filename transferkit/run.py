@@ -69,6 +69,7 @@ class Run:
         self.model = model
         self.class_names = list(class_names)
         self.config = config
+        self._found: dict[str, Path] = {}  # relative `data` (older runs) → its folder
 
     @property
     def image_size(self) -> int:
@@ -78,10 +79,37 @@ class Run:
 
     @property
     def data_folder(self) -> Path:
-        """The folder the run was trained from (for `tfds:NAME`, its class folder)."""
+        """The folder the run was trained from (for `tfds:NAME`, its class folder).
+
+        Runs store it absolute. An older run's relative path is taken from the working
+        directory, else from the nearest folder above the run that holds its first
+        image (`transferkit train sub --out run` from a parent folder is the common case).
+        """
         from transferkit.data.tfds import data_folder
 
-        return data_folder(self.config.data, prepare=False)
+        data = self.config.data
+        if data.startswith("tfds:") or Path(data).is_absolute():
+            return data_folder(data, prepare=False)
+        if data not in self._found:  # looked for once: callers ask per image
+            table = self._table(layout.SPLITS_FILE)
+            first = None if table is None or table.empty else table["path"].iloc[0]
+            bases = [Path.cwd(), *self.path.resolve().parents]
+            found = (base / data for base in bases
+                     if first is not None and (base / data / first).is_file())
+            self._found[data] = next(found, Path.cwd() / data)
+        return self._found[data]
+
+    def missing_images(self, what: str) -> RunError:
+        """The error for images of the run (`what`, e.g. "test images") that are not
+        where it says they are: one line, with what to do."""
+        data = self.config.data
+        hint = ("put them back" if data.startswith("tfds:") else
+                "put them back, or write their new folder into config.json's data"
+                if Path(data).is_absolute() else
+                f"its config.json names the relative path {data!r}: run from the folder "
+                "you trained in, or write the absolute path there")
+        return RunError(f"the run's {what} are not under {self.data_folder} any more; "
+                        f"{hint}")
 
     @property
     def splits(self) -> pd.DataFrame:
@@ -124,7 +152,7 @@ class Run:
         root = self.data_folder
         files = [root / p for p in order["path"] if (root / p).is_file()][:n]
         if not files and n > 0:
-            raise RunError(f"the run's test images are not under {root} any more")
+            raise self.missing_images("test images")
         return files
 
     def features(self, weights: str = "final", batch_size: int = DEFAULT_BATCH,
@@ -171,7 +199,8 @@ class Run:
 
     @property
     def metrics(self) -> dict[str, Any] | None:
-        """`metrics.json`: test accuracy, macro-F1, counts, timings."""
+        """`metrics.json`: test accuracy, macro-F1, their validation twins
+        (`val_accuracy`, `val_macro_f1`: runs are chosen on these), counts, timings."""
         return self._json(layout.METRICS_FILE)
 
     @property

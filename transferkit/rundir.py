@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from transferkit import layout
-from transferkit.config import TrainConfig
+from transferkit.config import TrainConfig, absolute_data
 from transferkit.errors import RunError
 from transferkit.fileio import read_json, readable_error, write_json
 from transferkit.run import run_state
@@ -60,6 +60,8 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool
         ours, theirs = _comparable(config), _comparable(previous)
         if config.image_size is None:  # "auto" matches the size the plan chose before
             theirs["image_size"] = None
+        # A run made before paths were stored absolute meant its folder from here too.
+        theirs["data"] = absolute_data(theirs["data"])
         # An option this run's version did not have yet cannot differ from it.
         changed = [f"{k}: {theirs.get(k)!r} before, {v!r} now" for k, v in ours.items()
                    if k in saved and theirs.get(k) != v]

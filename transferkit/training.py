@@ -37,12 +37,12 @@ from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
 from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
     write_audit_csv
-from transferkit.data.splits import make_splits
+from transferkit.data.splits import check_unchanged, make_splits
 from transferkit.data.tfds import data_folder
 from transferkit.distribute import Distribution, make_distribution
 from transferkit.doctor.training_step import doctor_before_split
 from transferkit.errors import ConfigError, DataError
-from transferkit.evaluate import write_report
+from transferkit.evaluate import split_metrics, write_report
 from transferkit.features import FeatureKey, FeatureStore, feature_extractor
 from transferkit.fileio import atomic_path, write_csv, write_json
 from transferkit.model import backbone_blocks, build_classifier, rebuild_at_size, \
@@ -194,6 +194,7 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
                         "longer be read since the audit; pass --overwrite to audit again")
     test_rel = splits.loc[splits["split"] == "test", "path"].tolist()
     metrics = write_report(out_dir, labels["test"], probabilities, classes, test_rel)
+    metrics.update(split_metrics(Run(out_dir, model, classes, config)))  # val: to choose on
     model.trainable = True  # saved as fully trainable; BatchNorm stays in inference mode
     with atomic_path(out_dir / layout.MODEL_FILE, suffix=".keras") as tmp:
         model.save(tmp)
@@ -225,7 +226,9 @@ def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: Trai
             resuming: bool, groups: dict[str, str] | None) -> pd.DataFrame:
     path = out_dir / layout.SPLITS_FILE
     if resuming and path.exists():
-        return pd.read_csv(path, keep_default_na=False)
+        splits = pd.read_csv(path, keep_default_na=False)
+        check_unchanged(splits, index, classes)  # a folder changed since: one clear line
+        return splits
     if config.splits_file:  # an ensemble's or compare's shared split
         splits = pd.read_csv(config.splits_file, keep_default_na=False)
         write_csv(path, splits)

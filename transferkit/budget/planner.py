@@ -28,7 +28,8 @@ from transferkit.budget.parse import format_seconds
 from transferkit.errors import ConfigError
 
 # Fewest epochs for a size: the recipe table (docs/measurements.md) measured 160 px at 6 epochs level with
-# 128 px at 10 (0.720 / 0.722), and 160 px at 10 epochs at 0.779.
+# 128 px at 10 (0.720 / 0.722), and 160 px at 10 epochs at 0.779: test-split figures (no
+# validation figure was recorded for the first two; 0.774 for the third).
 ENOUGH_EPOCHS = 6
 LARGE_SIZE_EPOCHS = 30   # epochs that must fit before a size above the rule's is chosen
 EMA_FROM = 8             # fine-tuning epochs from which each ingredient is used
