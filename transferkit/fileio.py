@@ -123,10 +123,8 @@ def _file_in_the_way(path: Path) -> Path | None:
 
 
 def save_png(fig, path: Path) -> None:
-    """Lays out a matplotlib figure, writes it atomically as a PNG, and closes it."""
-    import matplotlib.pyplot as plt
-
+    """Lays out a `matplotlib.figure.Figure` and writes it atomically as a PNG (no
+    pyplot: nothing global to close)."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
