@@ -22,7 +22,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import softmax
 from sklearn.metrics import brier_score_loss, log_loss
 
-from transferkit.fileio import save_png
+from transferkit.fileio import save_png, subplots
 from transferkit.model import members
 
 N_BINS = 15
@@ -182,10 +182,7 @@ def fold_temperature(model: keras.Model, factor: float,
 def plot_reliability(before: pd.DataFrame, after: pd.DataFrame, path: Path,
                      temperature: float) -> None:
     """Saves the reliability diagram (accuracy per confidence bin, before and after)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 5), dpi=100)
-    ax = fig.subplots()
+    fig, ax = subplots(figsize=(5, 5), dpi=100)
     centers = (before["lower"] + before["upper"]) / 2
     width = float(before["upper"].iloc[0] - before["lower"].iloc[0])
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
