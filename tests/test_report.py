@@ -13,6 +13,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -20,6 +22,7 @@ import matplotlib
 from PIL import Image
 
 from test_browser import TIMEOUT_MS, artifacts, browser  # noqa: F401  (fixtures)
+import transferkit
 from transferkit import layout
 from transferkit.report import write_run_report
 
@@ -119,6 +122,49 @@ def test_the_model_tab_shows_the_training_curves(tiny_run):
              if isinstance(b, gr.Plot) and b.label == "Training curves"]
     assert len(plots) == 1
     assert plots[0].value  # the figure, serialized
+
+
+PLOTTING = """
+import sys
+from pathlib import Path
+
+import matplotlib
+matplotlib.use("svg")  # a notebook user's choice
+import numpy as np
+import pandas as pd
+
+import transferkit.experiments.plot, transferkit.inspect
+from transferkit.evaluate import plot_confusion_matrix
+from transferkit.inspect.depth_probe import probe_figure
+from transferkit.report.plots import class_balance, png_bytes
+from transferkit.trust.abstain import plot_risk_coverage, risk_coverage
+
+out = Path(sys.argv[1])
+plot_confusion_matrix(np.array([[3, 1], [0, 2]]), ["a", "b"], out / "confusion.png")
+plot_risk_coverage(risk_coverage(np.array([.9, .6, .3]), np.array([1, 1, 0])),
+                   out / "risk.png", 0.5, 2 / 3, 1.0)
+(out / "balance.png").write_bytes(png_bytes(class_balance(pd.DataFrame(
+    {"path": ["x", "y"], "class": ["a", "b"], "split": ["train", "test"]}))))
+probe_figure(["block_1"], {"trained": [0.5]}).savefig(out / "probe.png")
+print(matplotlib.get_backend())
+"""
+
+
+def test_plotting_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    root = Path(transferkit.__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", PLOTTING, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "svg"
+    for name in ("confusion", "risk", "balance", "probe"):
+        assert Image.open(tmp_path / f"{name}.png").format == "PNG"
+    # And no module selects a backend or touches pyplot's global state.
+    for path in (root / "transferkit").rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"matplotlib\.use\(|import matplotlib\.pyplot|"
+                             r"from matplotlib import pyplot", text), path
 
 
 def test_the_report_in_a_real_browser(browser, tiny_run, artifacts):  # noqa: F811 (fixtures)

@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from scipy.special import softmax
+from sklearn.metrics import log_loss
 
 from transferkit import layout
 from transferkit.cli import build_parser, main
@@ -40,23 +42,26 @@ def test_ece_and_reliability_bins_match_a_hand_computed_example():
     # A bin's upper edge is inclusive: confidence .5 lies in (.25, .5] with 4 bins.
     edge = calibration.reliability_bins(np.array([[.5, .5]]), np.array([0]), n_bins=4)
     assert edge["count"].tolist() == [0, 1, 0, 0]
-    assert calibration.brier(p, y) == pytest.approx(np.mean([.005, 1.805, .405, .18]))
+    assert calibration.scores(p, y)["brier"] == pytest.approx(
+        np.mean([.005, 1.805, .405, .18]))
+    assert calibration.scores(p, y)["nll"] == pytest.approx(
+        -np.mean(np.log([.95, .05, .55, .70])))
 
 
 @pytest.mark.parametrize("true_t", [2.0, 0.5])  # over- and under-confident
 def test_temperature_scaling_recovers_a_known_temperature(true_t):
     rng = np.random.default_rng(0)
     calibrated = rng.normal(0, 2.0, (6000, 5))
-    cumulative = np.cumsum(calibration.softmax(calibrated), axis=1)
+    cumulative = np.cumsum(softmax(calibrated, axis=1), axis=1)
     labels = (cumulative < rng.random((6000, 1))).sum(axis=1)
     reported = calibrated * true_t  # the model's logits are T times too large/small
     t = calibration.fit_temperature(reported, labels)
     assert t == pytest.approx(true_t, rel=0.05)
-    before = calibration.nll(calibration.softmax(reported), labels)
-    after = calibration.nll(calibration.softmax(reported / t), labels)
+    before = log_loss(labels, softmax(reported, axis=1))
+    after = log_loss(labels, softmax(reported / t, axis=1))
     assert after < before - 0.01
-    assert calibration.ece(calibration.softmax(reported / t), labels) < \
-        calibration.ece(calibration.softmax(reported), labels)
+    assert calibration.ece(softmax(reported / t, axis=1), labels) < \
+        calibration.ece(softmax(reported, axis=1), labels)
     # Every answer right: the NLL has no minimum (T -> 0); T stays 1.
     assert calibration.fit_temperature(np.eye(3)[[0, 1, 2]], np.array([0, 1, 2])) == 1.0
 
@@ -157,7 +162,7 @@ def test_training_calibrates_and_the_folded_model_is_softmax_of_logits_over_t(tr
     features = feature_extractor(trusted.model).predict_on_batch(pixels)
     raw = features @ params.raw_head["kernel"] + params.raw_head["bias"]
     np.testing.assert_allclose(trusted.model.predict_on_batch(pixels),
-                               calibration.softmax(raw / params.temperature), atol=1e-5)
+                               softmax(raw / params.temperature, axis=1), atol=1e-5)
     assert trusted.model.output_shape == (None, len(trusted.class_names))  # one output
     # The tiny run's validation answers may all be right (T = 1): fold a known T too.
     model = keras.models.clone_model(trusted.model)
@@ -166,13 +171,12 @@ def test_training_calibrates_and_the_folded_model_is_softmax_of_logits_over_t(tr
                                                 params.raw_head["bias"]])
     calibration.fold_temperature(model, 1.7)
     np.testing.assert_allclose(model.predict_on_batch(pixels),
-                               calibration.softmax(raw / 1.7), atol=1e-5)
+                               softmax(raw / 1.7, axis=1), atol=1e-5)
 
 
 def test_trust_graph_equals_the_numpy_path_for_every_score(trusted):
     pixels = trusted.preprocess(trusted.split_paths("test") + trusted.split_paths("val"))
     features = feature_extractor(trusted.model).predict_on_batch(pixels)
-    kernel, bias = trusted.model.get_layer("predictions").get_weights()
     _, stored = trusted.features("final")
     splits = trusted.splits
     train = (splits["split"] == "train").to_numpy()
@@ -181,11 +185,11 @@ def test_trust_graph_equals_the_numpy_path_for_every_score(trusted):
         constants = unknown.fit_constants(kind, stored[train], np.array(y), 3)
         params = dataclasses.replace(trusted.trust, unknown_kind=kind,
                                      unknown_constants=constants)
-        ours = outputs_from_features(params, features, kernel, bias)
+        ours = outputs_from_features(params, features, trusted.model)
         # The threshold at the median score, so that both flags take both values.
         params.unknown_threshold = float(np.median(ours["unknown_score"]))
         params.abstain_threshold = float(np.median(ours["probabilities"].max(axis=1)))
-        ours = outputs_from_features(params, features, kernel, bias)
+        ours = outputs_from_features(params, features, trusted.model)
         graph = TrustGraph(trusted.model, params)(pixels)
         np.testing.assert_allclose(graph["probabilities"], ours["probabilities"],
                                    atol=1e-5)

@@ -12,12 +12,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, \
-    precision_recall_fscore_support
+from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, \
+    classification_report, confusion_matrix, f1_score
 
 from transferkit import layout
 from transferkit.errors import DataError, RunError
-from transferkit.fileio import atomic_path, save_png, write_csv
+from transferkit.fileio import atomic_path, save_png, subplots, write_csv
 
 
 def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray,
@@ -188,11 +188,12 @@ def write_report(run_dir: Path, y_true: Sequence[int], probabilities: np.ndarray
     y_true = np.asarray(y_true)
     y_pred = np.argmax(probabilities, axis=1)
     labels = list(range(len(class_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0)
+    report = classification_report(y_true, y_pred, labels=labels, output_dict=True,
+                                   target_names=list(class_names), zero_division=0)
+    rows = pd.DataFrame([report[name] for name in class_names])
     write_csv(run_dir / layout.PER_CLASS_FILE, pd.DataFrame({
-        "class": class_names, "precision": precision, "recall": recall, "f1": f1,
-        "support": support}))
+        "class": class_names, "precision": rows["precision"], "recall": rows["recall"],
+        "f1": rows["f1-score"], "support": rows["support"].astype(int)}))
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
     frame = pd.DataFrame(matrix, index=pd.Index(class_names, name="true \\ predicted"),
                          columns=class_names)
@@ -220,23 +221,17 @@ def write_report(run_dir: Path, y_true: Sequence[int], probabilities: np.ndarray
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path) -> None:
     """Saves the confusion matrix (counts, row-normalized colours) as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = len(class_names)
     size = max(4.0, 0.6 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    fig, ax = subplots(figsize=(size, size), dpi=100)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(n), class_names)
+    display = ConfusionMatrixDisplay(rates, display_labels=list(class_names))
+    display.plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45,
+                 include_values=n <= 30)
+    display.im_.set_clim(0, 1)
+    for text, count in zip(np.ravel(display.text_ if n <= 30 else []), matrix.ravel()):
+        text.set_text(str(count))  # the counts, on colours of the row's rates
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    if n <= 30:
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                        color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
     ax.set_title("Confusion matrix (test split)")
     save_png(fig, path)

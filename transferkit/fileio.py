@@ -122,11 +122,32 @@ def _file_in_the_way(path: Path) -> Path | None:
     return None
 
 
-def save_png(fig, path: Path) -> None:
-    """Lays out a matplotlib figure, writes it atomically as a PNG, and closes it."""
-    import matplotlib.pyplot as plt
+def subplots(*args: Any, figsize: tuple[float, float] | None = None,
+             dpi: float | None = None, **kwargs: Any) -> tuple[Any, Any]:
+    """`pyplot.subplots` without pyplot: a `matplotlib.figure.Figure` and its axes.
 
+    The figure belongs to no pyplot state and selects no backend (`savefig` draws it
+    with the Agg canvas), so plotting neither changes a notebook's backend nor shares
+    state between the demo's threads; nothing needs closing.
+
+    Args:
+        *args: `nrows, ncols` as `Figure.subplots` takes them.
+        figsize: `(width, height)` in inches.
+        dpi: Dots per inch (None: matplotlib's default).
+        **kwargs: `Figure.subplots`'s options (`sharex`, `squeeze`, ...).
+
+    Returns:
+        `(figure, axes)`.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def save_png(fig, path: Path) -> None:
+    """Lays out a `matplotlib.figure.Figure` and writes it atomically as a PNG (no
+    pyplot: nothing global to close)."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)

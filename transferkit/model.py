@@ -268,3 +268,10 @@ def _single_live_positions(operations: Sequence) -> list[int]:
 def _is_conv(op) -> bool:
     return isinstance(op, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
                            keras.layers.SeparableConv2D))
+
+
+def head_logits(layer: keras.layers.Dense, x):
+    """The pre-softmax output of a softmax `Dense` head (`predictions`): its own kernel
+    and bias applied to its input `x` (keras.ops: eager or traced alike)."""
+    logits = ops.matmul(x, layer.kernel)
+    return logits + layer.bias if layer.use_bias else logits

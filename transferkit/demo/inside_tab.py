@@ -25,6 +25,7 @@ from transferkit.demo.handlers import error
 from transferkit.demo.session import Session
 from transferkit.ensemble.members import inspected_run
 from transferkit.errors import ImageError, TransferkitError
+from transferkit.fileio import subplots
 
 CONCURRENCY_ID = "inside"
 CONCURRENCY_LIMIT = 1
@@ -180,12 +181,10 @@ class InsideViews:
         return self._scratch
 
     def invariance(self, payload):
-        import matplotlib.pyplot as plt
-
         from transferkit.inspect import invariance
 
         r = invariance(self.run, _image(payload), step=2)
-        fig, ax = plt.subplots(figsize=(7, 3))
+        fig, ax = subplots(figsize=(7, 3))
         ax.plot(r["shifts"], r["probabilities"], "o-", ms=3, label=f"P({r['class']})")
         ax.plot(r["shifts"], r["feature_change"], "s-", ms=3, label="pooled feature change")
         for k in range(0, max(r["shifts"]) + 1, r["total_stride"]):

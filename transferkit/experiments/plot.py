@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from transferkit.fileio import atomic_path
+from transferkit.fileio import atomic_path, subplots
 
 COLORS = {"scratch": "tab:grey", "frozen": "tab:blue", "fine-tune": "tab:orange"}
 
@@ -27,14 +27,9 @@ def plot_transfer(table: pd.DataFrame, path: str | Path, title: str = "") -> Pat
     Returns:
         `path`.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from transferkit.plan import FEATURE_EXTRACT_BELOW, FINE_TUNE_FRACTIONS
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(7, 4.2))
     for method, rows in table.groupby("method", sort=False):
         rows = rows.sort_values("images_per_class")
         x, y = rows["images_per_class"], rows["accuracy"]
@@ -62,5 +57,4 @@ def plot_transfer(table: pd.DataFrame, path: str | Path, title: str = "") -> Pat
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return path

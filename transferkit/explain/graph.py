@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from transferkit.errors import ConfigError
-from transferkit.model import feature_layer_name, is_transferkit_classifier
+from transferkit.model import feature_layer_name, head_logits, is_transferkit_classifier
 
 
 class TracedGraph:
@@ -150,9 +150,7 @@ def score_model(model: keras.Model, layer_name: str | None
         outputs = inner(images, training=training)
         activations, head = (images, outputs) if layer_name is None else outputs
         if softmax_dense:
-            head = keras.ops.matmul(head, output_layer.kernel)
-            if output_layer.use_bias:
-                head = head + output_layer.bias
+            head = head_logits(output_layer, head)
         return activations, head
 
     return scores

@@ -21,6 +21,7 @@ from typing import Any
 import keras
 
 from transferkit.errors import ConfigError
+from transferkit.fileio import subplots
 
 _CONV = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
          "AveragePooling2D")
@@ -251,7 +252,6 @@ def architecture_view(source: Any, out: Any = None) -> dict:
         source: A run, run directory or Keras model.
         out: Output folder (default `RUN/inspect/`).
     """
-    import matplotlib.pyplot as plt
     import pandas as pd
 
     from transferkit.fileio import write_csv
@@ -262,7 +262,7 @@ def architecture_view(source: Any, out: Any = None) -> dict:
     layers = layer_table(model)
     spatial = [r for r in layers if len(r["output_shape"]) == 3]
     x = range(len(spatial))
-    fig, axes = plt.subplots(3, 1, figsize=(11, 7), sharex=True)
+    fig, axes = subplots(3, 1, figsize=(11, 7), sharex=True)
     axes[0].plot(x, [r["output_shape"][0] for r in spatial], drawstyle="steps-post")
     axes[0].set_ylabel("output side (px)")
     axes[1].bar(x, [r["output_shape"][2] for r in spatial], color="tab:orange")

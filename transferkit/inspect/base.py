@@ -160,11 +160,8 @@ class Output:
                 from PIL import Image
 
                 Image.fromarray(to_uint8(picture)).save(tmp, format="PNG")
-            else:
-                import matplotlib.pyplot as plt
-
+            else:  # a matplotlib Figure: drawn by its own Agg canvas, nothing to close
                 picture.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-                plt.close(picture)
         self.files.append(str(path))
         return str(path)
 

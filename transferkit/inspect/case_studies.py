@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 
+from transferkit.fileio import subplots
 from transferkit.inspect.architecture import layer_table
 from transferkit.inspect.base import Output
 
@@ -109,12 +110,11 @@ def case_studies() -> dict:
 
 
 def _table_figure(name: str, study: dict):
-    import matplotlib.pyplot as plt
 
     rows = [[r["name"], r["type"], "x".join(map(str, r["output_shape"])),
              "x".join(map(str, r["kernel"])) + (f" /{r['stride'][0]}" if r["strided"] else "")
              if r["kernel"] else "", f"{r['params']:,}"] for r in study["layers"]]
-    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 0.9))
+    fig, ax = subplots(figsize=(7.5, 0.32 * len(rows) + 0.9))
     ax.set_axis_off()
     table = ax.table(rows, colLabels=["layer", "type", "output", "kernel", "params"],
                      loc="center", cellLoc="left")

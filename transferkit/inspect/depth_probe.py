@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from transferkit.errors import ConfigError
+from transferkit.fileio import subplots
 from transferkit.inspect.base import Output, as_model, check_layer
 
 DEPTHS = 6
@@ -174,12 +175,7 @@ def depth_probe_view(source: Any, out: Any = None, n_depths: int | None = DEPTHS
 def probe_figure(layers: Sequence[str], accuracies: dict[str, Sequence[float]],
                  chance: float | None = None):
     """The accuracy-vs-depth curve of each feature set (a matplotlib figure)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = subplots(figsize=(7, 3.6))
     depth = np.arange(1, len(layers) + 1)
     for name, values in accuracies.items():
         ax.plot(depth, values, "o-", label=f"{name} backbone")
@@ -196,7 +192,7 @@ def probe_figure(layers: Sequence[str], accuracies: dict[str, Sequence[float]],
 
 def _tsne_figure(result: dict, class_names: Sequence[str], seed: int,
                  progress: Callable[[float], None] | None):
-    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from transferkit.inspect.embedding import class_color, stratified_sample, tsne
 
@@ -205,8 +201,8 @@ def _tsne_figure(result: dict, class_names: Sequence[str], seed: int,
     y = result["labels"][shown]
     sets, layers = result["sets"], result["layers"]
     colors = np.array([class_color(label) for label in y]) / 255.0
-    fig, axes = plt.subplots(len(sets), len(layers), squeeze=False,
-                             figsize=(2.2 * len(layers), 2.3 * len(sets)))
+    fig, axes = subplots(len(sets), len(layers), squeeze=False,
+                         figsize=(2.2 * len(layers), 2.3 * len(sets)))
     done, total = 0, len(sets) * len(layers)
     for row, (name, s) in zip(axes, sets.items()):
         for d, ax in enumerate(row):
@@ -218,8 +214,8 @@ def _tsne_figure(result: dict, class_names: Sequence[str], seed: int,
             done += 1
             if progress:
                 progress(done / total)
-    handles = [plt.Line2D([], [], marker="o", lw=0, color=np.array(class_color(i)) / 255,
-                          label=n) for i, n in enumerate(class_names)]
+    handles = [Line2D([], [], marker="o", lw=0, color=np.array(class_color(i)) / 255,
+                      label=n) for i, n in enumerate(class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from transferkit.errors import ConfigError, RunError
+from transferkit.fileio import subplots
 from transferkit.inspect.base import Output, as_model, tile_grid
 
 PCA_DIMS = 50          # t-SNE on the first 50 principal components (the usual practice)
@@ -293,10 +294,7 @@ def embedding_view(source: Any, out: Any = None, max_images: int | None = 2000,
         "trustworthiness", "knn_accuracy", "knn_accuracy_2d"}], "n_total", "notes",
         "seconds"}`.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     _, run = as_model(source)
@@ -310,7 +308,7 @@ def embedding_view(source: Any, out: Any = None, max_images: int | None = 2000,
     wrong = np.array([c is False for c in result["correct"]])
     legend = [Patch(color=np.array(class_color(i)) / 255, label=name)
               for i, name in enumerate(result["class_names"])]
-    fig, axes = plt.subplots(1, len(sets), figsize=(5.0 * len(sets), 5.3), squeeze=False)
+    fig, axes = subplots(1, len(sets), figsize=(5.0 * len(sets), 5.3), squeeze=False)
     for ax, (name, s) in zip(axes[0], sets.items()):
         canvas, centres = map_canvas(s["positions"], tiles)
         ax.imshow(canvas)
@@ -322,13 +320,13 @@ def embedding_view(source: Any, out: Any = None, max_images: int | None = 2000,
                      f"accuracy {s['knn_accuracy']:.3f} (2-D: {s['knn_accuracy_2d']:.3f})",
                      fontsize=9)
         ax.axis("off")
-    legend.append(plt.Line2D([], [], marker="x", color="black", lw=0,
-                             label="misclassified test image"))
+    legend.append(Line2D([], [], marker="x", color="black", lw=0,
+                         label="misclassified test image"))
     fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=7)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     output.png("embedding_tsne", fig)
     side = max(2, min(grid, int(np.sqrt(len(tiles)))))
-    fig, axes = plt.subplots(1, len(sets), figsize=(5.0 * len(sets), 5.3), squeeze=False)
+    fig, axes = subplots(1, len(sets), figsize=(5.0 * len(sets), 5.3), squeeze=False)
     for ax, (name, s) in zip(axes[0], sets.items()):
         cells = grid_cells(s["positions"], side, side, mode)
         ax.imshow(tile_grid([tiles[i] for i in cells], side, gap=0))

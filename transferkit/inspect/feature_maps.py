@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from transferkit.fileio import subplots
 from transferkit.inspect.base import (
     Output, activations, as_model, check_layer, colorize, feature_layers, model_images,
     normalize, tile_grid, upscale)
@@ -67,7 +68,6 @@ def feature_maps_view(source: Any, image: Any, layers: Sequence[str] | None = No
                       n_channels: int = 16, out: Any = None) -> dict:
     """Writes `feature_maps_<layer>.png` per layer; returns `{"view", "files", "layers"}`
     with, per layer, `name`, `shape`, `most_active` channels and their `means`."""
-    import matplotlib.pyplot as plt
 
     model, run = as_model(source)
     output = Output(out, run)
@@ -75,7 +75,7 @@ def feature_maps_view(source: Any, image: Any, layers: Sequence[str] | None = No
     records = []
     for name, fmap in maps.items():
         top = most_active(fmap, n_channels)
-        fig, ax = plt.subplots(figsize=(8, 1.3 + 1.0 * ((len(top) + 7) // 8)))
+        fig, ax = subplots(figsize=(8, 1.3 + 1.0 * ((len(top) + 7) // 8)))
         ax.imshow(channel_grid(fmap, top))
         ax.set_axis_off()
         ax.set_title(f"{name}: {fmap.shape[0]}x{fmap.shape[1]}x{fmap.shape[2]}, the "

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.errors import ConfigError
+from transferkit.fileio import subplots
 from transferkit.inspect.architecture import geometries
 from transferkit.inspect.base import (
     Output, as_model, check_layer, submodel, tile_grid, upscale)
@@ -116,8 +117,6 @@ def filters_view(source: Any, fold_batchnorm: bool = False, blocks: int = 3,
     """Writes `filters.png` (each first-layer filter beside the image maximizing it) and
     `effective_filters.png`; returns `{"view", "files", "layer", "kernel", "filters",
     "effective": [{"layer", "receptive_field"}]}`."""
-    import matplotlib.pyplot as plt
-
     from transferkit.inspect.feature_maps import default_layers
 
     model, run = as_model(source)
@@ -130,7 +129,7 @@ def filters_view(source: Any, fold_batchnorm: bool = False, blocks: int = 3,
         best = upscale(maximizing_image(k), TILE)
         pairs.append(np.concatenate([tile, np.full((tile.shape[0], 3, 3), 255, np.uint8),
                                      best], axis=1))
-    fig, ax = plt.subplots(figsize=(10, 1.5 + 0.9 * ((len(pairs) + 7) // 8)))
+    fig, ax = subplots(figsize=(10, 1.5 + 0.9 * ((len(pairs) + 7) // 8)))
     ax.imshow(tile_grid(pairs, 8, gap=6))
     ax.set_axis_off()
     conv = first_conv(model)
@@ -141,7 +140,7 @@ def filters_view(source: Any, fold_batchnorm: bool = False, blocks: int = 3,
     effective = []
     stages = [n for n in default_layers(model)[1:blocks + 1]]
     if stages:
-        fig, axes = plt.subplots(len(stages), 1, figsize=(10, 1.6 * len(stages)),
+        fig, axes = subplots(len(stages), 1, figsize=(10, 1.6 * len(stages)),
                                  squeeze=False)
         for ax, name in zip(axes[:, 0], stages):
             n = min(n_effective, int(model.get_layer(name).output.shape[-1]))

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.errors import ConfigError
+from transferkit.fileio import subplots
 from transferkit.inspect.base import Output, as_model, model_images
 
 KINDS = ("sigmoid", "relu", "residual")
@@ -109,7 +110,6 @@ def gradients_view(source: Any, n_images: int = 16, toy_steps: int = 5, out: Any
     """Writes `gradients.png`; returns `{"view", "files", "layers", "ratio", "toy"}`
     (`ratio`: first / last layer of the user's model; `toy`: `{kind: {"ratio", "norms"}}`).
     """
-    import matplotlib.pyplot as plt
 
     model, run = as_model(source)
     output = Output(out, run)
@@ -125,7 +125,7 @@ def gradients_view(source: Any, n_images: int = 16, toy_steps: int = 5, out: Any
         labels = None
     layers = gradient_norms(model, images, labels)
     toy = toy_networks(steps=toy_steps)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    fig, axes = subplots(1, 2, figsize=(13, 4))
     axes[0].semilogy([r["norm"] + 1e-30 for r in layers], ".-")
     axes[0].set_title(f"{model.name}: |dLoss/dkernel| per layer (input → output), "
                       f"{len(images)} images", fontsize=9)

@@ -21,6 +21,7 @@ import numpy as np
 from transferkit.data.images import as_rgb, load_image
 from transferkit.data.pipeline import resize
 from transferkit.errors import ConfigError
+from transferkit.fileio import subplots
 from transferkit.inspect.architecture import geometries
 from transferkit.inspect.base import (
     Output, activations, as_model, check_layer, class_names_of)
@@ -122,12 +123,11 @@ def invariance(source: Any, image: Any, max_shift: int | None = None, step: int 
 
 def invariance_view(source: Any, image: Any, out: Any = None, **kwargs) -> dict:
     """Writes `invariance.png`; returns the `invariance` record with `view`, `files`."""
-    import matplotlib.pyplot as plt
 
     model, run = as_model(source)
     output = Output(out, run)
     r = invariance(run if run is not None else model, image, **kwargs)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = subplots(figsize=(8, 3.6))
     ax.plot(r["shifts"], r["probabilities"], "o-", ms=3, label=f"P({r['class']})")
     ax.plot(r["shifts"], r["feature_change"], "s-", ms=3, color="tab:orange",
             label=f"1 - cos(pooled {r['layer']}, shift 0)")

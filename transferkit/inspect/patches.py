@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from transferkit.errors import ConfigError
+from transferkit.fileio import subplots
 from transferkit.inspect.architecture import geometries
 from transferkit.inspect.base import (
     Output, as_model, check_layer, model_images, parse_channels, submodel, tile_grid,
@@ -135,7 +136,6 @@ def top_patches_view(source: Any, layer: str | None = None,
                      max_images: int | None = 400, out: Any = None, **kwargs) -> dict:
     """Writes `top_patches_<layer>.png`; returns `{"view", "files", "layer", "channels":
     [{"channel", "top_mean", "random_p95", "images", "top"}], "n_images", "seconds"}`."""
-    import matplotlib.pyplot as plt
 
     model, run = as_model(source)
     output = Output(out, run)
@@ -143,7 +143,7 @@ def top_patches_view(source: Any, layer: str | None = None,
                         max_images=max_images, **kwargs)
     grid = patches_picture(model, found)
     rows = len(found["channels"])
-    fig, ax = plt.subplots(figsize=(1.2 * n_top + 1.5, 1.2 * rows + 0.6))
+    fig, ax = subplots(figsize=(1.2 * n_top + 1.5, 1.2 * rows + 0.6))
     ax.imshow(grid)
     step = grid.shape[0] / rows
     ax.set_yticks([step * (i + 0.5) for i in range(rows)],

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from transferkit.errors import ConfigError
+from transferkit.fileio import subplots
 from transferkit.inspect.architecture import layer_table
 from transferkit.inspect.base import (
     Output, as_model, check_channel, colorize, normalize, upscale)
@@ -87,7 +88,6 @@ def pooling_view(source: Any, image: Any, layer: str | None = None,
         size: Pooling window and stride.
         out: Output folder (default `RUN/inspect/`).
     """
-    import matplotlib.pyplot as plt
 
     model, run = as_model(source)
     output = Output(out, run)
@@ -101,7 +101,7 @@ def pooling_view(source: Any, image: Any, layer: str | None = None,
     found = pooling_layers(model)
     global_name = (found["global_pool"] or [None])[-1]
     global_average = None
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    fig, axes = subplots(1, 3, figsize=(13, 4.4))
     low, high = min(0.0, float(fmap[..., channel].min())), float(fmap[..., channel].max())
     axes[0].imshow(colorize(normalize(fmap[..., channel], low, high)))
     ys, xs = np.nonzero(winners)

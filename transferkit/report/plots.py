@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from transferkit.fileio import subplots
 
 SPLIT_COLOURS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
 
@@ -24,7 +22,7 @@ def training_curves(history: pd.DataFrame) -> Figure:
     Returns:
         A figure with two panels; a dotted line where fine-tuning (phase 2) starts.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    fig, axes = subplots(1, 2, figsize=(9, 3.4), dpi=100)
     x = np.arange(1, len(history) + 1)
     phases = history["phase"].to_numpy() if "phase" in history else np.ones(len(x))
     for ax, metric in zip(axes, ("loss", "accuracy")):
@@ -51,7 +49,7 @@ def class_balance(splits: pd.DataFrame) -> Figure:
     """
     table = splits.pivot_table(index="class", columns="split", aggfunc="size",
                                fill_value=0)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(table) + 2), 3.2), dpi=100)
+    fig, ax = subplots(figsize=(max(4.0, 0.7 * len(table) + 2), 3.2), dpi=100)
     bottom = np.zeros(len(table))
     for split, colour in SPLIT_COLOURS.items():
         if split in table:
@@ -66,8 +64,7 @@ def class_balance(splits: pd.DataFrame) -> Figure:
 
 
 def png_bytes(fig: Figure) -> bytes:
-    """The figure as PNG bytes; closes it."""
+    """The figure as PNG bytes."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     return buffer.getvalue()

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from transferkit.errors import ConfigError
-from transferkit.fileio import save_png
+from transferkit.fileio import save_png, subplots
 
 DEFAULT_TARGET_PRECISION = 0.90
 
@@ -105,11 +105,8 @@ def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
 def plot_risk_coverage(curve: pd.DataFrame, path: Path, threshold: float,
                        coverage: float, precision: float) -> None:
     """Saves the risk-coverage curve with the chosen operating point marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    fig, ax = subplots(figsize=(5, 4), dpi=100)
     ax.plot(curve["coverage"], curve["risk"], label="test split")
     ax.scatter([coverage], [1 - precision], color="red", zorder=3,
                label=f"threshold {threshold:.3f}")

@@ -48,25 +48,14 @@ def evaluate_run(run, data_dir: str | Path, unknown_dir: str | Path | None = Non
     from transferkit.evaluate import evaluate_folder
     from transferkit.predictors.base import trust_fields
 
-    from transferkit.model import members
-
     params = run.trust
-    ensemble = bool(members(run.model))
-    kernel, bias = (None, None) if ensemble else \
-        run.model.get_layer("predictions").get_weights()
     seen: list[dict[str, np.ndarray]] = []
 
     def assess(files: Sequence[Path], size: int):
         seen.append(_forward(run, files, size))
         if params is None:
             return seen[-1]["probabilities"], None
-        if ensemble:  # no single head: from its averaged probabilities
-            from transferkit.ensemble.trust import ensemble_outputs
-
-            out = ensemble_outputs(params, seen[-1]["features"],
-                                   seen[-1]["probabilities"])
-        else:
-            out = outputs_from_features(params, seen[-1]["features"], kernel, bias)
+        out = outputs_from_features(params, seen[-1]["features"], run.model)
         return seen[-1]["probabilities"], trust_fields(
             out["abstained"], out["is_unknown"], out["unknown_score"])
 
@@ -75,7 +64,7 @@ def evaluate_run(run, data_dir: str | Path, unknown_dir: str | Path | None = Non
                               source=str(run.path))
     if unknown_dir is not None:
         metrics.update(unknown_score=params.unknown_kind,
-                       auroc_by_score=_auroc_by_score(run, seen[0], seen[1], kernel, bias))
+                       auroc_by_score=_auroc_by_score(run, seen[0], seen[1]))
     return metrics
 
 
@@ -91,24 +80,26 @@ def _forward(run, files: Sequence[Path], batch_size: int) -> dict[str, np.ndarra
             np.concatenate(probabilities)}
 
 
-def _auroc_by_score(run, known: dict, other: dict, kernel: np.ndarray,
-                    bias: np.ndarray) -> dict[str, float] | None:
+def _auroc_by_score(run, known: dict, other: dict) -> dict[str, float] | None:
     """The AUROC of every score kind, each fitted on the run's training features."""
+    from transferkit.model import members
     from transferkit.trust.fit import split_arrays
+    from transferkit.trust.head import Head
 
     try:
         train = split_arrays(run)["train"]
     except RunError:  # an export folder: no splits, no feature store
         return None
+    ensemble = bool(members(run.model))
+    head = Head(run.model)
     result = {}
     for kind in unknown.KINDS:
-        if kernel is None and kind == "energy":  # an ensemble: see ensemble.trust
+        if ensemble and kind == "energy":  # see transferkit.ensemble.trust
             continue
         constants = unknown.fit_constants(kind, train["features"], train["labels"],
                                           len(run.class_names))
-        known_scores, other_scores = (unknown.unknown_score(
-            kind, constants, d["features"], d["features"] @ kernel + bias
-            if kernel is not None else np.log(np.maximum(d["probabilities"], 1e-30)))
-            for d in (known, other))
+        known_scores, other_scores = (np.asarray(unknown.unknown_score(
+            kind, constants, d["features"], d["probabilities"],
+            None if ensemble else head.logits(d["features"])[0])) for d in (known, other))
         result[kind] = unknown_separation(known_scores, other_scores)["auroc"]
     return result

@@ -4,7 +4,8 @@ The head is a softmax Dense layer, so dividing its logits by a temperature T is 
 same as dividing its kernel and bias by T: `fold_temperature` does that, and the Keras
 model (and every export made from it) is calibrated with no new layer or output.
 
-T is fitted by minimizing the negative log-likelihood of the validation split's logits;
+T is fitted by minimizing the negative log-likelihood of the validation split's logits
+(an ensemble: of its members' averaged probabilities, one T for all);
 the test split then judges it: ECE over 15 equal-width confidence bins, NLL, Brier score,
 and a bootstrap interval of the ECE (on a few hundred images ECE has a noise floor of
 its own: `ece_noise_floor` measures it).
@@ -18,46 +19,39 @@ import keras
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
+from scipy.special import softmax
+from sklearn.metrics import brier_score_loss, log_loss
 
-from transferkit.fileio import save_png
+from transferkit.fileio import save_png, subplots
+from transferkit.model import members
 
 N_BINS = 15
 TEMPERATURE_RANGE = (0.05, 20.0)  # beyond it, the logits carry no usable ranking
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, computed stably in float64.
+def calibrated(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The calibrated probabilities: softmax(logits / T), averaged over an ensemble's
+    members.
 
     Args:
-        logits: `[N, C]`.
+        logits: `[N, C]` one model's, or `[K, N, C]` an ensemble's members'.
+        temperature: T.
 
     Returns:
-        float64 `[N, C]` probabilities.
+        float64 `[N, C]`.
     """
     z = np.asarray(logits, np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def nll(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean negative log-likelihood of the true class (probabilities clipped at 1e-12)."""
-    p = np.asarray(probabilities, np.float64)[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))
-
-
-def brier(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Multi-class Brier score: mean over images of sum_c (p_c - [c == y])^2."""
-    p = np.asarray(probabilities, np.float64)
-    onehot = np.eye(p.shape[1])[labels]
-    return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+    return softmax(z / temperature, axis=-1).reshape(-1, *z.shape[-2:]).mean(axis=0)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T minimizing the NLL of softmax(logits / T).
+    """The temperature T minimizing the NLL of `calibrated(logits, T)`.
+
+    One T for one model or for all the members of an ensemble: their averaged
+    probabilities are what the NLL judges.
 
     Args:
-        logits: `[N, C]` (uncalibrated).
+        logits: `[N, C]` or `[K, N, C]` (uncalibrated).
         labels: `[N]` true class indices.
 
     Returns:
@@ -66,24 +60,36 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """
     z = np.asarray(logits, np.float64)
     labels = np.asarray(labels)
-    right = z.argmax(axis=1) == labels
+    classes = range(z.shape[-1])
+    right = calibrated(z).argmax(axis=1) == labels
     if right.all() or not right.any():
         # No minimum: with every answer right the NLL falls as T → 0 (and with every one
         # wrong as T → inf). A small validation split gives no evidence: leave T at 1.
         return 1.0
 
     def loss(log_t: float) -> float:
-        scaled = z / np.exp(log_t)
-        scaled = scaled - scaled.max(axis=1, keepdims=True)
-        log_norm = np.log(np.exp(scaled).sum(axis=1))
-        return float(np.mean(log_norm - scaled[np.arange(len(labels)), labels]))
+        return log_loss(labels, calibrated(z, np.exp(log_t)), labels=classes)
 
-    # NLL is convex in 1/T (a log-sum-exp of linear functions): a bounded 1-D search
-    # finds the one minimum.
+    # For one model the NLL is convex in 1/T (a log-sum-exp of linear functions): a
+    # bounded 1-D search finds the one minimum.
     lo, hi = np.log(TEMPERATURE_RANGE)
     result = minimize_scalar(loss, bounds=(lo, hi), method="bounded",
                              options={"xatol": 1e-6})
     return float(np.exp(result.x))
+
+
+def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """ECE, NLL and the multi-class Brier score (sum over classes, not halved) of
+    probabilities, from scikit-learn where it has them.
+
+    Returns:
+        `{"ece", "nll", "brier"}`.
+    """
+    classes = range(np.shape(probabilities)[1])
+    return {"ece": ece(probabilities, labels),
+            "nll": float(log_loss(labels, probabilities, labels=classes)),
+            "brier": float(brier_score_loss(labels, probabilities, labels=classes,
+                                            scale_by_half=False))}
 
 
 def reliability_bins(probabilities: np.ndarray, labels: np.ndarray,
@@ -156,26 +162,27 @@ def ece_noise_floor(probabilities: np.ndarray, n_sim: int = 200, seed: int = 0) 
     return float(np.mean(values))
 
 
-def fold_temperature(model: keras.Model, factor: float) -> None:
-    """Divides the `predictions` layer's kernel and bias by `factor`, in place.
+def fold_temperature(model: keras.Model, factor: float,
+                     raw: dict[str, np.ndarray] | None = None) -> None:
+    """Divides the kernel and bias of each softmax head (`predictions`, or an
+    ensemble's `m<i>_predictions`) by `factor`, in place.
 
     Args:
-        model: A classifier from `build_classifier` (its head is a softmax Dense).
+        model: A classifier from `build_classifier`, or an ensemble.
         factor: The temperature to divide the logits by.
+        raw: The heads' weights to start from (`TrustParams.raw_head`: `kernel`,
+            `bias`, or `m1_kernel`, ...); None: the model's own.
     """
-    dense = model.get_layer("predictions")
-    kernel, bias = dense.get_weights()
-    dense.set_weights([kernel / factor, bias / factor])
+    for p in members(model) or [""]:
+        dense = model.get_layer(f"{p}predictions")
+        kernel, bias = (raw[f"{p}kernel"], raw[f"{p}bias"]) if raw else dense.get_weights()
+        dense.set_weights([kernel / factor, bias / factor])
 
 
 def plot_reliability(before: pd.DataFrame, after: pd.DataFrame, path: Path,
                      temperature: float) -> None:
     """Saves the reliability diagram (accuracy per confidence bin, before and after)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig, ax = subplots(figsize=(5, 5), dpi=100)
     centers = (before["lower"] + before["upper"]) / 2
     width = float(before["upper"].iloc[0] - before["lower"].iloc[0])
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")

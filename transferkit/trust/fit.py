@@ -2,9 +2,9 @@
 
 Everything is fitted from the run's feature store (the final model's pooled features of
 every image of the split), so no image is decoded twice: the head's logits are one
-matrix product away. T and both thresholds are chosen on the validation split, the
-unknown score's constants on the training split, and the test split reports the result
-into `metrics.json`.
+call of its own layers away (`transferkit.trust.head.Head`). T and both thresholds are
+chosen on the validation split, the unknown score's constants on the training split,
+and the test split reports the result into `metrics.json`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import pandas as pd
 
 from transferkit import layout
 from transferkit.fileio import atomic_path, write_csv, write_json
+from transferkit.model import members
 from transferkit.trust import abstain, calibration, unknown
+from transferkit.trust.head import Head
 from transferkit.trust.params import TrustParams
 
 
@@ -36,62 +38,6 @@ def split_arrays(run) -> dict[str, dict[str, np.ndarray]]:
                                           np.float32),
                    "labels": labels[(splits["split"] == name).to_numpy()]}
             for name in ("train", "val", "test")}
-
-
-class SingleHead:
-    """The softmax head of one classifier (`predictions`), as `fit_trust` uses it.
-
-    `transferkit.ensemble.trust.EnsembleHead` has the same methods for an ensemble.
-    """
-
-    def __init__(self, run):
-        self.kernel, self.bias = raw_head(run)
-
-    @property
-    def raw(self) -> dict[str, np.ndarray]:
-        """The head's uncalibrated weights, as saved in trust.npz."""
-        return {"kernel": self.kernel, "bias": self.bias}
-
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        """The head's logits of pooled `features`."""
-        return features @ self.kernel + self.bias
-
-    @staticmethod
-    def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        """The softmax of `logits / temperature`."""
-        return calibration.softmax(logits / temperature)
-
-    def score_logits(self, logits: np.ndarray, temperature: float) -> np.ndarray:
-        """The logits the unknown score reads, at `temperature`."""
-        return logits / temperature
-
-    fit_temperature = staticmethod(calibration.fit_temperature)
-
-    def fold(self, model, temperature: float) -> None:
-        """Writes `temperature` into the model's head weights."""
-        model.get_layer("predictions").set_weights([self.kernel, self.bias])
-        calibration.fold_temperature(model, temperature)
-
-
-def head_of(run):
-    """The run's uncalibrated head: `SingleHead`, or an ensemble's `EnsembleHead`."""
-    from transferkit.model import members
-
-    if not members(run.model):
-        return SingleHead(run)
-    from transferkit.ensemble.trust import EnsembleHead
-
-    previous = run.trust
-    return EnsembleHead(run.model, previous.raw_head if previous is not None else None)
-
-
-def raw_head(run) -> tuple[np.ndarray, np.ndarray]:
-    """The head's kernel and bias before calibration (the model's own if never calibrated)."""
-    previous = run.trust
-    if previous is not None and previous.raw_head:
-        return previous.raw_head["kernel"], previous.raw_head["bias"]
-    kernel, bias = run.model.get_layer("predictions").get_weights()
-    return kernel, bias
 
 
 def fit_trust(run, target_precision: float | None = None,
@@ -124,18 +70,20 @@ def fit_trust(run, target_precision: float | None = None,
     say = say or (lambda *a: None)
     rule, target = abstain.check_target(target_precision, target_coverage)
     unknown.check_kind(unknown_kind)
-    head = head_of(run)
-    if not isinstance(head, SingleHead):
+    ensemble = bool(members(run.model))
+    if ensemble:
         from transferkit.ensemble.trust import check_kind
 
         check_kind(unknown_kind)
+    previous = run.trust
+    head = Head(run.model, previous.raw_head if previous is not None else None)
     say("Calibrating: temperature, 'not sure' threshold, unknown score")
     data = split_arrays(run)
     logits = {s: head.logits(d["features"]) for s, d in data.items()}
     y = {s: d["labels"] for s, d in data.items()}
-    temperature = head.fit_temperature(logits["val"], y["val"])
-    before = head.probabilities(logits["test"])
-    after = {s: head.probabilities(v, temperature) for s, v in logits.items()}
+    temperature = calibration.fit_temperature(logits["val"], y["val"])
+    before = calibration.calibrated(logits["test"])
+    after = {s: calibration.calibrated(v, temperature) for s, v in logits.items()}
     section = _calibration_metrics(before, after["test"], y["test"], temperature)
     bins = {"before": calibration.reliability_bins(before, y["test"]),
             "after": calibration.reliability_bins(after["test"], y["test"])}
@@ -157,9 +105,9 @@ def fit_trust(run, target_precision: float | None = None,
 
     constants = unknown.fit_constants(unknown_kind, data["train"]["features"],
                                       y["train"], len(run.class_names))
-    scores = {s: unknown.unknown_score(unknown_kind, constants, data[s]["features"],
-                                       head.score_logits(logits[s], temperature))
-              for s in ("val", "test")}
+    scores = {s: np.asarray(unknown.unknown_score(
+        unknown_kind, constants, data[s]["features"], after[s],
+        None if ensemble else logits[s][0] / temperature)) for s in ("val", "test")}
     unknown_threshold = unknown.threshold_at(scores["val"], false_rejection)
     unknown_section = {"score": unknown_kind, "threshold": unknown_threshold,
                        "false_rejection": false_rejection,
@@ -190,9 +138,7 @@ def _calibration_metrics(before: np.ndarray, after: np.ndarray, labels: np.ndarr
                          temperature: float) -> dict[str, Any]:
     section: dict[str, Any] = {"temperature": temperature, "n_test": int(len(labels))}
     for name, p in (("before", before), ("after", after)):
-        section[f"ece_{name}"] = calibration.ece(p, labels)
+        section.update({f"{k}_{name}": v for k, v in calibration.scores(p, labels).items()})
         section[f"ece_{name}_interval"] = list(calibration.bootstrap_ece(p, labels))
-        section[f"nll_{name}"] = calibration.nll(p, labels)
-        section[f"brier_{name}"] = calibration.brier(p, labels)
     section["ece_noise_floor"] = calibration.ece_noise_floor(after)
     return section

@@ -2,11 +2,12 @@
 
 `TrustGraph` is built from the classifier's flat graph: the pooled features (the head
 Dense's input) and the probabilities come from one forward pass of the model's own
-layers; the unknown score and both flags are a few TF ops on them, with the fitted
-arrays as constants. Exporters call `outputs` inside their signatures (it is traceable
-by `tf.function` / `keras.export.ExportArchive`, and converts to TFLite); `Run` calls
-it eagerly. `outputs_from_features` is the same arithmetic in numpy, for the tests and
-for features read from the feature store.
+layers; the unknown score and both flags are `trust_outputs`, a few `keras.ops` on them
+with the fitted arrays as constants. Exporters call `outputs` inside their signatures
+(it is traceable by `tf.function` / `keras.export.ExportArchive`, and converts to
+TFLite and ONNX); `Run` calls it eagerly. `outputs_from_features` runs the same
+`trust_outputs` on pooled features (the feature store's, or an evaluation's), through
+the classifier's own head layers.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
-from transferkit.trust.calibration import softmax
+from transferkit.model import head_logits, members
+from transferkit.trust.head import Head
 from transferkit.trust.params import TrustParams
 from transferkit.trust.unknown import unknown_score
 
@@ -31,6 +34,28 @@ def trunk_of(model: keras.Model) -> keras.Model:
 
     return keras.Model(model.inputs, [pooled_output(model), model.output],
                        name="transferkit_trunk")
+
+
+def trust_outputs(params: TrustParams, features: Any, probabilities: Any,
+                  logits: Any = None) -> dict[str, Any]:
+    """The four trust outputs from pooled features and probabilities, in `keras.ops`.
+
+    Args:
+        params: The run's `TrustParams`.
+        features: `[N, D]` pooled features.
+        probabilities: `[N, C]` the (calibrated) model's output.
+        logits: `[N, C]` its logits (the `energy` score only).
+
+    Returns:
+        `probabilities` `[N, C]`, `unknown_score` float32 `[N]` (higher: less like the
+        training data), `is_unknown` bool `[N]` (score above the threshold), `abstained`
+        bool `[N]` (max probability below the threshold); backend tensors.
+    """
+    score = unknown_score(params.unknown_kind, params.unknown_constants, features,
+                          probabilities, logits)
+    return {"probabilities": probabilities, "unknown_score": score,
+            "is_unknown": score > params.unknown_threshold,
+            "abstained": ops.max(probabilities, axis=-1) < params.abstain_threshold}
 
 
 class TrustGraph:
@@ -49,14 +74,9 @@ class TrustGraph:
     def __init__(self, model: keras.Model, params: TrustParams):
         self.params = params
         self.trunk = trunk_of(model)
-        if params.unknown_kind == "energy":  # the only score that reads the logits
-            kernel, bias = model.get_layer("predictions").get_weights()
-            # numpy, not eager tensors: inside a traced function they become the graph's
-            # own constants (tf2onnx would make captured eager tensors extra inputs).
-            self._kernel = np.asarray(kernel, np.float32)
-            self._bias = np.asarray(bias, np.float32)
-        self._constants = {k: np.asarray(v, np.float32)
-                           for k, v in params.unknown_constants.items()}
+        # The only score that reads the logits: the classifier's own head layer.
+        self._head = model.get_layer("predictions") if params.unknown_kind == "energy" \
+            else None
         self.image_size = tuple(int(s) for s in model.input_shape[1:3])
         h, w = self.image_size
         self._eager = tf.function(self.outputs, input_signature=[
@@ -68,64 +88,38 @@ class TrustGraph:
         return [self.trunk]
 
     def outputs(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The trust outputs of a batch, in TF ops.
+        """`trust_outputs` of a batch of raw images (traceable: the exporters call it).
 
         Args:
             images: float32 `[N, H, W, 3]` raw RGB 0-255 at the model's size.
-
-        Returns:
-            `probabilities` float32 `[N, C]`, `unknown_score` float32 `[N]` (higher:
-            less like the training data), `is_unknown` bool `[N]` (score above the
-            threshold), `abstained` bool `[N]` (max probability below the threshold).
         """
         features, probabilities = self.trunk(images, training=False)
         # float16 in a mixed-precision model; the trust constants are float32.
-        score = self._score(tf.cast(features, tf.float32), probabilities)
-        p = self.params
-        return {"probabilities": probabilities, "unknown_score": score,
-                "is_unknown": score > p.unknown_threshold,
-                "abstained": tf.reduce_max(probabilities, axis=-1) < p.abstain_threshold}
+        features = ops.cast(features, "float32")
+        logits = None if self._head is None else head_logits(self._head, features)
+        return trust_outputs(self.params, features, probabilities, logits)
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """`outputs` on a numpy batch, as numpy arrays."""
         return {k: v.numpy() for k, v in self._eager(
             tf.convert_to_tensor(np.asarray(images, np.float32))).items()}
 
-    def _score(self, features: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
-        kind = self.params.unknown_kind
-        if kind == "max_softmax":  # the model's own (calibrated) probabilities
-            return 1 - tf.reduce_max(probabilities, axis=-1)
-        if kind == "energy":
-            logits = tf.matmul(features, tf.constant(self._kernel)) + tf.constant(self._bias)
-            return -tf.reduce_logsumexp(logits, axis=-1)
-        x = features
-        if kind == "mahalanobis_normalized":
-            x = x / tf.maximum(tf.norm(x, axis=-1, keepdims=True), 1e-12)
-        c = {k: tf.constant(v) for k, v in self._constants.items()}
-        y = tf.matmul(x - c["center"], c["projection"])
-        means = c["means"]
-        distance = (tf.reduce_sum(y * y, axis=-1, keepdims=True)
-                    - 2 * tf.matmul(y, means, transpose_b=True)
-                    + tf.reduce_sum(means * means, axis=-1)[None, :])
-        return tf.maximum(tf.reduce_min(distance, axis=-1), 0.0)
 
-
-def outputs_from_features(params: TrustParams, features: np.ndarray, kernel: np.ndarray,
-                          bias: np.ndarray) -> dict[str, np.ndarray]:
-    """`TrustGraph.outputs` in numpy, from pooled features and the calibrated head.
+def outputs_from_features(params: TrustParams, features: np.ndarray,
+                          model: keras.Model) -> dict[str, np.ndarray]:
+    """`TrustGraph.outputs` from pooled features, as numpy arrays (the feature store's
+    features, or a forward pass's).
 
     Args:
         params: The run's `TrustParams`.
-        features: `[N, D]` pooled features.
-        kernel: `[D, C]` the calibrated head's kernel.
-        bias: `[C]` its bias.
+        features: `[N, D]` pooled features (an ensemble's members' side by side).
+        model: The calibrated classifier or ensemble, whose head layers are applied.
 
     Returns:
         The same four arrays as `TrustGraph.outputs`.
     """
-    logits = np.asarray(features, np.float32) @ kernel + bias
-    probabilities = softmax(logits).astype(np.float32)
-    score = unknown_score(params.unknown_kind, params.unknown_constants, features, logits)
-    return {"probabilities": probabilities, "unknown_score": score,
-            "is_unknown": score > params.unknown_threshold,
-            "abstained": probabilities.max(axis=1) < params.abstain_threshold}
+    head = Head(model)
+    logits = head.logits(features)[0] if not members(model) else None
+    out = trust_outputs(params, np.asarray(features, np.float32), head.predict(features),
+                        logits)
+    return {k: np.asarray(ops.convert_to_numpy(v)) for k, v in out.items()}

@@ -13,15 +13,19 @@ Every score is "higher = less like the training data":
   the projection drops the directions too thin to estimate a covariance in.
 
 Both Mahalanobis kinds store three arrays (float32), so that the score is one matrix
-product and a distance in numpy and in TF alike: `center` [D], `projection` [D, k]
-(principal axes times the whitening of the shared covariance) and `means` [C, k] (the
-class means, projected): score = min_c ||(x - center) @ projection - means[c]||^2,
-with x the (normalized) features.
+product and a distance (`unknown_score`, written once in `keras.ops` for numpy arrays
+and TF graphs alike): `center` [D], `projection` [D, k] (principal axes times the
+whitening of the shared covariance) and `means` [C, k] (the class means, projected):
+score = min_c ||(x - center) @ projection - means[c]||^2, with x the (normalized)
+features.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from keras import ops
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from transferkit.errors import ConfigError
@@ -54,20 +58,18 @@ def fit_constants(kind: str, features: np.ndarray, labels: np.ndarray,
         computed from the logits alone.
     """
     from sklearn.covariance import LedoitWolf
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import normalize
 
     if check_kind(kind) not in ("mahalanobis", "mahalanobis_normalized"):
         return {}
     x = np.asarray(features, np.float64)
     labels = np.asarray(labels)
+    center, axes = x.mean(axis=0), np.eye(x.shape[1])
     if kind == "mahalanobis_normalized":
-        x = _normalize(x)
-    center = x.mean(axis=0)
-    axes = np.eye(x.shape[1])
-    if kind == "mahalanobis_normalized":
-        _, s, vt = np.linalg.svd(x - center, full_matrices=False)
-        share = np.cumsum(s ** 2) / max(np.sum(s ** 2), 1e-300)
-        k = int(np.searchsorted(share, PCA_VARIANCE) + 1)
-        axes = vt[:k].T
+        x = normalize(x)
+        pca = PCA(n_components=PCA_VARIANCE, svd_solver="full").fit(x)
+        center, axes = pca.mean_, pca.components_.T
     z = (x - center) @ axes
     present = [c for c in range(n_classes) if np.any(labels == c)]
     means = np.zeros((n_classes, z.shape[1]))
@@ -88,36 +90,42 @@ def fit_constants(kind: str, features: np.ndarray, labels: np.ndarray,
             "means": means.astype(np.float32)}
 
 
-def unknown_score(kind: str, constants: dict[str, np.ndarray], features: np.ndarray,
-                  logits: np.ndarray) -> np.ndarray:
-    """The score of each image (higher: less like the training data), in float32.
+def unknown_score(kind: str, constants: dict[str, np.ndarray], features: Any,
+                  probabilities: Any, logits: Any = None) -> Any:
+    """The score of each image (higher: less like the training data), in `keras.ops`.
+
+    The one implementation: eager on numpy arrays (calibration, evaluation) and traced
+    inside the exported graphs (`transferkit.trust.graph.TrustGraph`); the constants
+    become the graph's own constants.
 
     Args:
         kind: One of `KINDS`.
         constants: From `fit_constants`.
         features: `[N, D]` pooled features.
-        logits: `[N, C]` calibrated logits (the folded head's).
+        probabilities: `[N, C]` the calibrated probabilities (`max_softmax`).
+        logits: `[N, C]` the calibrated logits (`energy` only).
 
     Returns:
-        float32 `[N]`. The TF graph (`transferkit.trust.graph`) computes the same.
+        float32 `[N]`, a backend tensor (`np.asarray` makes it an array).
     """
-    logits = np.asarray(logits, np.float32)
     if check_kind(kind) == "max_softmax":
-        z = logits - logits.max(axis=1, keepdims=True)
-        return (1 - 1 / np.exp(z).sum(axis=1)).astype(np.float32)
+        return 1 - ops.max(ops.cast(probabilities, "float32"), axis=-1)
     if kind == "energy":
-        top = logits.max(axis=1)
-        return (-(top + np.log(np.exp(logits - top[:, None]).sum(axis=1)))).astype(
-            np.float32)
-    x = np.asarray(features, np.float32)
+        if logits is None:
+            raise ConfigError("the energy score reads logits; an ensemble has none: "
+                              "choose another --unknown-score")
+        return -ops.logsumexp(ops.cast(logits, "float32"), axis=-1)
+    x = ops.cast(features, "float32")  # float16 in a mixed-precision model
     if kind == "mahalanobis_normalized":
-        x = _normalize(x)
-    y = (x - constants["center"]) @ constants["projection"]
+        x = x / ops.maximum(ops.norm(x, axis=-1, keepdims=True), 1e-12)
+    center, projection, means = (ops.convert_to_tensor(np.asarray(constants[k], np.float32))
+                                 for k in ("center", "projection", "means"))
+    y = ops.matmul(x - center, projection)
     # ||y - m||^2 = |y|^2 - 2 y.m + |m|^2: one matrix product for all classes.
-    means = constants["means"]
-    distance = (np.sum(y * y, axis=1, keepdims=True) - 2 * y @ means.T
-                + np.sum(means * means, axis=1)[None, :])
-    return np.maximum(distance.min(axis=1), 0).astype(np.float32)
+    distance = (ops.sum(y * y, axis=-1, keepdims=True)
+                - 2 * ops.matmul(y, ops.transpose(means))
+                + ops.sum(means * means, axis=-1)[None, :])
+    return ops.maximum(ops.min(distance, axis=-1), 0.0)
 
 
 def threshold_at(known_scores: np.ndarray, false_rejection: float) -> float:
@@ -134,10 +142,6 @@ def threshold_at(known_scores: np.ndarray, false_rejection: float) -> float:
         raise ConfigError(f"--false-rejection must be between 0 and 1, got "
                           f"{false_rejection}")
     return float(np.quantile(np.asarray(known_scores, np.float64), 1 - false_rejection))
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def unknown_separation(known_scores: np.ndarray, unknown_scores: np.ndarray
