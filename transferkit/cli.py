@@ -28,6 +28,7 @@ from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
 from transferkit.doctor.command import add_doctor, run_doctor  # noqa: E402
 from transferkit.experiments.command import add_experiment, run_experiment  # noqa: E402
 from transferkit.inspect.command import add_inspect, run_inspect  # noqa: E402
+from transferkit.predict_command import add_predict, run_predict  # noqa: E402
 from transferkit.report.command import add_report, run_report  # noqa: E402
 from transferkit.trust.command import add_calibrate, run_calibrate  # noqa: E402
 
@@ -41,16 +42,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
 
 
@@ -136,46 +127,6 @@ def _evaluate(args) -> int:
         print(f"unknown images: {m['n_flagged_unknown']} of {m['n_unknown']} flagged; "
               f"AUROC {m['auroc']:.3f}, FPR at 95% TPR {m['fpr_at_95_tpr']:.3f}")
     return 0
-
-
-def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="classify images with a run or an exported model")
-    p.add_argument("model", help="run directory, export folder, SavedModel directory, "
-                                 ".tflite or .onnx file")
-    p.add_argument("images", nargs="*", help="image files")
-    p.add_argument("--samples", type=int, default=0,
-                   help="also predict N images of the run's test split (run directories)")
-    p.add_argument("--top-k", type=_positive_int, default=3)
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-
-def _predict(args) -> int:
-    from transferkit.errors import ConfigError
-    from transferkit.predictor import load_predictor
-
-    predictor = load_predictor(args.model)
-    images = list(args.images)
-    if args.samples:
-        if predictor.kind != "run":
-            raise ConfigError(f"--samples needs a run directory; {args.model} is an "
-                              "exported model")
-        images += [str(p) for p in predictor.run.test_samples(args.samples)]
-    if not images:
-        raise ConfigError("nothing to predict: give image files or --samples N")
-    records = predictor.predict_files(images, args.top_k)
-    if args.json:
-        print(json.dumps(records, indent=2))
-    else:
-        for r in records:
-            if "error" in r:  # stderr, so stdout holds only predictions
-                print(f"transferkit: error: {r['path']}: {r['error']}", file=sys.stderr)
-            else:
-                best = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top_k"])
-                # The same words as the demo's verdict ("unknown" takes precedence).
-                claim = ("not one of my classes; " if r.get("unknown") else
-                         "not sure; " if r.get("abstained") else "")
-                print(f"{r['path']}: {claim}{best}")
-    return 1 if any("error" in r for r in records) else 0
 
 
 def _add_audit(sub) -> None:
@@ -348,7 +299,7 @@ def _serve(args) -> int:
 
 COMMANDS = {
     "train": (_add_train, _train), "evaluate": (_add_evaluate, _evaluate),
-    "predict": (_add_predict, _predict), "audit": (_add_audit, _audit),
+    "predict": (add_predict, run_predict), "audit": (_add_audit, _audit),
     "backbones": (_add_backbones, _backbones), "export": (_add_export, _export),
     "explain": (_add_explain, _explain), "explain-check": (_add_explain_check, _explain_check),
     "serve": (_add_serve, _serve),
