@@ -28,6 +28,7 @@ from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
 from transferkit.doctor.command import add_doctor, run_doctor  # noqa: E402
 from transferkit.experiments.command import add_experiment, run_experiment  # noqa: E402
 from transferkit.inspect.command import add_inspect, run_inspect  # noqa: E402
+from transferkit.packages import VersionAction  # noqa: E402
 from transferkit.predict_command import add_predict, run_predict  # noqa: E402
 from transferkit.report.command import add_report, run_report  # noqa: E402
 from transferkit.trust.command import add_calibrate, run_calibrate  # noqa: E402
@@ -315,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transferkit",
         description="A folder of images → a trustworthy, explainable, deployable classifier.")
+    parser.add_argument("--version", action=VersionAction)  # transferkit/packages.py
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add, _ in COMMANDS.values():
         add(sub)
