@@ -164,8 +164,9 @@ def render_card(run: Run, license: str = "unknown") -> str:
         "n_skipped": None if skipped is None else len(skipped), "reasons": reasons,
         "test": test_metrics(run), "n_resamples": N_RESAMPLES, "level": LEVEL,
         "trust": run.document(layout.TRUST_FILE),
-        "calibration": metrics.get("calibration"), "abstain": metrics.get("abstain"),
-        "unknown": metrics.get("unknown"),
+        # Each part only where its numbers are (an older or partly calibrated run).
+        "calibration": metrics.get("calibration") or {},
+        "abstain": metrics.get("abstain") or {}, "unknown": metrics.get("unknown") or {},
         "command": reproduce_command(config, str(run.path)),
         "packages": config.packages,
     }
