@@ -31,6 +31,7 @@ from transferkit.inspect.command import add_inspect, run_inspect  # noqa: E402
 from transferkit.packages import VersionAction  # noqa: E402
 from transferkit.predict_command import add_predict, run_predict  # noqa: E402
 from transferkit.report.command import add_report, run_report  # noqa: E402
+from transferkit.serve_command import add_serve, run_serve  # noqa: E402
 from transferkit.trust.command import add_calibrate, run_calibrate  # noqa: E402
 
 _DEFAULTS = TrainConfig()
@@ -274,36 +275,12 @@ def _explain_check(args) -> int:
     return 0
 
 
-def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="the Gradio web demo")
-    p.add_argument("model", help="run directory, export folder, SavedModel folder, "
-                                 ".tflite or .onnx file")
-    # Defaults None: `transferkit.demo.launch` holds them (127.0.0.1, 7860, 10mb).
-    p.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine "
-                                  "only; 0.0.0.0 serves the network, with no login)")
-    p.add_argument("--port", type=int, help="port (default 7860)")
-    p.add_argument("--share", action="store_true",
-                   help="also create a public gradio.live link (off by default)")
-    p.add_argument("--max-file-size", help="largest upload accepted (default 10mb)")
-    p.add_argument("--max-batch", type=int, help="concurrent /predict requests sharing "
-                                                 "one forward pass (default 8; 1: none)")
-
-
-def _serve(args) -> int:
-    from transferkit.demo import launch
-
-    given = {"host": args.host, "port": args.port, "max_file_size": args.max_file_size,
-             "max_batch": args.max_batch}
-    launch(args.model, share=args.share, **{k: v for k, v in given.items() if v is not None})
-    return 0
-
-
 COMMANDS = {
     "train": (_add_train, _train), "evaluate": (_add_evaluate, _evaluate),
     "predict": (add_predict, run_predict), "audit": (_add_audit, _audit),
     "backbones": (_add_backbones, _backbones), "export": (_add_export, _export),
     "explain": (_add_explain, _explain), "explain-check": (_add_explain_check, _explain_check),
-    "serve": (_add_serve, _serve),
+    "serve": (add_serve, run_serve),  # transferkit/serve_command.py
     "inspect": (add_inspect, run_inspect),  # transferkit/inspect/command.py
     "calibrate": (add_calibrate, run_calibrate),  # transferkit/trust/command.py
     "experiment": (add_experiment, run_experiment),  # transferkit/experiments/command.py
