@@ -15,7 +15,11 @@ Two tabs:
   the run's test split.
 - **Model**: backbone, plan (frozen or fine-tuned, and why), dataset counts, test
   metrics, per-class table, confusion matrix and the most confidently wrong test
-  images with their Grad-CAM heat maps.
+  images with their Grad-CAM heat maps; the feedback saved so far.
+
+Under a prediction, "Wrong? The right class is [...]" saves the image into
+`feedback/<class>/` of the run directory, only when the visitor presses the button
+(`feedback`; docs/feedback.md folds the folder into the training data).
 
 API (pinned names, for `gradio_client`):
 
@@ -35,7 +39,7 @@ Heat maps need the Keras model. For an export, the demo looks for the run it cam
 serves predictions only and says so in the page.
 
 Modules: `session` (what is served), `handlers` (the events), `model_tab`, `inside_tab`,
-`access` (logins and job limits), `app`.
+`feedback`, `access` (logins and job limits), `app`.
 """
 
 from transferkit.demo.app import build_demo, launch

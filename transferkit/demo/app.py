@@ -12,6 +12,8 @@ import gradio as gr
 
 from transferkit.demo.access import exposure_warning
 from transferkit.demo.batching import MAX_BATCH
+from transferkit.demo.feedback import Feedback, feedback_controls, feedback_counts, \
+    feedback_folder
 from transferkit.demo.handlers import (
     TOP_PREDICTION, TOP_PREDICTION_LABEL, Handlers, method_label)
 from transferkit.demo.inside_tab import inside_tab
@@ -65,6 +67,7 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
         raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
     session = Session(path, max_batch)
     handlers = Handlers(session)
+    feedback = Feedback(feedback_folder(session))
     names = session.class_names
     with gr.Blocks(title=f"transferkit · {session.name}", analytics_enabled=False) as demo:
         gr.Markdown(_header(session), elem_id="tk-header")
@@ -98,14 +101,16 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
                     verdict = gr.Markdown("", elem_id="tk-verdict")
                     label = gr.Label(num_top_classes=min(TOP_K, len(names)),
                                      label="Prediction", elem_id="tk-label")
+                    feedback_controls(session, feedback, image)
             examples = _examples(session)
             if examples:
                 gr.Examples([[p] for p in examples], inputs=[image],
                             label="Examples from the test split (click one)",
                             examples_per_page=MAX_EXAMPLES)
 
-        with gr.Tab("Model", id="model"):
+        with gr.Tab("Model", id="model") as tab:
             model_tab(session)
+            feedback_counts(session, feedback, tab)
 
         with gr.Tab("Inside the model", id="inside"):  # its own concurrency group
             inside_tab(session)
