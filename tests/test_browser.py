@@ -216,3 +216,47 @@ def test_not_sure_and_not_one_of_my_classes_in_the_browser(browser, demo, served
     expect(verdict).not_to_contain_text("Not sure")
     expect(verdict).not_to_contain_text("does not look like")
     assert not errors, errors
+
+
+def test_a_wrong_prediction_corrected_in_the_demo_is_saved_as_feedback(
+        browser, demo, served_run, artifacts):
+    import shutil
+
+    import pandas as pd
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    feedback = served_run.path / "feedback"
+    shutil.rmtree(feedback, ignore_errors=True)
+    candidates = sorted(served_run.split_paths("test"))[:24]
+    probabilities, _ = served_run.assess(candidates)
+    best = int(probabilities.max(axis=1).argmax())  # a sure answer: the label shows it
+    image = candidates[best]
+    predicted = served_run.class_names[int(probabilities[best].argmax())]
+    right = next(c for c in served_run.class_names if c != predicted)  # "it is wrong"
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(demo.local_url)
+        page.locator("#tk-input input[type=file]").set_input_files(str(image))
+        expect(page.locator("#tk-label [data-testid=label-output-value]")).to_have_text(
+            predicted)
+        assert not feedback.exists()  # an upload is saved only when the button is pressed
+        page.locator("#tk-feedback-class input").click()
+        page.get_by_role("option", name=right, exact=True).click()
+        page.locator("#tk-feedback-save").click()
+        expect(page.locator("#tk-feedback-status")).to_contain_text(f"Saved as {right}")
+        page.screenshot(path=str(artifacts / "demo-feedback.png"), full_page=True)
+        (saved,) = (feedback / right).iterdir()
+        assert saved.read_bytes() == image.read_bytes()
+        (row,) = pd.read_csv(feedback / "feedback.csv").to_dict("records")
+        assert row["file"] == f"{right}/{saved.name}" and row["class"] == right
+        assert row["predicted"] == predicted
+        assert abs(row["probability"] - probabilities[best].max()) < 1e-4
+        page.get_by_role("tab", name="Model", exact=True).click()
+        # The table is read again when the tab opens: one image for the class given.
+        expect(page.locator("#tk-feedback-counts")).to_contain_text(
+            re.compile(rf"{re.escape(right)}\s+1(\s|$)"))
+        page.screenshot(path=str(artifacts / "demo-feedback-model.png"), full_page=True)
+    finally:
+        shutil.rmtree(feedback, ignore_errors=True)  # the served run is shared

@@ -28,7 +28,10 @@ from transferkit.explain.registry import DEFAULT_METHOD, METHODS  # noqa: E402
 from transferkit.doctor.command import add_doctor, run_doctor  # noqa: E402
 from transferkit.experiments.command import add_experiment, run_experiment  # noqa: E402
 from transferkit.inspect.command import add_inspect, run_inspect  # noqa: E402
+from transferkit.packages import VersionAction  # noqa: E402
+from transferkit.predict_command import add_predict, run_predict  # noqa: E402
 from transferkit.report.command import add_report, run_report  # noqa: E402
+from transferkit.serve_command import add_serve, run_serve  # noqa: E402
 from transferkit.trust.command import add_calibrate, run_calibrate  # noqa: E402
 
 _DEFAULTS = TrainConfig()
@@ -41,16 +44,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
 
 
@@ -136,46 +129,6 @@ def _evaluate(args) -> int:
         print(f"unknown images: {m['n_flagged_unknown']} of {m['n_unknown']} flagged; "
               f"AUROC {m['auroc']:.3f}, FPR at 95% TPR {m['fpr_at_95_tpr']:.3f}")
     return 0
-
-
-def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="classify images with a run or an exported model")
-    p.add_argument("model", help="run directory, export folder, SavedModel directory, "
-                                 ".tflite or .onnx file")
-    p.add_argument("images", nargs="*", help="image files")
-    p.add_argument("--samples", type=int, default=0,
-                   help="also predict N images of the run's test split (run directories)")
-    p.add_argument("--top-k", type=_positive_int, default=3)
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-
-def _predict(args) -> int:
-    from transferkit.errors import ConfigError
-    from transferkit.predictor import load_predictor
-
-    predictor = load_predictor(args.model)
-    images = list(args.images)
-    if args.samples:
-        if predictor.kind != "run":
-            raise ConfigError(f"--samples needs a run directory; {args.model} is an "
-                              "exported model")
-        images += [str(p) for p in predictor.run.test_samples(args.samples)]
-    if not images:
-        raise ConfigError("nothing to predict: give image files or --samples N")
-    records = predictor.predict_files(images, args.top_k)
-    if args.json:
-        print(json.dumps(records, indent=2))
-    else:
-        for r in records:
-            if "error" in r:  # stderr, so stdout holds only predictions
-                print(f"transferkit: error: {r['path']}: {r['error']}", file=sys.stderr)
-            else:
-                best = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top_k"])
-                # The same words as the demo's verdict ("unknown" takes precedence).
-                claim = ("not one of my classes; " if r.get("unknown") else
-                         "not sure; " if r.get("abstained") else "")
-                print(f"{r['path']}: {claim}{best}")
-    return 1 if any("error" in r for r in records) else 0
 
 
 def _add_audit(sub) -> None:
@@ -322,36 +275,12 @@ def _explain_check(args) -> int:
     return 0
 
 
-def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="the Gradio web demo")
-    p.add_argument("model", help="run directory, export folder, SavedModel folder, "
-                                 ".tflite or .onnx file")
-    # Defaults None: `transferkit.demo.launch` holds them (127.0.0.1, 7860, 10mb).
-    p.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine "
-                                  "only; 0.0.0.0 serves the network, with no login)")
-    p.add_argument("--port", type=int, help="port (default 7860)")
-    p.add_argument("--share", action="store_true",
-                   help="also create a public gradio.live link (off by default)")
-    p.add_argument("--max-file-size", help="largest upload accepted (default 10mb)")
-    p.add_argument("--max-batch", type=int, help="concurrent /predict requests sharing "
-                                                 "one forward pass (default 8; 1: none)")
-
-
-def _serve(args) -> int:
-    from transferkit.demo import launch
-
-    given = {"host": args.host, "port": args.port, "max_file_size": args.max_file_size,
-             "max_batch": args.max_batch}
-    launch(args.model, share=args.share, **{k: v for k, v in given.items() if v is not None})
-    return 0
-
-
 COMMANDS = {
     "train": (_add_train, _train), "evaluate": (_add_evaluate, _evaluate),
-    "predict": (_add_predict, _predict), "audit": (_add_audit, _audit),
+    "predict": (add_predict, run_predict), "audit": (_add_audit, _audit),
     "backbones": (_add_backbones, _backbones), "export": (_add_export, _export),
     "explain": (_add_explain, _explain), "explain-check": (_add_explain_check, _explain_check),
-    "serve": (_add_serve, _serve),
+    "serve": (add_serve, run_serve),  # transferkit/serve_command.py
     "inspect": (add_inspect, run_inspect),  # transferkit/inspect/command.py
     "calibrate": (add_calibrate, run_calibrate),  # transferkit/trust/command.py
     "experiment": (add_experiment, run_experiment),  # transferkit/experiments/command.py
@@ -364,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transferkit",
         description="A folder of images → a trustworthy, explainable, deployable classifier.")
+    parser.add_argument("--version", action=VersionAction)  # transferkit/packages.py
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add, _ in COMMANDS.values():
         add(sub)

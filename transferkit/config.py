@@ -11,6 +11,7 @@ from transferkit.accelerator import check_mixed_precision, detect
 from transferkit.backbones import get_backbone, validate_size
 from transferkit.budget.parse import resolve_budget
 from transferkit.errors import ConfigError, DataError
+from transferkit.packages import package_versions
 
 # `--distribute` values (`transferkit.distribute`), validated here with the other options.
 DISTRIBUTE_CHOICES = ("auto", "none", "mirrored", "multi-worker")
@@ -69,6 +70,8 @@ class TrainConfig:
             fixed recipe.
         preset: `"fast"` (today's recipe), `"balanced"` (20 minutes) or `"best"` (1 hour);
             an explicit `time_limit` wins over the preset's budget.
+        packages: Python's and the packages' versions when training started
+            (`transferkit.packages.package_versions`; filled by `resolved`).
     """
 
     data: str = ""
@@ -102,6 +105,7 @@ class TrainConfig:
     distribute: str = "auto"
     mixed_precision: str = "auto"
     preset: str | None = None
+    packages: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
         """Returns a validated copy with defaults (image size) filled in.
@@ -121,6 +125,7 @@ class TrainConfig:
                 batch_size=device.default_batch if config.batch_size is None
                 else config.batch_size)
         config.time_limit = resolve_budget(config.time_limit, config.preset)
+        config.packages = config.packages or package_versions()  # recorded once, at start
         # None: chosen from the data after the audit (`plan.choose_image_size`).
         if config.image_size is not None:
             validate_size(backbone, config.image_size)

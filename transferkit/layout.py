@@ -29,6 +29,9 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
       test_predictions.csv every test image: path, true, predicted, probability
                            (uncalibrated, as top_losses.csv)
       report.html          the run report (`transferkit report`), one self-contained page
+      MODEL_CARD.md        the model card (Hugging Face format), written with the report
+      feedback/<class>/, feedback/feedback.csv  images the demo's visitors corrected
+                           (`transferkit.demo.feedback`): file, class, predicted, probability, time
       inspect/embedding_tsne.png, embedding_grid.png  the embedding map and grid
                            (`transferkit inspect embedding`), if made
       ensemble.json        an ensemble's members: prefix, run directory, backbone, seed,
@@ -42,7 +45,7 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
     EXPORT/
       saved_model/         TensorFlow SavedModel (assets/labels.txt, assets/config.json)
       model.tflite, model_int8.tflite, model.onnx, model.keras, labels.txt,
-      config.json, parity.json
+      config.json, parity.json, MODEL_CARD.md
 """
 
 # The run directory.
@@ -74,6 +77,9 @@ DATA_ISSUES_FILE = "data_issues.csv"
 DOCTOR_FILE = "doctor.json"
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
 REPORT_FILE = "report.html"
+FEEDBACK_DIR = "feedback"     # the demo's corrections: feedback/<class>/*, feedback.csv
+FEEDBACK_CSV = "feedback.csv"
+MODEL_CARD_FILE = "MODEL_CARD.md"  # transferkit.report.model_card; in exports too
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
 LEADERBOARD_FILE = "leaderboard.csv"  # `transferkit compare`'s folder

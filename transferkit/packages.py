@@ -9,6 +9,9 @@ already had `tensorflow-cpu` gets both; this says so once, with the fix.
 
 from __future__ import annotations
 
+import argparse
+import platform
+import sys
 from importlib import metadata
 
 TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-intel",
@@ -37,3 +40,39 @@ def tensorflow_conflict() -> str | None:
     return (f"{' and '.join(found)} are installed; they share one `tensorflow` module and "
             f"overwrite each other's files. Keep one: pip uninstall -y {others} && pip "
             f"install --force-reinstall --no-deps {found[names.index(keep)]}")
+
+
+# What a run's results depend on, in the order `transferkit --version` prints them.
+REPORTED = ("transferkit", "keras", "numpy", "scikit-learn", "scipy", "pillow", "gradio",
+            "onnxruntime", "tf2onnx")
+
+
+def package_versions() -> dict[str, str]:
+    """Python's and the packages' versions that a run depends on (`name: version`):
+    recorded in `config.json` when training starts, printed by `transferkit --version`,
+    listed in the model card. A package that is not installed is left out."""
+    versions = {"python": platform.python_version()}
+    tensorflows = installed_tensorflows()
+    if tensorflows:  # whichever distribution provides the `tensorflow` module
+        name, version = tensorflows[0].split("==")
+        versions[name] = version
+    for name in REPORTED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+class VersionAction(argparse.Action):
+    """`--version`: every version of `package_versions`, one `name version` a line
+    (collected only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="print the versions of transferkit, Python and its packages"):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stdout.write("".join(f"{name} {version}\n"
+                                 for name, version in package_versions().items()))
+        parser.exit()

@@ -85,6 +85,6 @@ def mark_complete(run_dir: Path) -> None:
 
 def _comparable(config: TrainConfig) -> dict[str, Any]:
     values = config.to_dict()
-    for key in ("quiet", "workers", "calibrate"):  # do not change the trained model
+    for key in ("quiet", "workers", "calibrate", "packages"):  # do not change the model
         values.pop(key)
     return values

@@ -72,9 +72,9 @@ def scan_folder(data_dir: str | os.PathLike, *, workers: int = 2, progress: bool
     # the only memory that grows with the folder (a Path costs several times more).
     rows, candidates = [], []
     for cls in classes:
-        for file in _files_under(root / cls):
+        for file in files_under(root / cls):
             rel = file.relative_to(root).as_posix()
-            reason = _junk_reason(file)
+            reason = junk_reason(file)
             if not _is_utf8(rel):
                 # Undecodable bytes (e.g. a zip made on Windows) cannot go into the CSVs;
                 # list the file under a readable version of its name.
@@ -117,7 +117,7 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
-    files = sorted(f for f in _files_under(root) if not _junk_reason(f)
+    files = sorted(f for f in files_under(root) if not junk_reason(f)
                    and _is_utf8(str(f)))
     if not files:
         raise DataError(f"no image files under {root}")
@@ -229,7 +229,7 @@ def _class_folders(root: Path) -> list[str]:
     return classes
 
 
-def _files_under(folder: Path) -> Iterator[Path]:
+def files_under(folder: Path) -> Iterator[Path]:
     """Every file below `folder`, recursively, skipping hidden folders (one at a time:
     a list of every Path would grow with the folder).
 
@@ -267,7 +267,7 @@ def _is_utf8(name: str) -> bool:
         return False
 
 
-def _junk_reason(file: Path) -> str:
+def junk_reason(file: Path) -> str:
     """Why `file` is not even worth decoding, or "" if it is."""
     name = file.name
     if name.startswith("."):

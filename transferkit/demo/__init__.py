@@ -15,7 +15,11 @@ Two tabs:
   the run's test split.
 - **Model**: backbone, plan (frozen or fine-tuned, and why), dataset counts, test
   metrics, per-class table, confusion matrix and the most confidently wrong test
-  images with their Grad-CAM heat maps.
+  images with their Grad-CAM heat maps; the feedback saved so far.
+
+Under a prediction, "Wrong? The right class is [...]" saves the image into
+`feedback/<class>/` of the run directory, only when the visitor presses the button
+(`feedback`; docs/feedback.md folds the folder into the training data).
 
 API (pinned names, for `gradio_client`):
 
@@ -23,7 +27,9 @@ API (pinned names, for `gradio_client`):
 - `/explain`: image, method (a name of `transferkit.explain.METHODS`), class name
   ("" = the top prediction) → (heat map overlaid on the image, label confidences).
 
-Safety: binds 127.0.0.1 unless told otherwise, no share link unless asked, uploads
+Safety: logins with `auth` (`access`), a one-line warning when reachable from other
+machines without them, the heavy Inside-tab views refused when busy; binds 127.0.0.1
+unless told otherwise, no share link unless asked, uploads
 capped (`max_file_size`), images decoded by transferkit's own hardened decoder (never
 by Gradio), so a bad file gives a one-line reason in the page and the app keeps
 serving; requests queue with bounded concurrency and queue length.
@@ -32,7 +38,8 @@ Heat maps need the Keras model. For an export, the demo looks for the run it cam
 (`RUN/export/saved_model` → `RUN`) or the export's `model.keras`; if there is none, it
 serves predictions only and says so in the page.
 
-Modules: `session` (what is served), `handlers` (the events), `model_tab`, `app`.
+Modules: `session` (what is served), `handlers` (the events), `model_tab`, `inside_tab`,
+`feedback`, `access` (logins and job limits), `app`.
 """
 
 from transferkit.demo.app import build_demo, launch

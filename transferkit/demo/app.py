@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import html
+import sys
 from functools import partial
 from pathlib import Path
+from typing import Sequence
 
 import gradio as gr
 
+from transferkit.demo.access import exposure_warning
 from transferkit.demo.batching import MAX_BATCH
+from transferkit.demo.feedback import Feedback, feedback_controls, feedback_counts, \
+    feedback_folder
 from transferkit.demo.handlers import (
     TOP_PREDICTION, TOP_PREDICTION_LABEL, Handlers, method_label)
 from transferkit.demo.inside_tab import inside_tab
@@ -62,6 +67,7 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
         raise ConfigError(f"--max-batch must be at least 1, got {max_batch}")
     session = Session(path, max_batch)
     handlers = Handlers(session)
+    feedback = Feedback(feedback_folder(session))
     names = session.class_names
     with gr.Blocks(title=f"transferkit · {session.name}", analytics_enabled=False) as demo:
         gr.Markdown(_header(session), elem_id="tk-header")
@@ -95,14 +101,16 @@ def build_demo(path: str | Path, *, concurrency: int = CONCURRENCY,
                     verdict = gr.Markdown("", elem_id="tk-verdict")
                     label = gr.Label(num_top_classes=min(TOP_K, len(names)),
                                      label="Prediction", elem_id="tk-label")
+                    feedback_controls(session, feedback, image)
             examples = _examples(session)
             if examples:
                 gr.Examples([[p] for p in examples], inputs=[image],
                             label="Examples from the test split (click one)",
                             examples_per_page=MAX_EXAMPLES)
 
-        with gr.Tab("Model", id="model"):
+        with gr.Tab("Model", id="model") as tab:
             model_tab(session)
+            feedback_counts(session, feedback, tab)
 
         with gr.Tab("Inside the model", id="inside"):  # its own concurrency group
             inside_tab(session)
@@ -194,18 +202,20 @@ def _theme() -> gr.themes.Base:
 
 def launch(path: str | Path, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT,
            share: bool = False, max_file_size: str | int | None = DEFAULT_MAX_FILE_SIZE,
-           max_batch: int = MAX_BATCH, *, block: bool = True, quiet: bool = False
-           ) -> gr.Blocks:
+           max_batch: int = MAX_BATCH, auth: Sequence[tuple[str, str]] | None = None, *,
+           block: bool = True, quiet: bool = False) -> gr.Blocks:
     """Serves the demo of a run or export.
 
     Args:
         path: See `build_demo`.
         host: Interface to bind; the default serves this machine only. Use
-            `0.0.0.0` to serve the network (the demo has no login).
+            `0.0.0.0` to serve the network, with `auth` (without, a warning is printed).
         port: TCP port (None: the first free one from 7860).
         share: Also open a public *.gradio.live link (off by default).
         max_file_size: Largest upload accepted, e.g. "10mb" or a number of bytes.
         max_batch: Concurrent `/predict` requests sharing a forward pass (1: none).
+        auth: `(user, password)` logins required by the page and the API
+            (`transferkit.demo.access`); None: no login.
         block: Serve until interrupted; False returns at once, the server running in
             a background thread (stop it with `demo.close()`).
         quiet: No startup messages.
@@ -217,7 +227,9 @@ def launch(path: str | Path, host: str = DEFAULT_HOST, port: int | None = DEFAUL
         RunError: The path is not a finished run or a loadable export.
     """
     demo = build_demo(path, max_batch=max_batch)
-    demo.launch(server_name=host, server_port=port, share=share,
+    if warning := exposure_warning(host, share, auth):
+        print(warning, file=sys.stderr)
+    demo.launch(server_name=host, server_port=port, share=share, auth=auth or None,
                 max_file_size=max_file_size, prevent_thread_lock=not block,
                 show_error=False, quiet=quiet, ssr_mode=False, theme=_theme(), css=CSS,
                 footer_links=["api", "gradio"])

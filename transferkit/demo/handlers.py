@@ -41,7 +41,7 @@ def display_copy(image: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
-def _source(payload: Any) -> str | bytes | None:
+def upload_source(payload: Any) -> str | bytes | None:
     """The uploaded file behind an image input (Gradio has already checked that a path
     is its own upload)."""
     if payload is None:
@@ -60,7 +60,7 @@ def _source(payload: Any) -> str | bytes | None:
     raise error("no image received: upload an image file")
 
 
-def _decode(source: str | bytes) -> np.ndarray:
+def decode_upload(source: str | bytes) -> np.ndarray:
     try:
         return load_image(source)
     except ImageError as e:
@@ -116,10 +116,10 @@ class Handlers:
 
     def predict(self, image: Any) -> dict[str, float] | None:
         """`/predict`: the class probabilities of an image (None: no image)."""
-        source = _source(image)
+        source = upload_source(image)
         if source is None:
             return None
-        array = _decode(source)  # here, not in the shared pass: a bad file fails alone
+        array = decode_upload(source)  # here, not in the shared pass: a bad file fails alone
         return _confidences(self.session.class_names,
                             self.session.shared_probabilities(array))
 
@@ -134,8 +134,8 @@ class Handlers:
         """
         text = ""
         try:  # a bad file: `predict` already says why, once
-            source = _source(image)
-            array = None if source is None else _decode(source)
+            source = upload_source(image)
+            array = None if source is None else decode_upload(source)
         except gr.Error:
             array = None
         if array is not None:
@@ -157,14 +157,14 @@ class Handlers:
             `(overlay, confidences)`; `(None, None)` without an image.
         """
         session = self.session
-        source = _source(image)
+        source = upload_source(image)
         if source is None:
             return None, None
         if not session.can_explain:
             raise error(session.notice)
         method = self._method(method)
         target = self._target(target)
-        array = _decode(source)
+        array = decode_upload(source)
         batch = session.run.preprocess([array])
         probabilities = session.probabilities(array, batch)
         index = int(np.argmax(probabilities)) if target is None else target

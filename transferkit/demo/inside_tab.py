@@ -9,8 +9,11 @@ feature store) and the linear probe's accuracy by depth. Everything calls
 `transferkit.inspect`.
 
 Its events share one concurrency group of their own (`inside`, one at a time), so a
-dream that takes seconds never holds up the Classify tab's predictions. Saliency (which
-pixels drove a prediction) is the Classify tab's heat map, not repeated here.
+dream that takes seconds never holds up the Classify tab's predictions; the heavy views
+(top patches, dream, t-SNE map, depth probe) run at most `access.HEAVY_JOBS` at once and
+refuse further requests with "busy" rather than queueing them behind minutes of work.
+Saliency (which pixels drove a prediction) is the Classify tab's heat map, not repeated
+here.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import gradio as gr
 import numpy as np
 
 from transferkit.data.images import load_image
+from transferkit.demo.access import HEAVY_JOBS, JobLimit
 from transferkit.demo.handlers import error
 from transferkit.demo.session import Session
 from transferkit.ensemble.members import inspected_run
@@ -29,6 +33,8 @@ from transferkit.fileio import subplots
 
 CONCURRENCY_ID = "inside"
 CONCURRENCY_LIMIT = 1
+HEAVY_ID = "inside-heavy"
+HEAVY_CONCURRENCY = HEAVY_JOBS + 4  # threads that may run a view or answer "busy" at once
 # The tab's embedding and probe use smaller samples than the commands (which default to
 # 2,000 and 1,500 images): a map in well under a minute on 2 cores.
 TAB_EMBEDDING_IMAGES = 600
@@ -46,6 +52,11 @@ def _image(payload: Any) -> np.ndarray:
         return load_image(str(path))
     except ImageError as e:
         raise error(f"Cannot use this file: {e.reason}", title="Not a usable image") from None
+
+
+def _busy() -> gr.Error:
+    return error("The server is busy with another heavy view (dream, t-SNE map, probe or "
+                 "top patches); try again in a minute.", title="Busy")
 
 
 def _guarded(fn):
@@ -212,6 +223,10 @@ def inside_tab(session: Session) -> None:
         return
     views = InsideViews(session)
     limits = {"concurrency_id": CONCURRENCY_ID, "concurrency_limit": CONCURRENCY_LIMIT}
+    # The heavy views: refused at once beyond HEAVY_JOBS (`access.JobLimit`), never queued
+    # behind a job of minutes; their own group lets a refusal through without waiting.
+    heavy = JobLimit(HEAVY_JOBS, _busy).guard
+    heavy_limits = {"concurrency_id": HEAVY_ID, "concurrency_limit": HEAVY_CONCURRENCY}
     stages = default_layers(views.model)
     gr.Markdown("What each layer of this classifier computes, as in the lecture on "
                 "convolutional networks. Which pixels drove a prediction is the "
@@ -257,8 +272,9 @@ def inside_tab(session: Session) -> None:
             patch_button = gr.Button("Find top patches")
         patch_picture = gr.Image(label="Top patches", format="png", interactive=False)
         patch_numbers = gr.Markdown()
-        patch_button.click(_guarded(views.patches), [patch_layer, patch_channels],
-                           [patch_picture, patch_numbers], api_visibility="private", **limits)
+        patch_button.click(heavy(_guarded(views.patches)), [patch_layer, patch_channels],
+                           [patch_picture, patch_numbers], api_visibility="private",
+                           **heavy_limits)
     with gr.Accordion("Dream: the image a channel or a class wants", open=False):
         with gr.Row():
             objective = gr.Dropdown(list(OBJECTIVES), value="channel", label="Objective")
@@ -271,9 +287,10 @@ def inside_tab(session: Session) -> None:
         dream_button = gr.Button("Dream")
         dreamed = gr.Image(label="Dream", format="png", interactive=False, height=256)
         dream_numbers = gr.Markdown()
-        dream_button.click(_guarded(views.dream), [objective, dream_layer, channel, target,
-                                                   steps], [dreamed, dream_numbers],
-                           api_visibility="private", **limits)
+        dream_button.click(heavy(_guarded(views.dream)),
+                           [objective, dream_layer, channel, target, steps],
+                           [dreamed, dream_numbers], api_visibility="private",
+                           **heavy_limits)
     with gr.Accordion("What the network learned about your images: CNN codes and depth",
                       open=False):
         gr.Markdown("The t-SNE map of the pooled features (the head's input) of a sample "
@@ -290,13 +307,14 @@ def inside_tab(session: Session) -> None:
         tsne_grid = gr.Image(label="The same map as a grid", format="png",
                              interactive=False)
         map_numbers = gr.Markdown(elem_id="tk-inside-embedding-numbers")
-        map_button.click(_guarded(views.embedding), [], [tsne_map, tsne_grid, map_numbers],
-                         api_visibility="private", **limits)
+        map_button.click(heavy(_guarded(views.embedding)), [],
+                         [tsne_map, tsne_grid, map_numbers], api_visibility="private",
+                         **heavy_limits)
         probe_curve = gr.Image(label="Linear probe accuracy by depth", format="png",
                                interactive=False, elem_id="tk-inside-probe")
         probe_maps = gr.Image(label="t-SNE of the test images at each depth", format="png",
                               interactive=False)
         probe_numbers = gr.Markdown()
-        probe_button.click(_guarded(views.probe), [], [probe_curve, probe_maps,
+        probe_button.click(heavy(_guarded(views.probe)), [], [probe_curve, probe_maps,
                                                        probe_numbers],
-                           api_visibility="private", **limits)
+                           api_visibility="private", **heavy_limits)

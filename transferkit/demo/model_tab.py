@@ -12,15 +12,12 @@ import html
 
 import gradio as gr
 import numpy as np
-import pandas as pd
 
 from transferkit.demo.handlers import display_copy
 from transferkit.demo.session import Session
-from transferkit.errors import RunError
 from transferkit.explain import DEFAULT_METHOD, overlay
 from transferkit.report.plots import training_curves
-from transferkit.report.sections import top_loss_images
-from transferkit.run import Run
+from transferkit.report.sections import split_counts, top_loss_images
 
 TOP_LOSSES_SHOWN = 6             # confidently wrong test images shown
 GALLERY_SIDE = 256               # long side of each image of the gallery
@@ -34,7 +31,7 @@ def model_tab(session: Session) -> None:
             gr.Markdown(_summary(session), elem_classes=["tk-metrics"])
             if run is None:
                 return
-            counts = _split_counts(run)
+            counts = split_counts(run)
             if counts is not None:
                 gr.Dataframe(counts, label="Images per class and split", interactive=False)
             per_class = run.per_class
@@ -132,16 +129,3 @@ def _metrics_lines(metrics: dict) -> list[str]:
     if "train_seconds" in metrics:
         lines.append(f"- **Training time:** {metrics['train_seconds']:.0f} s")
     return lines
-
-
-def _split_counts(run: Run) -> pd.DataFrame | None:
-    """Images per class and split, with totals (None: the run has no split file)."""
-    try:
-        splits = run.splits
-    except RunError:  # an export's Keras model: no splits.csv beside it
-        return None
-    table = splits.pivot_table(index="class", columns="split", aggfunc="size", fill_value=0)
-    table = table.reindex(columns=[c for c in ("train", "val", "test") if c in table])
-    table["total"] = table.sum(axis=1)
-    return table.reset_index()
-

@@ -18,6 +18,7 @@ from transferkit.errors import ConfigError, RunError
 from transferkit.export import int8, onnx, parity, savedmodel, tflite
 from transferkit.export.int8 import Int8Tolerance
 from transferkit.fileio import replace_dir, write_json, write_text
+from transferkit.report.model_card import write_model_card
 from transferkit.run import Run, load_run
 
 FORMATS = ("savedmodel", "tflite", "tflite-int8", "onnx", "keras")
@@ -89,6 +90,7 @@ def _export_into(run: Run, folder: Path, formats: tuple[str, ...], quantize: str
     labels, config = folder / layout.LABELS_TXT, folder / layout.CONFIG_FILE
     write_text(labels, "".join(f"{name}\n" for name in run.class_names))
     write_json(config, run.config.to_dict())
+    write_model_card(run, folder / layout.MODEL_CARD_FILE)  # every export has its card
     trust = run.trust_graph()  # None: an uncalibrated run exports as before
     if "keras" in formats:
         shutil.copyfile(run.path / layout.MODEL_FILE, folder / layout.MODEL_FILE)

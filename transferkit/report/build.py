@@ -13,6 +13,7 @@ from pathlib import Path
 from transferkit import layout
 from transferkit.fileio import write_text
 from transferkit.report import sections
+from transferkit.report.model_card import write_model_card
 from transferkit.run import Run, load_run
 
 TEMPLATE = "template.html.j2"
@@ -60,7 +61,7 @@ def _per_class(run: Run) -> str | None:
 
 def write_run_report(run: Run | str | os.PathLike, out: str | os.PathLike | None = None
                      ) -> Path:
-    """Writes the run's `report.html` (atomically).
+    """Writes the run's `report.html` and `MODEL_CARD.md` (atomically).
 
     Args:
         run: A finished run directory, or its `Run`.
@@ -75,4 +76,5 @@ def write_run_report(run: Run | str | os.PathLike, out: str | os.PathLike | None
     run = run if isinstance(run, Run) else load_run(run)
     path = Path(out) if out is not None else run.path / layout.REPORT_FILE
     write_text(path, render(run))
+    write_model_card(run)  # MODEL_CARD.md beside it, always in the run directory
     return path

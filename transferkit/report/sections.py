@@ -16,6 +16,7 @@ from transferkit import layout
 from transferkit.report.pictures import THUMBNAIL_SIDE, array_uri, data_uri, file_uri, \
     thumbnail
 from transferkit.report.plots import class_balance, png_bytes, training_curves
+from transferkit.errors import RunError
 from transferkit.run import Run
 
 ISSUES_SHOWN = 24        # rows of each issue table (with thumbnails)
@@ -32,14 +33,8 @@ def html_table(frame: pd.DataFrame, digits: int = 3) -> str:
 def data_section(run: Run) -> dict[str, Any]:
     """Audit counts, skipped files and why, class balance (per split)."""
     audit = run.table(layout.AUDIT_FILE)
-    splits = run.splits
-    section: dict[str, Any] = {"balance": data_uri(png_bytes(class_balance(splits)))}
-    counts = splits.pivot_table(index="class", columns="split", aggfunc="size",
-                                fill_value=0)
-    counts = counts.reindex(columns=[c for c in ("train", "val", "test") if c in counts])
-    counts["total"] = counts.sum(axis=1)
-    counts.columns.name = None
-    section["splits"] = html_table(counts.reset_index())
+    section: dict[str, Any] = {"balance": data_uri(png_bytes(class_balance(run.splits)))}
+    section["splits"] = html_table(split_counts(run))
     if audit is not None:
         ok = audit["status"] == "ok"
         section["n_files"], section["n_ok"] = len(audit), int(ok.sum())
@@ -52,6 +47,20 @@ def data_section(run: Run) -> dict[str, Any]:
     excluded = (run.metrics or {}).get("n_excluded")
     section["n_excluded"] = excluded
     return section
+
+
+def split_counts(run: Run) -> pd.DataFrame | None:
+    """Images per class and split, with totals: `class`, `train`, `val`, `test`, `total`
+    (None: the run has no split file, e.g. an export's Keras model)."""
+    try:
+        splits = run.splits
+    except RunError:
+        return None
+    table = splits.pivot_table(index="class", columns="split", aggfunc="size", fill_value=0)
+    table = table.reindex(columns=[c for c in ("train", "val", "test") if c in table])
+    table["total"] = table.sum(axis=1)
+    table.columns.name = None
+    return table.reset_index()
 
 
 def issues_section(run: Run) -> dict[str, Any] | None:
