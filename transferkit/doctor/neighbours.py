@@ -1,4 +1,4 @@
-"""Nearest neighbours in feature space by cosine similarity, in blocks (bounded memory).
+"""Nearest neighbours in feature space by cosine similarity (scikit-learn's search).
 
 Pooled ReLU features are all positive, so two unrelated photos already have a cosine of
 0.5-0.7; centring them on the folder's mean first spreads unrelated pairs around 0 and
@@ -11,8 +11,7 @@ direction count, even those that only tell one flower from another).
 from __future__ import annotations
 
 import numpy as np
-
-BLOCK_ROWS = 1024  # rows of the similarity matrix held at once: 1024 x N float32
+from sklearn.neighbors import NearestNeighbors
 
 
 def normalized(features: np.ndarray, centre: bool = True) -> np.ndarray:
@@ -33,10 +32,10 @@ def normalized(features: np.ndarray, centre: bool = True) -> np.ndarray:
 
 
 def nearest(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The `k` most similar other rows of each row.
+    """The `k` most similar other rows of each row (cosine similarity).
 
     Args:
-        unit: `[N, D]` unit rows (`normalized`).
+        unit: `[N, D]` rows (`normalized`).
         k: Neighbours per row (at most N - 1).
 
     Returns:
@@ -45,17 +44,9 @@ def nearest(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """
     n = len(unit)
     k = max(0, min(k, n - 1))
-    indices = np.zeros((n, k), np.int64)
-    similarities = np.zeros((n, k), np.float32)
     if k == 0:
-        return indices, similarities
-    for start in range(0, n, BLOCK_ROWS):
-        block = unit[start:start + BLOCK_ROWS] @ unit.T
-        rows = np.arange(len(block))
-        block[rows, start + rows] = -np.inf  # not its own neighbour
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        values = np.take_along_axis(block, top, axis=1)
-        order = np.argsort(-values, axis=1, kind="stable")
-        indices[start:start + len(block)] = np.take_along_axis(top, order, axis=1)
-        similarities[start:start + len(block)] = np.take_along_axis(values, order, axis=1)
-    return indices, similarities
+        return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
+    # Queried without X: each indexed row's neighbours, the row itself left out.
+    distances, indices = NearestNeighbors(n_neighbors=k, metric="cosine").fit(
+        unit).kneighbors()
+    return indices.astype(np.int64), (1.0 - distances).astype(np.float32)
