@@ -237,7 +237,9 @@ def _scene(seed: int, size: int = 128) -> Image.Image:
 
 def test_a_mirrored_cropped_recoloured_copy_is_found_and_a_look_alike_is_not(tmp_path):
     """The copy's pixels align with its original's; the look-alike's features are even
-    closer to the original (features alone group it), its pixels never align."""
+    closer to the original (features alone group it), its pixels never align. The
+    copy's features are far from the original's, its mirror image's are not: only the
+    mirrored features make it a candidate."""
     from PIL import ImageEnhance, ImageOps
 
     for cls in ("a", "b"):
@@ -250,15 +252,17 @@ def test_a_mirrored_cropped_recoloured_copy_is_found_and_a_look_alike_is_not(tmp
     paths = ["a/0.png", "a/1.png", "a/2.png", "b/3.png", "b/4.png", "b/5.png", "a/copy.jpg"]
     rng = np.random.default_rng(0)
     features = np.abs(rng.normal(0, 1, (7, 16)))
-    features[1] = features[0] + 0.01  # the look-alike: nearer than the copy
-    features[6] = features[0] + 0.05 * rng.normal(0, 1, 16)
+    features[1] = features[0] + 0.01  # the look-alike: nearer than any copy
+    mirrored = features + 0.05 * rng.normal(0, 1, (7, 16))
+    mirrored[6] = features[0] + 0.05 * rng.normal(0, 1, 16)
     classes = [p.split("/")[0] for p in paths]
-    with_images = find_issues(paths, classes, ["a", "b"], features, tmp_path)
+    found = find_issues(paths, classes, ["a", "b"], features, tmp_path, mirrored=mirrored)
+    assert found.groups[0] == found.groups[6] != -1
+    assert found.groups[1] == -1 and (found.groups[2:6] == -1).all()
+    plain = find_issues(paths, classes, ["a", "b"], features, tmp_path)
+    assert plain.groups[6] == -1  # not a candidate without its mirror image
     features_alone = find_issues(paths, classes, ["a", "b"], features)
-    assert features_alone.groups[0] == features_alone.groups[1] == features_alone.groups[6]
-    groups = with_images.groups
-    assert groups[0] == groups[6] != -1
-    assert groups[1] == -1 and (groups[2:6] == -1).all()
+    assert features_alone.groups[0] == features_alone.groups[1] != -1
 
 
 def test_nearest_leaves_each_row_out_even_when_a_row_repeats_it():
@@ -269,6 +273,12 @@ def test_nearest_leaves_each_row_out_even_when_a_row_repeats_it():
     np.testing.assert_array_equal(indices, [[3, 2], [2, 0], [0, 1], [0, 2]])
     half = np.sqrt(0.5)
     np.testing.assert_allclose(similarities, [[1, half], [half, 0], [half, half],
+                                              [1, half]], atol=1e-6)
+    # Mirrored queries (columns swapped) searched among the rows: [1, 1] is its own
+    # mirror image and still not its own neighbour.
+    indices, similarities = nearest(rows, 2, queries=rows[:, ::-1])
+    np.testing.assert_array_equal(indices, [[1, 2], [0, 3], [0, 1], [1, 2]])
+    np.testing.assert_allclose(similarities, [[1, half], [1, 1], [half, half],
                                               [1, half]], atol=1e-6)
 
 

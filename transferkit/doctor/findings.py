@@ -86,7 +86,8 @@ class Findings:
 def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Sequence[str],
                 features: np.ndarray, folder: Path | None = None,
                 exact_keys: Sequence[str] | None = None,
-                config: DoctorConfig | None = None) -> Findings:
+                config: DoctorConfig | None = None,
+                mirrored: np.ndarray | None = None) -> Findings:
     """Near-duplicates, label issues and outliers of a labelled set of images.
 
     Args:
@@ -97,6 +98,9 @@ def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Seque
         folder: Where the images are (for the perceptual hash; None: no hash check).
         exact_keys: The audit's sha256 of each image: equal bytes join a group.
         config: Thresholds.
+        mirrored: `[N, D]` features of the mirror images: their nearest neighbours
+            among `features` are candidates too (a mirrored copy can sit far from its
+            original in features, not from the original's mirror image).
 
     Returns:
         The `Findings`.
@@ -107,6 +111,13 @@ def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Seque
     indices, sims = nearest(unit, config.neighbours)
     pairs, score = candidate_pairs(indices[:, :config.candidates],
                                    sims[:, :config.candidates], config.candidate_cosine)
+    if mirrored is not None:
+        flipped = nearest(unit, config.candidates, normalized(
+            np.asarray(mirrored) - np.asarray(features, np.float32).mean(axis=0), False))
+        more, more_score = candidate_pairs(*flipped, config.candidate_cosine)
+        pairs, first = np.unique(np.concatenate([pairs, more]).reshape(-1, 2), axis=0,
+                                 return_index=True)
+        score = np.concatenate([score, more_score])[first]
     if folder is None:  # no images to align: the features' word alone
         keep = score >= config.same_cosine
     else:
