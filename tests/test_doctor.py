@@ -85,10 +85,11 @@ def test_planted_near_copies_are_found_and_little_else(planted):
     # Precision: no planted image is grouped with any image but its own copy...
     for a, b in pairs:
         assert set(dup.loc[dup["group"] == group.get(a), "path"]) <= {a, b}
-    # ...and few other groups: flowers5 has near-duplicates of its own (of three such
-    # pairs among its first 24 photos per class, two are the same scene, checked by eye).
+    # ...and few other groups: flowers5 has near-duplicates of its own (among its first
+    # 60 photos per class, five pairs, each the same photo re-edited, one in grayscale:
+    # checked by eye).
     strangers = dup[~dup["path"].isin({p for pair in pairs for p in pair})]
-    assert strangers["group"].nunique() <= 4, strangers
+    assert strangers["group"].nunique() <= 5, strangers
     assert list(issues.columns) == list(ISSUE_COLUMNS)
 
 

@@ -24,17 +24,20 @@ ISSUES = ("near_duplicate", "label_issue", "outlier")
 
 @dataclasses.dataclass
 class DoctorConfig:
-    """The doctor's thresholds (measured on flowers5 and a corrupted copy: README).
+    """The doctor's thresholds (measured on flowers5 and corrupted copies of it).
 
     Attributes:
-        neighbours: Neighbours per image kept (for the duplicate and density scores).
-        candidates: Nearest neighbours of each image checked as near-duplicates
-            (`duplicates.verify_pairs`); on generator b of the corrupted copies the
-            original is among its copy's 3 nearest for 36 of 40 copies, 10 nearest 37.
+        neighbours: Neighbours per image searched (the first `candidates` are checked).
+        candidates: Nearest neighbours of each image (and of its mirror image's
+            features) checked as near-duplicates (`duplicates.verify_pairs`).
         candidate_cosine: Lowest cosine (of centred features) of a candidate pair:
-            planted copies measured 0.43 and up, most ordinary neighbours are above.
+            below every planted copy measured (0.52 on generator a, 0.43 on b:
+            benchmarks/doctor_corrupt.py).
         min_inliers: Fewest RANSAC inliers of the alignment of a near-duplicate pair.
-        min_agreement: Lowest correlation of the aligned pixels of a near-duplicate pair.
+            Chosen on generator a: its copies' alignments had 31-151 inliers (of 300
+            keypoints), ordinary neighbour pairs 7 (median) and 17 (99th percentile).
+        min_agreement: Lowest correlation of the aligned pixels of a near-duplicate
+            pair; generator a's copies: 0.998 and up.
         same_cosine: Without the images (`folder` None), a pair at least this similar
             in features is a near-duplicate.
         label_min_score: Of cleanlab's flags, those kept: 1 - the out-of-sample
