@@ -6,7 +6,9 @@
 Near-copies: a planted pair is found when both files are in the same group (recall);
 precision counts the flagged groups that hold a planted copy, among the groups that the
 doctor did not already find on the clean folder (`--clean`: flowers5's own duplicates,
-judged separately by eye). Label issues: recall among the top 2 x flipped, and the
+judged separately by eye); a group that joins a copy to an image other than its original
+(and that image's own clean group) counts as wrong. Flagged groups are also compared with
+the planted pairs (issue 27: at most twice as many). Label issues: recall among the top 2 x flipped, and the
 precision and recall of everything flagged.
 """
 
@@ -45,11 +47,27 @@ def main() -> None:
             clean["issue"] == "near_duplicate", "path"]}
     groups = dup.groupby("group")["path"].apply(list)
     new = [g for g in groups if not all(p.split("/", 1)[1] in clean_names for p in g)]
-    with_copy = [g for g in new if any(p in copies for p in g)]
+    original_of = {p["copy"]: p["original"] for p in pairs}
+    clean_group = {}
+    if args.clean:
+        for path, g in zip(clean.loc[clean["issue"] == "near_duplicate", "path"],
+                           clean.loc[clean["issue"] == "near_duplicate", "group"]):
+            clean_group[path.split("/", 1)[1]] = g
+    def right(g) -> bool:
+        """Holds a copy, and nothing but copies, their originals and their clean kin."""
+        held = [p for p in g if p in copies]
+        if not held:
+            return False
+        kin = {original_of[c].split("/", 1)[1] for c in held}
+        groups_of_kin = {clean_group[k] for k in kin if k in clean_group}
+        return all(p in copies or p.split("/", 1)[1] in kin
+                   or clean_group.get(p.split("/", 1)[1], None) in groups_of_kin for p in g)
+    with_copy = [g for g in new if right(g)]
     print(f"near-copies: {len(found)}/{len(pairs)} found (recall {len(found)/len(pairs):.2f});"
           f" by kind {', '.join(f'{k} {a}/{n}' for k, (a, n) in by_kind.items())}")
-    print(f"near-duplicate groups: {len(groups)}; not found on the clean folder: {len(new)}, "
-          f"of which {len(with_copy)} hold a planted copy (precision "
+    print(f"near-duplicate groups: {len(groups)} ({len(groups) / len(pairs):.2f} x the "
+          f"{len(pairs)} planted pairs); not found on the clean folder: {len(new)}, of which "
+          f"{len(with_copy)} hold a planted copy and only its kin (precision "
           f"{len(with_copy) / max(len(new), 1):.2f})")
     flipped = {f["path"] for f in truth["flipped"]}
     labels = issues[issues["issue"] == "label_issue"].sort_values("score", ascending=False)

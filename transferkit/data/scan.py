@@ -98,9 +98,15 @@ def scan_folder(data_dir: str | os.PathLike, *, workers: int = 2, progress: bool
             if show and (done % step == 0 or done == len(candidates)):
                 print(f"audit: {done}/{len(candidates)} files", file=sys.stderr, flush=True)
 
-    rows = _mark_duplicates(sorted(rows, key=lambda r: (r.cls, r.path)))
+    rows = sorted(rows, key=lambda r: (r.cls, r.path))
     index = pd.DataFrame(rows, columns=_Row._fields).rename(columns={"cls": "class"})
     index = index.astype({"width": "int64", "height": "int64"})
+    # Same bytes as an earlier usable file (in sorted order): flagged, kept.
+    ok = index["status"] == "ok"
+    copy = ok & index["sha256"].where(ok).duplicated()
+    first = index[ok].drop_duplicates("sha256").set_index("sha256")["path"]
+    if copy.any():
+        index.loc[copy, "reason"] = "duplicate of " + index.loc[copy, "sha256"].map(first)
     index.attrs["classes"] = list(classes)
     return index
 
@@ -302,19 +308,6 @@ def _sha256(file: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _mark_duplicates(rows: list[_Row]) -> list[_Row]:
-    """Flags ok rows whose bytes equal an earlier ok row's (rows in sorted order)."""
-    first: dict[str, str] = {}
-    out = []
-    for row in rows:
-        if row.status == "ok":
-            original = first.setdefault(row.sha256, row.path)
-            if original != row.path:
-                row = row._replace(reason=f"duplicate of {original}")
-        out.append(row)
-    return out
 
 
 def _is_hidden_dir(name: str) -> bool:

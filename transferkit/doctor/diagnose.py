@@ -16,7 +16,8 @@ import pandas as pd
 from transferkit import layout
 from transferkit.config import TrainConfig
 from transferkit.data.scan import scan_folder, summarize_classes
-from transferkit.doctor.examine import examine, extractor_at, planned_size, usable_rows
+from transferkit.doctor.examine import (MIRRORED, examine, extractor_at, mirrored_features,
+                                       planned_size, usable_rows)
 from transferkit.doctor.findings import DoctorConfig
 from transferkit.errors import ConfigError
 from transferkit.features import FeatureKey, FeatureStore
@@ -84,8 +85,13 @@ def diagnose(data: str | os.PathLike, out: str | os.PathLike = "doctor",
                            extractor_at(defaults, len(classes), image_size),
                            defaults.seed, workers=workers)
         source = str(out)
+    # Their mirror images' too: candidates for mirrored copies (`find_issues`).
+    mirrored = mirrored_features(
+        FeatureStore(out / layout.FEATURES_DIR / defaults.backbone / MIRRORED), key, names,
+        folder, lambda: extractor_at(defaults, len(classes), image_size), defaults.seed,
+        workers)
     findings = examine(rows, classes, features, folder, out, config,
-                       {"features": key.name, "feature_store": source})
+                       {"features": key.name, "feature_store": source}, mirrored)
     return findings.issues
 
 

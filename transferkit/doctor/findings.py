@@ -1,8 +1,7 @@
 """The doctor's findings from features already computed: near-duplicates, label issues,
 outliers, as the rows of `data_issues.csv`.
 
-No images are decoded here except for the perceptual-hash cross-check of candidate
-pairs, and nothing touches the network: `diagnose.py` brings the features.
+No images are decoded here except for the alignment check of candidate pairs, and nothing touches the network: `diagnose.py` brings the features.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from transferkit.doctor.duplicates import candidate_pairs, groups_of, phash_distance
+from transferkit.doctor.duplicates import candidate_pairs, groups_of, verify_pairs
 from transferkit.doctor.labels import label_issues, out_of_sample_probabilities
 from transferkit.doctor.neighbours import nearest, normalized
 from transferkit.doctor.outliers import outlier_scores, outliers
@@ -25,27 +24,23 @@ ISSUES = ("near_duplicate", "label_issue", "outlier")
 
 @dataclasses.dataclass
 class DoctorConfig:
-    """The doctor's thresholds (measured on flowers5 and a corrupted copy: docs/measurements.md).
+    """The doctor's thresholds (measured on flowers5 and corrupted copies of it:
+    docs/measurements.md).
 
     Attributes:
-        neighbours: Neighbours per image kept (for the duplicate and density scores).
-        duplicate_score: Lowest CSLS score (2 cos(a, b) - r(a) - r(b), r = mean
-            similarity to the nearest `neighbours` images) of a near-duplicate pair.
-            Plain cosine ranks the many look-alike photos of dense classes (a field of
-            tulips) above cropped copies; CSLS discounts that density.
-        duplicate_cosine: Lowest plain cosine (of centred features) of a pair: CSLS
-            alone is relative, and in a small folder of look-alike images every pair
-            of a class stands out from the rest.
-        same_cosine: A pair at least this similar is a near-duplicate whatever its
-            CSLS score (a copy inside a tight cluster scores low).
-        phash_max: Largest perceptual-hash distance (of 64 bits, flips allowed) of a
-            pair the features found; unrelated photos are near 32, crops 14-22. None:
-            no hash check (features alone).
-        hash_match: A pair at most this far apart in hash is a near-duplicate whatever
-            the CSLS score, if its cosine is at least `hash_cosine`: a heavily
-            re-encoded small photo can move its features far (cosine 0.57 measured)
-            but not its hash.
-        hash_cosine: See `hash_match`; also the floor of the candidate pairs.
+        neighbours: Neighbours per image searched (the first `candidates` are checked).
+        candidates: Nearest neighbours of each image (and of its mirror image's
+            features) checked as near-duplicates (`duplicates.verify_pairs`).
+        candidate_cosine: Lowest cosine (of centred features) of a candidate pair:
+            below every planted copy measured (0.52 on generator a, 0.43 on b:
+            benchmarks/doctor_corrupt.py).
+        min_inliers: Fewest RANSAC inliers of the alignment of a near-duplicate pair.
+            Chosen on generator a: its copies' alignments had 31-151 inliers (of 300
+            keypoints), ordinary neighbour pairs 7 (median) and 17 (99th percentile).
+        min_agreement: Lowest correlation of the aligned pixels of a near-duplicate
+            pair; generator a's copies: 0.998 and up.
+        same_cosine: Without the images (`folder` None), a pair at least this similar
+            in features is a near-duplicate.
         label_min_score: Of cleanlab's flags, those kept: 1 - the out-of-sample
             probability of the given class at least this. On frozen features (~67%
             accurate on flowers5) cleanlab flags a fifth of the folder; the surest tenth
@@ -57,12 +52,11 @@ class DoctorConfig:
     """
 
     neighbours: int = 10
-    duplicate_score: float = 0.35
-    duplicate_cosine: float = 0.7
+    candidates: int = 3
+    candidate_cosine: float = 0.4
+    min_inliers: int = 20
+    min_agreement: float = 0.9
     same_cosine: float = 0.95
-    phash_max: int | None = 24
-    hash_match: int = 4
-    hash_cosine: float = 0.5
     label_min_score: float = 0.9
     outlier_k: int = 5
     outlier_spread: float = 4.0
@@ -96,7 +90,8 @@ class Findings:
 def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Sequence[str],
                 features: np.ndarray, folder: Path | None = None,
                 exact_keys: Sequence[str] | None = None,
-                config: DoctorConfig | None = None) -> Findings:
+                config: DoctorConfig | None = None,
+                mirrored: np.ndarray | None = None) -> Findings:
     """Near-duplicates, label issues and outliers of a labelled set of images.
 
     Args:
@@ -107,6 +102,9 @@ def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Seque
         folder: Where the images are (for the perceptual hash; None: no hash check).
         exact_keys: The audit's sha256 of each image: equal bytes join a group.
         config: Thresholds.
+        mirrored: `[N, D]` features of the mirror images: their nearest neighbours
+            among `features` are candidates too (a mirrored copy can sit far from its
+            original in features, not from the original's mirror image).
 
     Returns:
         The `Findings`.
@@ -115,14 +113,21 @@ def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Seque
     n = len(paths)
     unit = normalized(features)
     indices, sims = nearest(unit, config.neighbours)
-    density = sims[:, 1:].mean(axis=1) if sims.shape[1] > 1 else np.zeros(n)
-    pairs, cos = candidate_pairs(indices, sims, floor=config.hash_cosine)
-    score = 2 * cos - density[pairs[:, 0]] - density[pairs[:, 1]] if len(pairs) else cos
-    keep = ((score >= config.duplicate_score) & (cos >= config.duplicate_cosine)) | \
-        (cos >= config.same_cosine)
-    if folder is not None and config.phash_max is not None and len(pairs):
-        distance = phash_distance([Path(folder) / p for p in paths], pairs)
-        keep = (keep & (distance <= config.phash_max)) | (distance <= config.hash_match)
+    pairs, score = candidate_pairs(indices[:, :config.candidates],
+                                   sims[:, :config.candidates], config.candidate_cosine)
+    if mirrored is not None:
+        flipped = nearest(unit, config.candidates, normalized(
+            np.asarray(mirrored) - np.asarray(features, np.float32).mean(axis=0), False))
+        more, more_score = candidate_pairs(*flipped, config.candidate_cosine)
+        pairs, first = np.unique(np.concatenate([pairs, more]).reshape(-1, 2), axis=0,
+                                 return_index=True)
+        score = np.concatenate([score, more_score])[first]
+    if folder is None:  # no images to align: the features' word alone
+        keep = score >= config.same_cosine
+    else:
+        inliers, score = verify_pairs([Path(folder) / p for p in paths], pairs,
+                                       config.min_inliers)
+        keep = (inliers >= config.min_inliers) & (score >= config.min_agreement)
     pairs, score = pairs[keep], score[keep]
     component = groups_of(n, pairs, exact_keys)
     sizes = np.bincount(component)
@@ -134,7 +139,7 @@ def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Seque
     for (a, b), s in zip(pairs, score):
         best[a], best[b] = max(best[a], s), max(best[b], s)
     for i in np.flatnonzero(groups >= 0):  # exact duplicates have no pair of their own
-        best[i] = best[i] or 2.0
+        best[i] = best[i] or 1.0
 
     labels = np.array([list(class_names).index(c) for c in classes], np.int64)
     probabilities = out_of_sample_probabilities(

@@ -1,9 +1,9 @@
 """Label issues: images whose given class the rest of the folder disagrees with.
 
 Confident learning (Northcutt et al., 2021) needs out-of-sample probabilities: here a
-logistic regression on the cached ImageNet features, k-fold, each fold predicted by a
-model that never saw it (near-duplicate groups kept in one fold, or a copy would vouch
-for itself). cleanlab's `find_label_issues` then ranks the suspects; it is the field's
+logistic regression on the cached ImageNet features, k-fold (`cross_val_predict`), each
+fold predicted by a model that never saw it (near-duplicate groups kept in one fold, or a
+copy would vouch for itself). cleanlab's `find_label_issues` then ranks the suspects; it is the field's
 standard implementation, so it is used rather than rewritten.
 """
 
@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from threadpoolctl import threadpool_limits
 
@@ -48,32 +48,23 @@ def out_of_sample_probabilities(features: np.ndarray, labels: Sequence[int],
     y = np.asarray(labels)
     counts = np.bincount(y, minlength=n_classes)
     folds = int(min(folds, counts[counts > 0].min()))
-    out = np.full((len(y), n_classes), 1.0 / n_classes)
     if folds < 2:
-        return out
+        return np.full((len(y), n_classes), 1.0 / n_classes)
     splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():  # sklearn warns when groups make folds uneven
-        warnings.simplefilter("ignore", UserWarning)
-        splits = list(splitter.split(x, y, np.asarray(groups)))
     # One BLAS thread: these matrices are small, and on a busy 2-core machine two
     # threads contend (measured 5x slower fits).
-    with threadpool_limits(1):
-        for train, test in splits:
-            out[test] = _fold(x, y, train, test, n_classes, seed, strength / len(train))
-    return out
-
-
-def _fold(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
-          n_classes: int, seed: int, strength: float) -> np.ndarray:
-    """Probabilities of `test` from a regression fitted on `train`."""
-    out = np.zeros((len(test), n_classes))
-    components = int(min(MAX_COMPONENTS, len(train) - 1, x.shape[1]))
-    model = make_pipeline(PCA(components, random_state=seed),
-                          LogisticRegression(C=strength, max_iter=300))
-    with warnings.catch_warnings():  # a class absent from a fold, slow convergence
+    with warnings.catch_warnings(), threadpool_limits(1):
+        # sklearn warns when groups make folds uneven, a class is absent from a fold,
+        # or a fit converges slowly.
         warnings.simplefilter("ignore")
-        model.fit(x[train], y[train])
-    out[:, model.classes_] = model.predict_proba(x[test])
+        splits = list(splitter.split(x, y, np.asarray(groups)))
+        trained_on = min(len(train) for train, _ in splits)  # the smallest fold's model
+        components = int(min(MAX_COMPONENTS, trained_on - 1, x.shape[1]))
+        model = make_pipeline(PCA(components, random_state=seed),
+                              LogisticRegression(C=strength / trained_on, max_iter=300))
+        predicted = cross_val_predict(model, x, y, cv=splits, method="predict_proba")
+    out = np.zeros((len(y), n_classes))
+    out[:, np.unique(y)] = predicted  # columns of the classes present, in order
     return out
 
 

@@ -1,4 +1,4 @@
-"""Nearest neighbours in feature space by cosine similarity, in blocks (bounded memory).
+"""Nearest neighbours in feature space by cosine similarity (scikit-learn's search).
 
 Pooled ReLU features are all positive, so two unrelated photos already have a cosine of
 0.5-0.7; centring them on the folder's mean first spreads unrelated pairs around 0 and
@@ -11,8 +11,7 @@ direction count, even those that only tell one flower from another).
 from __future__ import annotations
 
 import numpy as np
-
-BLOCK_ROWS = 1024  # rows of the similarity matrix held at once: 1024 x N float32
+from sklearn.neighbors import NearestNeighbors
 
 
 def normalized(features: np.ndarray, centre: bool = True) -> np.ndarray:
@@ -32,12 +31,16 @@ def normalized(features: np.ndarray, centre: bool = True) -> np.ndarray:
     return values / np.maximum(norms, 1e-12)
 
 
-def nearest(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The `k` most similar other rows of each row.
+def nearest(unit: np.ndarray, k: int, queries: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` most similar other rows of each row (cosine similarity).
 
     Args:
-        unit: `[N, D]` unit rows (`normalized`).
+        unit: `[N, D]` rows (`normalized`).
         k: Neighbours per row (at most N - 1).
+        queries: `[N, D]` other vectors of the same N items (e.g. of their mirror
+            images), searched for among `unit` instead of its own rows; item i is still
+            never its own neighbour.
 
     Returns:
         `(indices, similarities)`: int `[N, k]` and float32 `[N, k]`, most similar first;
@@ -45,17 +48,14 @@ def nearest(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """
     n = len(unit)
     k = max(0, min(k, n - 1))
-    indices = np.zeros((n, k), np.int64)
-    similarities = np.zeros((n, k), np.float32)
     if k == 0:
-        return indices, similarities
-    for start in range(0, n, BLOCK_ROWS):
-        block = unit[start:start + BLOCK_ROWS] @ unit.T
-        rows = np.arange(len(block))
-        block[rows, start + rows] = -np.inf  # not its own neighbour
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        values = np.take_along_axis(block, top, axis=1)
-        order = np.argsort(-values, axis=1, kind="stable")
-        indices[start:start + len(block)] = np.take_along_axis(top, order, axis=1)
-        similarities[start:start + len(block)] = np.take_along_axis(values, order, axis=1)
-    return indices, similarities
+        return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
+    search = NearestNeighbors(metric="cosine").fit(unit)
+    if queries is None:  # without X: each indexed row's neighbours, itself left out
+        distances, indices = search.kneighbors(n_neighbors=k)
+    else:
+        distances, indices = search.kneighbors(queries, n_neighbors=k + 1)
+        other = indices != np.arange(n)[:, None]
+        other[other.sum(axis=1) > k, -1] = False  # itself not among them: drop the last
+        distances, indices = distances[other].reshape(n, k), indices[other].reshape(n, k)
+    return indices.astype(np.int64), (1.0 - distances).astype(np.float32)

@@ -9,6 +9,7 @@ the cut adapts to how varied the folder is.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import median_abs_deviation
 
 
 def outlier_scores(similarities: np.ndarray, k: int) -> np.ndarray:
@@ -40,6 +41,6 @@ def outliers(scores: np.ndarray, spread: float) -> np.ndarray:
     if len(scores) < 3:
         return np.zeros(0, np.int64)
     median = np.median(scores)
-    deviation = 1.4826 * np.median(np.abs(scores - median))
+    deviation = median_abs_deviation(scores, scale="normal")  # robust standard deviation
     flagged = np.flatnonzero(scores > median + spread * max(deviation, 1e-6))
     return flagged[np.argsort(-scores[flagged], kind="stable")]
