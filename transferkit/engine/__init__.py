@@ -26,6 +26,7 @@ Who calls it:
     distribute.py          sets up the strategy; the engine trains under it
 """
 
+from transferkit.engine import backup
 from transferkit.engine.phase import Recipe, TimeLimit, run_phase
 
-__all__ = ["Recipe", "TimeLimit", "run_phase"]
+__all__ = ["Recipe", "TimeLimit", "backup", "run_phase"]

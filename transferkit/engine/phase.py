@@ -133,7 +133,7 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
         recipe: How to train.
         path: The phase's backup file (None: no backup, no resume).
         strategy: A strategy with replicas (None: one device, `model.fit`); the batch
-            size and rate are then global (`Distribution.global_batch`/`learning_rate`).
+            size and rate are then the global ones (times the replicas).
         class_weight: Keras class weights, or None.
         verbose: Keras verbosity.
         callbacks: More callbacks (before the tracker).
@@ -142,15 +142,14 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
     Returns:
         The phase's history, one row per epoch (of all invocations when resumed).
     """
+    finished = restore(model, path) if path is not None else None
+    if finished is not None:
+        return finished
     saved = backup.load(path) if path is not None and path.exists() else None
     if path is not None and path.exists() and saved is None:
-        say(f"{path.name}: this backup is incomplete (killed while it was written); "
-            "starting the phase again")
+        say(f"{path}: this backup cannot be read; starting its phase again")
     if saved is not None and len(saved.weights) != len(model.weights):
         saved = None  # another model's (e.g. the other strategy's): start afresh
-    if saved is not None and saved.state.finished:
-        model.set_weights(saved.weights)
-        return saved.state.rows
     train, val = _batched(train, val, recipe, strategy)
     steps = max(1, recipe.steps_per_epoch)
     rate = recipe.learning_rate

@@ -42,8 +42,9 @@ def fit(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, epochs
     weights = tf.constant([1.0] * n_classes if class_weight is None else
                           [class_weight[i] for i in range(n_classes)], tf.float32)
     optimizer = model.optimizer
-    with strategy.scope():  # its variables now, not inside the first traced step
-        optimizer.build(model.trainable_variables)
+    if not optimizer.built:  # its variables now, not inside the first traced step
+        with strategy.scope():
+            optimizer.build(model.trainable_variables)
 
     def totals(x, y, training):
         pred = model(x, training=training)
