@@ -131,3 +131,11 @@ def test_the_rate_warms_up_then_follows_the_cosine():
     assert cosine_rate(0.0, 1.0, 0.2) == pytest.approx(0.1)
     assert cosine_rate(0.6, 1.0, 0.2) == pytest.approx(formula(30) / peak)
     assert cosine_rate(1.0, 1.0, 0.2) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_class_weights_only_when_the_classes_are_imbalanced():
+    from transferkit.engine.recipes import class_weight
+
+    # 15 images, 2 classes: n / (C * count) = 15 / 20 and 15 / 10.
+    assert class_weight([0] * 10 + [1] * 5, 2) == {0: 0.75, 1: 1.5}
+    assert class_weight([0] * 6 + [1] * 5, 2) is None  # 6 / 5 <= 1.5

@@ -23,7 +23,8 @@ import pandas as pd
 from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
 from transferkit.engine import Recipe, run_phase
-from transferkit.engine.recipes import class_weight, one_hot, training_loss
+from transferkit.engine.recipes import class_weight, head_model, one_hot, \
+    training_loss
 
 _TRAIN = TrainConfig()
 HEAD_DROPOUT = _TRAIN.dropout
@@ -70,7 +71,6 @@ class Cells:
         Returns:
             `{"correct": [0/1 per test image], "epochs": epochs trained}`.
         """
-        from transferkit.engine.recipes import head_model
         from transferkit.model import backbone_blocks, build_classifier, \
             set_trainable_blocks
 
