@@ -79,10 +79,8 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
 
         return train_ensemble(data, out, overwrite, train_one=train, **options)
     with warnings.catch_warnings():
-        # Keras warns about finite datasets ending (they are meant to) and about the
-        # shuffle flag tf.data pipelines ignore (they shuffle themselves): noise here.
+        # Keras warns about finite datasets ending (they are meant to): noise here.
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
-        warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
         return _train(data, out, overwrite, **options)
 
 

@@ -183,6 +183,7 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
             model.fit(x, y, batch_size=None if y is None else recipe.batch_size,
                       validation_data=val, epochs=recipe.epochs,
                       initial_epoch=state.epoch, class_weight=class_weight,
+                      shuffle=y is not None,  # datasets shuffle themselves
                       verbose=verbose, callbacks=hooks)
         else:
             replicas.fit(model, train, val, recipe.epochs, state.epoch, strategy,
