@@ -24,9 +24,8 @@ BIASES = [0.0, 3.0, 1.0, -1.0, -2.0, -3.0]
 
 
 def tiny_model() -> keras.Model:
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax",
-                                                                    kernel_initializer="zeros")])
-    return model
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(
+        2, activation="softmax", kernel_initializer="zeros")])
 
 
 class SetBias(keras.callbacks.Callback):
@@ -46,7 +45,7 @@ class SetBias(keras.callbacks.Callback):
 
 def recipe(**kw) -> Recipe:
     return Recipe(**{**dict(epochs=6, learning_rate=0.0,
-                            loss=keras.losses.CategoricalCrossentropy(), patience=1,
+                            loss=keras.losses.CategoricalCrossentropy(), patience=2,
                             batch_size=8), **kw})
 
 
@@ -57,7 +56,7 @@ def val_loss(bias: float) -> float:
 def test_the_best_epoch_is_restored_and_early_stopping_counts_from_it():
     model = tiny_model()
     rows = run_phase(model, (X, Y), (X, Y), recipe(), None, callbacks=[SetBias()])
-    # Epoch 2 is best; epochs 3 and 4 do not improve: patience 1 stops after epoch 4.
+    # Epoch 2 is best; epochs 3 and 4 do not improve: patience 2 stops after epoch 4.
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert [r["val_loss"] for r in rows] == pytest.approx([val_loss(b) for b in BIASES[:4]],
                                                           abs=1e-5)
@@ -90,7 +89,8 @@ def test_an_unreadable_backup_starts_the_phase_again(tmp_path):
     said = []
     rows = run_phase(tiny_model(), (X, Y), (X, Y), recipe(), path, callbacks=[SetBias()],
                      say=said.append)
-    assert len(rows) == 4 and said == [f"{path}: this backup cannot be read; starting its phase again"]
+    assert len(rows) == 4
+    assert said == [f"{path}: this backup cannot be read; starting its phase again"]
 
 
 class FakeClock:

@@ -98,8 +98,8 @@ def fine_tune_within(model: keras.Model, out_dir: Path, paths: dict, labels: dic
             workers=config.workers), plan.ingredients, config.seed + number)
         val_ds = image_dataset(paths["val"], y_val, stage.image_size, config.batch_size,
                                workers=config.workers)
-        limit = TimeLimit(ledger.clock, on_clock(start + stage.until_fraction * (end - start)),
-                          on_clock(start), on_clock(end),
+        stage_end = start + stage.until_fraction * (end - start)
+        limit = TimeLimit(ledger.clock, on_clock(stage_end), on_clock(start), on_clock(end),
                           warmup=min(0.1, plan.epoch_seconds / max(end - start, 1.0)),
                           safety=SAFETY, first_extra=first_epoch_extra(profile))
         recipe = Recipe(max(4 * stage.epochs, 8), config.fine_tune_learning_rate,

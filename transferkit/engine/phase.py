@@ -66,7 +66,8 @@ class Recipe:
             averaging's overwrite frequency).
         schedule: `"constant"`, `"cosine"` (one epoch of warm-up, then cosine over the
             epochs) or `"time"` (over `time_limit`'s span).
-        patience: Early stopping: epochs without a better validation loss (None: off).
+        patience: Early stopping: stop after this many epochs without a better
+            validation loss (as `keras.callbacks.EarlyStopping`; None: off).
         ema: Adam's weight averaging, written into the model every epoch.
         restore_best: End with the best weights (else the last ones).
         time_limit: Stop in time (None: epochs only).
@@ -111,7 +112,7 @@ class Tracker(keras.callbacks.Callback):
             state.best, state.wait, self.best = loss, 0, self.model.get_weights()
         else:
             state.wait += 1
-            if self.recipe.patience is not None and state.wait > self.recipe.patience:
+            if self.recipe.patience is not None and state.wait >= self.recipe.patience:
                 self.model.stop_training = True
         state.stopped = bool(self.model.stop_training)
         if self.path is not None:
@@ -218,7 +219,8 @@ def _batched(train, val, recipe: Recipe, strategy):
     if not isinstance(train, tf.data.Dataset):
         x, y = train
         train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
-            len(x), seed=recipe.seed, reshuffle_each_iteration=True).batch(recipe.batch_size)
+            len(x), seed=recipe.seed, reshuffle_each_iteration=True
+        ).batch(recipe.batch_size)
         val = tf.data.Dataset.from_tensor_slices(tuple(val)).batch(recipe.batch_size)
     options = tf.data.Options()
     # Our file lists are in memory: no files to shard; every worker builds the same
