@@ -12,7 +12,8 @@ keras/src/backend/tensorflow/trainer.py:372 fit → :731 _maybe_symbolic_build
 (`strategy.reduce("MEAN", batch)`):
     ValueError: Attempt to convert a value (PerReplica:{...}) with an unsupported type
     (<class 'tensorflow.python.distribute.values.PerReplica'>) to a Tensor.
-So transferkit trains with `transferkit.distribute.fit` (strategy.run) instead.
+So transferkit's engine trains with its own step under the strategy
+(`transferkit/engine/replicas.py`, strategy.run) instead.
 """
 
 from __future__ import annotations

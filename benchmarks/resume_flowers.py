@@ -40,8 +40,10 @@ def _run_until(out: Path, ready, env) -> None:
 
 
 def _phase2_rows(out: Path) -> int:
-    log = out / "checkpoints" / "phase2_history.csv"
-    return max(0, len(log.read_text().splitlines()) - 1) if log.exists() else 0
+    from transferkit.engine import backup
+
+    saved = backup.load(out / "checkpoints" / "phase2.npz")
+    return saved.state.epoch if saved else 0
 
 
 def main() -> None:

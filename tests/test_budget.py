@@ -1,24 +1,22 @@
 """Training within a time budget (issue 16): parsing, the planner, the clock, one run.
 
-No test waits on a real clock: the planner takes made-up speed profiles, the stop
-callback and the ledger take an injected clock, and the end-to-end run replaces the
-ledger's clock with one that ticks on every reading.
+No test waits on a real clock: the planner takes made-up speed profiles, the ledger
+takes an injected clock, and the end-to-end run replaces the ledger's clock with one
+that the test moves itself, by a minute per fine-tuning step (the engine's time stop
+and time-tied rate: tests/test_engine.py).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 
-import keras
-import numpy as np
 import pandas as pd
 import pytest
 
 from transferkit.budget import session
 from transferkit.budget.parse import format_seconds, parse_budget, resolve_budget
 from transferkit.budget.planner import SpeedProfile, Stage, plan_budget
-from transferkit.budget.stop import Ledger, TimeBudget, cosine_rate
+from transferkit.budget.ledger import Ledger
 from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.testing import make_color_folder
@@ -136,58 +134,6 @@ def test_head_only_plan_buys_augmented_views():
 
 # --- the clock ------------------------------------------------------------------------
 
-def _tiny_model() -> keras.Model:
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
-    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
-    return model
-
-
-def test_stop_keeps_the_best_weights_and_saves_them(tmp_path):
-    clock = FakeClock()
-    model = _tiny_model()
-    stop = TimeBudget(deadline=130, clock=clock, best_path=tmp_path / "best.weights.h5")
-    stop.set_model(model)
-    stop.on_train_begin()
-    kernels = []
-    for epoch, loss in enumerate([0.5, 0.3, 0.4]):
-        stop.on_epoch_begin(epoch)
-        model.set_weights([np.full((3, 2), epoch, "float32"), np.zeros(2, "float32")])
-        kernels.append(epoch)
-        clock.now += 40  # each epoch: 40 s
-        stop.on_epoch_end(epoch, {"val_loss": loss})
-        # After 1 and 2 epochs the next (46 s padded) ends by 126 <= 130; after 3, 166.
-        assert model.stop_training == (epoch == 2)
-    stop.on_train_end()
-    assert (model.get_weights()[0] == 1).all()  # the epoch with val_loss 0.3
-    other = _tiny_model()
-    other.load_weights(tmp_path / "best.weights.h5")
-    assert (other.get_weights()[0] == 1).all()
-
-
-def test_stop_inside_fit_at_the_limit_and_time_tied_rate():
-    clock = FakeClock()
-
-    class Tick(keras.callbacks.Callback):  # 4 batches of 10 s: 40 s epochs
-        def on_train_batch_end(self, batch, logs=None):
-            clock.now += 10
-    model = _tiny_model()
-    x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
-    y = keras.utils.to_categorical(np.arange(32) % 2, 2)
-    rates = []
-
-    class Rate(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            rates.append(float(model.optimizer.learning_rate.numpy()))
-    stop = TimeBudget(deadline=130, clock=clock, phase_end=160, peak_rate=1e-3, warmup=0.0)
-    model.fit(x, y, validation_data=(x, y), batch_size=8, epochs=50, verbose=0,
-              callbacks=[Tick(), stop, Rate()])
-    assert len(stop.durations) == 3 and stop.stopped_by_time and clock.now == 120
-    # The rate at each step's start: cosine over the phase's 160 s, by elapsed time.
-    assert rates[0] == pytest.approx(1e-3) and rates[8] == pytest.approx(
-        cosine_rate(80 / 160, 1e-3, 0.0)) == pytest.approx(5e-4)
-    assert cosine_rate(0.05, 1.0, 0.1) == pytest.approx(0.55)  # warm-up from peak / 10
-
-
 def test_ledger_resumes_with_the_time_left(tmp_path):
     clock = FakeClock(1000)
     ledger = Ledger(tmp_path / "budget.json", clock=clock, started=1000)
@@ -210,12 +156,21 @@ def test_ledger_resumes_with_the_time_left(tmp_path):
 
 def test_time_limited_run_writes_its_plan_and_spending(tmp_path, monkeypatch):
     import transferkit
+    from transferkit.engine.stop import TimeStop
 
-    ticks = itertools.count(0, 10.0)  # every reading of the ledger's clock is 10 s later
-    monkeypatch.setattr(session, "CLOCK", lambda: next(ticks))
+    clock = FakeClock()
+    monkeypatch.setattr(session, "CLOCK", clock)
+    step_end = TimeStop.on_train_batch_end
+
+    def step_takes_a_minute(self, batch, logs=None):
+        clock.now += 60
+        step_end(self, batch, logs)
+
+    monkeypatch.setattr(TimeStop, "on_train_batch_end", step_takes_a_minute)
     data = make_color_folder(tmp_path / "data", n_per_class=10, size=48, seed=3)
     run = transferkit.train(data, tmp_path / "run", image_size=64, unfreeze=1,
-                            head_epochs=1, time_limit="4m", calibrate=False, quiet=True)
+                            head_epochs=1, batch_size=32, time_limit="4m",
+                            calibrate=False, quiet=True)
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     budget = plan["budget"]
     assert budget["limit_seconds"] == 240 and budget["image_size"] == 64
@@ -225,12 +180,15 @@ def test_time_limited_run_writes_its_plan_and_spending(tmp_path, monkeypatch):
                                                  "evaluate", "calibrate"}
     marks = budget["spent"]["at_end_of"]
     assert list(marks.values()) == sorted(marks.values())
-    # Phase 2 stopped in time to leave the reserve (give or take the ticks of a mark).
-    assert marks["phase2"] <= 240 - budget["reserve_seconds"] + 20
+    # One step an epoch (the 21 training images fit one batch): 60 s epochs. Phase 2
+    # stopped when the next epoch (69 s with the padding) would have passed its end.
+    end = 240 - budget["reserve_seconds"]
+    assert end - 69 < marks["phase2"] <= end
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     phase2 = history[history["phase"] == 2]
     assert len(phase2) == budget["spent"]["fine_tune_epochs"] >= 1
-    assert (phase2["image_size"] == 64).all()
+    assert phase2["epoch"].tolist() == list(range(1, len(phase2) + 1))
+    assert (phase2["image_size"] == 64).all() and (phase2["seconds"] == 60).all()
     assert run.config.time_limit == 240
 
 

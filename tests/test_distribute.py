@@ -25,6 +25,7 @@ from killing import KILL_AFTER_FIRST_BACKUP
 
 import transferkit
 from transferkit.config import TrainConfig
+from transferkit.engine import backup
 from transferkit.errors import ConfigError
 from transferkit.testing import make_color_folder
 
@@ -118,16 +119,15 @@ def two_workers(colors, tmp_path_factory):
         assert processes[0].returncode == -signal.SIGKILL, logs(tmp)
         # The other worker has finished the same epoch (its backup is written before
         # the next epoch's first step waits for the chief); the launcher stops it.
-        pattern = "transferkit-worker1-*/checkpoints/phase2_backup/training_metadata.json"
+        pattern = "transferkit-worker1-*/checkpoints/phase2.npz"
         worker_backups = list(tmp.glob(pattern))
         deadline = time.time() + 60
         while not worker_backups and time.time() < deadline:
             time.sleep(0.5)
             worker_backups = list(tmp.glob(pattern))
-        assert [json.loads(p.read_text())["epoch"] for p in worker_backups] == [1], logs(tmp)
+        assert [backup.load(p).state.epoch for p in worker_backups] == [1], logs(tmp)
         stop(processes)
-        assert json.loads((out / "checkpoints/phase2_backup/training_metadata.json")
-                          .read_text())["epoch"] == 1
+        assert backup.load(out / "checkpoints/phase2.npz").state.epoch == 1
         processes = start_workers(colors, out, tmp, kill_chief=False)
         for p in processes:
             p.wait(timeout=TIMEOUT)

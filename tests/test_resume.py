@@ -25,6 +25,7 @@ import transferkit.features
 import transferkit.training
 from transferkit.cli import main
 from transferkit.config import TrainConfig
+from transferkit.engine import backup
 from transferkit.errors import RunError
 from transferkit.features import FeatureStore
 from transferkit.rundir import prepare_run_dir
@@ -93,7 +94,7 @@ def test_kill_while_storing_features_then_the_same_command_resumes(colors, tmp_p
         process.send_signal(signal.SIGKILL)
         assert process.wait() == -signal.SIGKILL
     before = stored_features(run)
-    assert not (run / "checkpoints" / "phase1_head.npz").exists()  # killed in phase 1
+    assert not (run / "checkpoints" / "phase1.npz").exists()  # killed in phase 1
     assert run_state(run) == "running"
 
     # Watch which entries the resumed run recomputes, and their mtimes when it reads them.
@@ -134,9 +135,8 @@ def killed_in_fine_tuning(colors, tmp_path_factory):
          str(run), *PHASE2], capture_output=True, text=True, env=ENV, timeout=400)
     assert result.returncode == -signal.SIGKILL, (result.stdout + result.stderr)[-3000:]
     assert run_state(run) == "running"
-    assert (run / "checkpoints" / "phase1_head.npz").is_file()
-    metadata = run / "checkpoints" / "phase2_backup" / "training_metadata.json"
-    assert json.loads(metadata.read_text())["epoch"] == 1
+    assert backup.load(run / "checkpoints" / "phase1.npz").state.finished
+    assert backup.load(run / "checkpoints" / "phase2.npz").state.epoch == 1
     return run
 
 
@@ -161,10 +161,10 @@ def test_kill_while_fine_tuning_then_the_same_command_continues(colors, killed_c
 
 
 def test_backup_cut_short_by_the_kill_does_not_block_the_run(colors, killed_copy, capsys):
-    """Keras writes the backup in place: kill -9 while it is written leaves a truncated
-    file. Running the same command again must still finish (phase 2 from its start)."""
-    weights = killed_copy / "checkpoints" / "phase2_backup" / "latest.weights.h5"
-    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    """A backup cut short (a disk that lost its end) must not block the run: running
+    the same command again still finishes (phase 2 from its start)."""
+    saved = killed_copy / "checkpoints" / "phase2.npz"
+    saved.write_bytes(saved.read_bytes()[:saved.stat().st_size // 2])
     out = train_again(capsys, colors, killed_copy, PHASE2)
     assert "Phase 1: reusing the trained head" in out
     assert_finished_well(killed_copy, {1: 0, 2: FINE_TUNE_EPOCHS})

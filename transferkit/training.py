@@ -9,21 +9,19 @@
 
 Every step writes its files atomically and a killed run resumes where it stopped: the
 audit and split are reused, stored features are reloaded, phase 1 is skipped once its
-weights are saved, and phase 2 continues from its last finished epoch
-(`keras.callbacks.BackupAndRestore`).
+weights are saved, and either phase continues from its last finished epoch (the
+engine's backup, `transferkit.engine`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 import pandas as pd
@@ -33,6 +31,9 @@ from transferkit.accelerator import precision
 from transferkit.budget import session as budget
 from transferkit.backbones import get_backbone, load_pretrained
 from transferkit.budget.finetune import fine_tune_within
+from transferkit.engine.phase import restore
+from transferkit.engine.recipes import class_weight, fine_tune, head_model, one_hot, \
+    train_head
 from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
 from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
@@ -49,11 +50,11 @@ from transferkit.model import backbone_blocks, build_classifier, rebuild_at_size
     set_trainable_blocks
 from transferkit.plan import make_plan, with_blocks
 from transferkit.report import write_run_report
-from transferkit.run import Run, load_run
+from transferkit.run import Run
 from transferkit.rundir import mark_complete, prepare_run_dir
 from transferkit.trust.fit import fit_trust
 
-IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-weighted
+PHASE1, PHASE2 = "phase1.npz", "phase2.npz"  # the phases' backups, in checkpoints/
 
 
 def train(data: str | Path, out: str | Path, overwrite: bool = False,
@@ -78,10 +79,8 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
 
         return train_ensemble(data, out, overwrite, train_one=train, **options)
     with warnings.catch_warnings():
-        # Keras warns about finite datasets ending (they are meant to) and about the
-        # shuffle flag tf.data pipelines ignore (they shuffle themselves): noise here.
+        # Keras warns about finite datasets ending (they are meant to): noise here.
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
-        warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
         return _train(data, out, overwrite, **options)
 
 
@@ -141,7 +140,6 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     plan = make_plan(train_counts, config, backbone, median_side)
     size_given = config.image_size is not None  # --image-size: the budget keeps it
     config = dataclasses.replace(config, image_size=plan.image_size)
-    write_json(out_dir / layout.CONFIG_FILE, config.to_dict())
     with dist.scope():
         model = build_classifier(backbone, len(classes), config.image_size, pretrained,
                                  config.dropout)
@@ -153,36 +151,41 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     if timed and timed.image_size != config.image_size:  # the budget chose another size
         model = rebuild_at_size(model, timed.image_size)
         config = dataclasses.replace(config, image_size=timed.image_size)
-        write_json(out_dir / layout.CONFIG_FILE, config.to_dict())
-    class_weight = _class_weight(labels["train"], len(classes))
+    class_weights = class_weight(labels["train"], len(classes))
+    write_json(out_dir / layout.CONFIG_FILE, config.to_dict())  # with its final size
 
     # 3. Phase 1: the head on stored features.
     checkpoints = out_dir / layout.CHECKPOINTS_DIR
-    head_weights = checkpoints / "phase1_head.npz"
-    if head_weights.exists():
-        with np.load(head_weights) as saved:
-            model.get_layer("predictions").set_weights([saved["kernel"], saved["bias"]])
+    with dist.scope():
+        head = head_model(model)
+    history = restore(head, checkpoints / PHASE1)
+    if history is not None:
         say("Phase 1: reusing the trained head")
     else:
-        _train_head(model, out_dir, source, splits, labels,
-                    budget.head_config(config, timed), class_weight, verbose, say, dist)
+        history = _train_head(model, out_dir, source, splits, labels,
+                              budget.head_config(config, timed), class_weights, verbose,
+                              say, dist)
+    history = [{"phase": 1, **row} for row in history]
     budget.mark(ledger, "phase1")
-    history = [pd.read_csv(checkpoints / "phase1_history.csv")]
 
     # 4. Phase 2: fine-tune the top blocks.
-    if plan.unfreeze_blocks and timed:
-        fine_tune_within(model, out_dir, paths, labels, plan.unfreeze_blocks, config, timed,
-                         ledger, _loss(config), class_weight, verbose, say)
-    elif plan.unfreeze_blocks:
-        _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, config,
-                   class_weight, verbose, say, dist)
     if plan.unfreeze_blocks:
-        history.append(pd.read_csv(checkpoints / "phase2_history.csv"))
+        set_trainable_blocks(model, plan.unfreeze_blocks)
+        rows = None if timed else restore(model, checkpoints / PHASE2)
+        if timed:
+            rows = fine_tune_within(model, out_dir, paths, labels, plan.unfreeze_blocks,
+                                    config, timed, ledger, class_weights, verbose, say)
+        elif rows is not None:
+            say("Phase 2: reusing the fine-tuned weights")
+        else:
+            rows = _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, config,
+                              class_weights, verbose, say, dist)
+        history += [{"phase": 2, **row} for row in rows]
     budget.mark(ledger, "phase2")
     if not dist.is_chief:  # the chief evaluates and writes the run; this one is done
         return None
     model = dist.local(model)
-    write_csv(out_dir / layout.HISTORY_FILE, pd.concat(history, ignore_index=True))
+    write_csv(out_dir / layout.HISTORY_FILE, pd.DataFrame(history))
 
     # 5. Evaluate on the test split and finish.
     say("Evaluating on the test split")
@@ -196,8 +199,9 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     metrics = write_report(out_dir, labels["test"], probabilities, classes, test_rel)
     metrics.update(split_metrics(Run(out_dir, model, classes, config)))  # val: to choose on
     model.trainable = True  # saved as fully trainable; BatchNorm stays in inference mode
-    with atomic_path(out_dir / layout.MODEL_FILE, suffix=".keras") as tmp:
-        model.save(tmp)
+    if not config.calibrate:  # calibrating saves the calibrated model
+        with atomic_path(out_dir / layout.MODEL_FILE, suffix=".keras") as tmp:
+            model.save(tmp)
     metrics.pop("n_images")
     metrics.update(n_train=len(paths["train"]), n_val=len(paths["val"]),
                    n_test=len(paths["test"]), n_classes=len(classes),
@@ -207,8 +211,9 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
                    train_seconds=round(time.time() - start, 1))
     write_json(out_dir / layout.METRICS_FILE, metrics)
     budget.mark(ledger, "evaluate")
+    run = Run(out_dir, model, classes, config)
     if config.calibrate:  # before the mark: a complete run is a calibrated one
-        fit_trust(Run(out_dir, model, classes, config), say=say)
+        fit_trust(run, say=say)
     budget.mark(ledger, "calibrate")
     # Only now: a run killed while calibrating resumes from its finished phases.
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -216,7 +221,6 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     mark_complete(out_dir)
     say(f"Test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
         f"on {metrics['n_test']} images; {metrics['train_seconds']:.0f} s. Run: {out_dir}")
-    run = load_run(out_dir)
     say(f"Report: {write_run_report(run)}")
     budget.finish(out_dir, ledger)
     return run
@@ -240,27 +244,10 @@ def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: Trai
     return splits
 
 
-def _class_weight(labels: list[int], n_classes: int) -> dict[int, float] | None:
-    """'Balanced' class weights (n / (C * count)) when the classes are imbalanced."""
-    counts = np.bincount(labels, minlength=n_classes)
-    if counts.max() <= IMBALANCE_RATIO * counts.min():
-        return None
-    return {i: float(len(labels) / (n_classes * c)) for i, c in enumerate(counts)}
-
-
-def _loss(config: TrainConfig) -> keras.losses.Loss:
-    # Label smoothing needs one-hot targets; sparse labels are one-hot encoded in _one_hot.
-    return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-
-
-def _one_hot(labels, n_classes: int) -> np.ndarray:
-    return keras.utils.to_categorical(np.asarray(labels), n_classes)
-
-
 def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.DataFrame,
-                labels: dict, config: TrainConfig, class_weight, verbose: int, say,
-                dist: Distribution) -> None:
-    """Phase 1: trains dropout + dense on pooled features stored once per image.
+                labels: dict, config: TrainConfig, class_weights, verbose: int, say,
+                dist: Distribution) -> list[dict]:
+    """Phase 1: the classifier's head on pooled features stored once per image.
 
     The plain features of every image (all splits) go into the run's feature store,
     where they stay after training; the augmented views only phase 1 reads.
@@ -285,107 +272,27 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
         x_train = np.concatenate([plain[train]] + [features(view, train_names)
                                                    for view in range(1, 1 + copies)])
     n_classes = model.output_shape[-1]
-    y_train = _one_hot(labels["train"] * (1 + copies), n_classes)
-    x_val, y_val = np.asarray(plain[val]), _one_hot(labels["val"], n_classes)
-
-    with dist.scope():
-        head = keras.Sequential([
-            keras.Input(x_train.shape[1:]),
-            keras.layers.Dropout(config.dropout, name="head_dropout"),
-            keras.layers.Dense(n_classes, activation="softmax", name="predictions",
-                               dtype="float32"),  # as the classifier's (model.py)
-        ])
-        head.compile(keras.optimizers.Adam(dist.learning_rate(config.head_learning_rate)),
-                     _loss(config), metrics=["accuracy"])
-        say("Phase 1: training the head on the stored features")
-        fit = dist.fit(head, x_train, y_train, validation_data=(x_val, y_val),
-                       epochs=config.head_epochs, batch_size=dist.global_batch(64),
-                       class_weight=class_weight, verbose=verbose, seed=config.seed,
-                       callbacks=[keras.callbacks.EarlyStopping(
-                           patience=config.patience, restore_best_weights=True)])
-    dense = model.get_layer("predictions")
-    dense.set_weights(head.get_layer("predictions").get_weights())
-    checkpoints = out_dir / layout.CHECKPOINTS_DIR
-    kernel, bias = dense.get_weights()
-    with atomic_path(checkpoints / "phase1_head.npz", suffix=".tmp.npz") as tmp:
-        np.savez(tmp, kernel=kernel, bias=bias)
-    frame = pd.DataFrame(fit.history)
-    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
-    frame.insert(0, "phase", 1)
-    write_csv(checkpoints / "phase1_history.csv", frame)
+    say("Phase 1: training the head on the stored features")
+    return train_head(model, (x_train, one_hot(labels["train"] * (1 + copies), n_classes)),
+                      (np.asarray(plain[val]), one_hot(labels["val"], n_classes)), config,
+                      out_dir / layout.CHECKPOINTS_DIR / PHASE1, dist, class_weights,
+                      verbose)
 
 
 def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_blocks: int,
-               config: TrainConfig, class_weight, verbose: int, say,
-               dist: Distribution) -> None:
-    """Phase 2: unfreezes the top blocks and trains end to end on augmented images."""
-    checkpoints = out_dir / layout.CHECKPOINTS_DIR
-    done = checkpoints / "phase2.weights.h5"
-    set_trainable_blocks(model, n_blocks)
-    if done.exists():
-        model.load_weights(done)
-        say("Phase 2: reusing the fine-tuned weights")
-        return
+               config: TrainConfig, class_weights, verbose: int, say,
+               dist: Distribution) -> list[dict]:
+    """Phase 2: the top blocks, end to end on augmented images."""
     n_classes = model.output_shape[-1]
-    batch, rate = dist.global_batch(config.batch_size), \
-        dist.learning_rate(config.fine_tune_learning_rate)
+    batch = config.batch_size * dist.replicas
     say(f"Phase 2: fine-tuning the top {n_blocks} blocks "
-        f"({len(model.trainable_weights)} weight tensors) at learning rate {rate:g}")
-    train_ds = dist.dataset(image_dataset(
-        paths["train"], _one_hot(labels["train"], n_classes), config.image_size, batch,
-        shuffle_seed=config.seed, augment_seed=config.seed, workers=config.workers))
-    val_ds = dist.dataset(image_dataset(paths["val"], _one_hot(labels["val"], n_classes),
-                                        config.image_size, batch, workers=config.workers))
-    # One epoch of linear warm-up (the new head's first gradients are large and would
-    # wreck the pretrained filters), then cosine decay to zero.
-    per_epoch = -(-len(paths["train"]) // batch)
-    warmup = min(per_epoch, config.fine_tune_epochs * per_epoch // 2)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        rate / 10, config.fine_tune_epochs * per_epoch - warmup, warmup_target=rate,
-        warmup_steps=warmup)
-    with dist.scope():
-        model.compile(keras.optimizers.Adam(schedule), _loss(config), metrics=["accuracy"])
-    log = checkpoints / "phase2_history.csv"
-    backup = checkpoints / "phase2_backup"
-    if not _backup_readable(backup):
-        if backup.exists():  # Keras writes it in place: a kill can cut it short
-            say("Phase 2: its last backup is incomplete (killed while it was written); "
-                "starting phase 2 again")
-        # Phase 2 starts from its first epoch: the backup's remains and any older log
-        # (say, of a phase 2 killed after its last epoch) are stale.
-        shutil.rmtree(backup, ignore_errors=True)
-        log.unlink(missing_ok=True)
-    with dist.scope():
-        dist.fit(model, train_ds, validation_data=val_ds, epochs=config.fine_tune_epochs,
-                 class_weight=class_weight, verbose=verbose, callbacks=[
-                     # The log before the backup: a kill between the two then repeats an
-                     # epoch's row (_tidy_history keeps the last) instead of losing it.
-                     keras.callbacks.CSVLogger(str(log), append=True),
-                     keras.callbacks.EarlyStopping(patience=config.patience,
-                                                   restore_best_weights=True),
-                     keras.callbacks.BackupAndRestore(str(backup)),
-                 ])
-    _tidy_history(log, phase=2)
-    with atomic_path(done, suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
-
-
-def _backup_readable(backup: Path) -> bool:
-    """Whether `BackupAndRestore` can resume from `backup`: both of its files are whole."""
-    try:
-        json.loads((backup / "training_metadata.json").read_text())
-        with h5py.File(backup / "latest.weights.h5", "r"):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
-def _tidy_history(log: Path, phase: int) -> None:
-    """Numbers epochs from 1, keeps the last row of an epoch logged twice (resume)."""
-    frame = pd.read_csv(log)
-    frame = frame[frame["epoch"] != "epoch"]  # header lines appended on resume
-    frame["epoch"] = frame["epoch"].astype(int) + 1
-    frame = frame.drop_duplicates("epoch", keep="last")
-    frame.insert(0, "phase", phase)
-    write_csv(log, frame)
-
+        f"({len(model.trainable_weights)} weight tensors) at learning rate "
+        f"{config.fine_tune_learning_rate * dist.replicas:g}")
+    train_ds = image_dataset(paths["train"], one_hot(labels["train"], n_classes),
+                             config.image_size, batch, shuffle_seed=config.seed,
+                             augment_seed=config.seed, workers=config.workers)
+    val_ds = image_dataset(paths["val"], one_hot(labels["val"], n_classes),
+                           config.image_size, batch, workers=config.workers)
+    return fine_tune(model, train_ds, val_ds, len(paths["train"]), config,
+                     out_dir / layout.CHECKPOINTS_DIR / PHASE2, dist, class_weights,
+                     verbose, say)

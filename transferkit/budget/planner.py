@@ -15,7 +15,7 @@ How the budget is spent (docs/training.md, "Time budgets"):
    enough epochs for it to pay (stronger regularization needs more epochs to fit
    through): weight averaging (EMA), then RandAugment and progressive resizing, then
    MixUp. Below `EMA_FROM` epochs the recipe is exactly today's.
-4. Phase 2's epochs are an estimate: the stop callback (`stop.py`) re-estimates after
+4. Phase 2's epochs are an estimate: the engine's time stop (`engine/stop.py`) re-estimates after
    every epoch and the learning rate follows the elapsed fraction of the phase's time.
 """
 

@@ -20,7 +20,7 @@ from transferkit.backbones import Backbone
 from transferkit.budget.parse import format_seconds
 from transferkit.budget.planner import BudgetPlan, SpeedProfile, plan_budget
 from transferkit.budget.speed import measure
-from transferkit.budget.stop import Ledger
+from transferkit.budget.ledger import Ledger
 from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.fileio import read_json, write_json

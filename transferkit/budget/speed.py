@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from transferkit.budget.planner import SpeedProfile
-from transferkit.budget.stop import Clock
+from transferkit.budget.ledger import Clock
 from transferkit.data.pipeline import image_dataset
 from transferkit.features import feature_extractor
 from transferkit.model import rebuild_at_size, set_trainable_blocks

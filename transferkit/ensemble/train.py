@@ -146,8 +146,9 @@ def _combine(out_dir: Path, config: TrainConfig, runs: list[Run], say) -> Run:
     metrics = write_report(out_dir, labels, probabilities, classes,
                            splits.loc[test, "path"].tolist())
     model.trainable = True
-    with atomic_path(out_dir / layout.MODEL_FILE, suffix=".keras") as tmp:
-        model.save(tmp)
+    if not config.calibrate:  # calibrating saves the calibrated model
+        with atomic_path(out_dir / layout.MODEL_FILE, suffix=".keras") as tmp:
+            model.save(tmp)
 
     history = [run.history.assign(member=i + 1) for i, run in enumerate(runs)
                if run.history is not None]
@@ -177,14 +178,14 @@ def _combine(out_dir: Path, config: TrainConfig, runs: list[Run], say) -> Run:
                    members=described,
                    train_seconds=round(member_seconds + time.time() - start, 1))
     write_json(out_dir / layout.METRICS_FILE, metrics)
+    run = Run(out_dir, model, classes, config)
     if config.calibrate:
-        fit_trust(Run(out_dir, model, classes, config), say=say)
+        fit_trust(run, say=say)
     mark_complete(out_dir)
     say(f"Ensemble of {len(runs)}: test accuracy {metrics['accuracy']:.3f}, macro-F1 "
         f"{metrics['macro_f1']:.3f} (members: "
         + ", ".join(f"{d['test_accuracy']:.3f}" for d in described
                     if d["test_accuracy"] is not None) + f"). Run: {out_dir}")
-    run = load_run(out_dir)
     say(f"Report: {write_run_report(run)}")
     return run
 

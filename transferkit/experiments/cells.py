@@ -2,10 +2,12 @@
 
 The three methods share everything but what they start from and what they train: the
 same split, image size, batch, maximum epochs, patience and augmentation
-(`data.pipeline.augment`), the same loss, and Adam with one epoch of warm-up then
-cosine decay. The frozen head reads the pretrained features from the experiment's
-feature store (`features.FeatureStore`, computed once for every image); the fine-tuned
-model starts from that very head, as training's phase 2 starts from phase 1.
+(`data.pipeline.augment`), training's loss (categorical cross-entropy with its label
+smoothing, and its class weights), and Adam with one epoch of warm-up then cosine
+decay: all through the training engine (`transferkit.engine`). The frozen head is the
+classifier's own head trained on the pretrained features from the experiment's feature
+store (`features.FeatureStore`, computed once for every image); the fine-tuned model
+starts from that very head, as training's phase 2 starts from phase 1.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import keras
 import numpy as np
 import pandas as pd
 
+from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
-from transferkit.fileio import atomic_path
+from transferkit.engine import Recipe, run_phase
+from transferkit.engine.recipes import class_weight, head_model, one_hot, \
+    training_loss
 
-HEAD_DROPOUT = 0.2  # as the classifier's (`TrainConfig.dropout`)
+_TRAIN = TrainConfig()
+HEAD_DROPOUT = _TRAIN.dropout
 # Keras's MobileNet BatchNorm keeps 99.9% of its moving statistics per step: a network
 # trained from scratch for a few hundred steps would be tested with its initial
 # statistics (mean 0, variance 1) and score chance. A shorter memory fixes that.
@@ -65,15 +71,11 @@ class Cells:
         Returns:
             `{"correct": [0/1 per test image], "epochs": epochs trained}`.
         """
-        keras.utils.set_random_seed(self.config.seed)
-        rows = np.asarray(rows)
-        if method == "frozen":
-            head, epochs = self._head(fraction, rows)
-            predicted = head.predict(self.features()[self.test], verbose=0)
-            return {"correct": self._correct(predicted), "epochs": epochs}
         from transferkit.model import backbone_blocks, build_classifier, \
             set_trainable_blocks
 
+        keras.utils.set_random_seed(self.config.seed)
+        rows = np.asarray(rows)
         if method == "scratch":
             # Random weights: every layer learns, BatchNorm statistics included.
             model = build_classifier(self.backbone, len(self.classes),
@@ -84,12 +86,15 @@ class Cells:
                     layer.momentum = SCRATCH_BN_MOMENTUM
             rate = self.config.learning_rate
         else:
-            head, _ = self._head(fraction, rows)
+            # The fine-tuned model starts from the frozen cell's head: its own layers.
             model = build_classifier(self.backbone, len(self.classes),
                                      self.config.image_size, self.pretrained(),
                                      dropout=HEAD_DROPOUT)
-            model.get_layer("predictions").set_weights(
-                head.get_layer("predictions").get_weights())
+            epochs = self._head(model, fraction, rows)
+            if method == "frozen":
+                predicted = head_model(model).predict(self.features()[self.test],
+                                                      verbose=0)
+                return {"correct": self._correct(predicted), "epochs": epochs}
             set_trainable_blocks(model, len(backbone_blocks(model)))
             rate = self.config.fine_tune_learning_rate
         epochs = self._fit_images(model, rows, rate)
@@ -122,67 +127,46 @@ class Cells:
                 self.config.workers, verbose=self.verbose))
         return self._features
 
-    def _head(self, fraction: float, rows: np.ndarray) -> tuple[keras.Model, int]:
-        """The head trained on the frozen features of `rows` (kept for fine-tuning)."""
-        features = self.features()
-        head = keras.Sequential([
-            keras.Input(features.shape[1:]),
-            keras.layers.Dropout(HEAD_DROPOUT),
-            keras.layers.Dense(len(self.classes), activation="softmax",
-                               name="predictions")])
-        saved = self.out / "cells" / f"{cell_name(fraction, 'frozen')}_head.npz"
-        if saved.exists():
-            with np.load(saved) as weights:
-                head.get_layer("predictions").set_weights([weights["kernel"],
-                                                           weights["bias"]])
-                return head, int(weights["epochs"])
-        repeated = self._repeated(rows)
-        steps = math.ceil(len(repeated) / self.config.batch_size)
-        head.compile(keras.optimizers.Adam(self._schedule(self.config.learning_rate,
-                                                          steps)),
-                     keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
-        fit = head.fit(features[repeated], self.labels[repeated],
-                       validation_data=(features[self.val], self.labels[self.val]),
-                       epochs=self.config.max_epochs, batch_size=self.config.batch_size,
-                       verbose=0, callbacks=[self._stopping()])
-        epochs = len(fit.history["loss"])
-        kernel, bias = head.get_layer("predictions").get_weights()
-        with atomic_path(saved, suffix=".tmp.npz") as tmp:
-            np.savez(tmp, kernel=kernel, bias=bias, epochs=epochs)
-        return head, epochs
+    def _head(self, model: keras.Model, fraction: float, rows: np.ndarray) -> int:
+        """Trains `model`'s head on the frozen features of `rows` (once per fraction:
+        its backup is kept for the fine-tuned cell); returns the epochs it took."""
+        features, repeated = self.features(), self._repeated(rows)
+        path = self.out / "cells" / f"{cell_name(fraction, 'frozen')}_head.npz"
+        return len(self._phase(head_model(model), (features[repeated], repeated),
+                               (features[self.val], self.val), repeated,
+                               self.config.learning_rate, path))
 
     def _fit_images(self, model: keras.Model, rows: np.ndarray, rate: float) -> int:
         """Trains `model` end to end on augmented images; returns the epochs run."""
         config = self.config
         repeated = self._repeated(rows)
-        train = image_dataset(self._paths(repeated), self.labels[repeated],
+        n = len(self.classes)
+        train = image_dataset(self._paths(repeated), one_hot(self.labels[repeated], n),
                               config.image_size, config.batch_size,
                               shuffle_seed=config.seed, augment_seed=config.seed,
                               workers=config.workers)
-        val = image_dataset(self._paths(self.val), self.labels[self.val],
+        val = image_dataset(self._paths(self.val), one_hot(self.labels[self.val], n),
                             config.image_size, config.batch_size, workers=config.workers)
-        steps = math.ceil(len(repeated) / config.batch_size)
-        model.compile(keras.optimizers.Adam(self._schedule(rate, steps)),
-                      keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
-        fit = model.fit(train, validation_data=val, epochs=config.max_epochs,
-                        verbose=self.verbose, callbacks=[self._stopping()])
-        return len(fit.history["loss"])
+        return len(self._phase(model, train, val, repeated, rate, None))
+
+    def _phase(self, model, train, val, repeated: np.ndarray, rate: float,
+               path: Path | None) -> list[dict]:
+        """One phase of the engine with training's loss and class weights, one epoch
+        of warm-up then cosine decay; arrays `(x, rows)` get their one-hot labels."""
+        n = len(self.classes)
+        if not hasattr(train, "element_spec"):  # features, and the rows they are of
+            train, val = [(x, one_hot(self.labels[r], n)) for x, r in (train, val)]
+        recipe = Recipe(self.config.max_epochs, rate, training_loss(_TRAIN.label_smoothing),
+                        steps_per_epoch=math.ceil(len(repeated) / self.config.batch_size),
+                        schedule="cosine", patience=self.config.patience,
+                        batch_size=self.config.batch_size, seed=self.config.seed)
+        return run_phase(model, train, val, recipe, path, verbose=self.verbose,
+                         class_weight=class_weight(self.labels[repeated], n))
 
     def _repeated(self, rows: np.ndarray) -> np.ndarray:
         """`rows` repeated so that an epoch has at least `min_steps` steps."""
         need = self.config.min_steps * self.config.batch_size
         return np.tile(rows, max(1, math.ceil(need / len(rows))))
-
-    def _schedule(self, rate: float, steps_per_epoch: int):
-        """One epoch of linear warm-up to `rate`, then cosine decay to zero."""
-        total = self.config.max_epochs * steps_per_epoch
-        warmup = min(steps_per_epoch, total // 2)
-        return keras.optimizers.schedules.CosineDecay(
-            rate / 10, max(1, total - warmup), warmup_target=rate, warmup_steps=warmup)
-
-    def _stopping(self) -> keras.callbacks.Callback:
-        return keras.callbacks.EarlyStopping(patience=self.config.patience,
-                                             restore_best_weights=True)
 
     def _paths(self, rows: Sequence[int]) -> list[str]:
         return [str(self.folder / self.names[i]) for i in rows]

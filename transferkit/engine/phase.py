@@ -1,0 +1,230 @@
+"""`run_phase`: trains one phase of any recipe, with the one set of callbacks.
+
+    data       arrays (cached features) or `tf.data` batches (images)
+    weights    those `model` has trainable (the caller freezes the rest)
+    recipe     optimizer (Adam, optional weight averaging), rate schedule, loss,
+               epochs and/or a time limit, early stopping's patience
+
+Callbacks, the same on one device (`model.fit`) and under replicas (`replicas.fit`):
+the rate (`schedule`), the time stop (`stop`), the caller's own, and the tracker, which
+after every epoch appends the history row, keeps the best weights by validation loss
+with early stopping's count, and writes the backup (`backup`). A killed phase resumes
+from its backup: the next epoch, the optimizer's state, the best epoch of the whole
+phase and its patience left; a finished phase is not trained again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from transferkit.engine import backup, replicas
+from transferkit.engine.schedule import TimeTiedRate, step_schedule
+from transferkit.engine.stop import TimeStop
+
+EMA_MOMENTUM = 0.99
+
+
+@dataclasses.dataclass
+class TimeLimit:
+    """A phase that runs against the clock.
+
+    Attributes:
+        clock: The clock (injectable).
+        deadline: When training must have stopped, on `clock`.
+        start, end: The span the rate's warm-up + cosine follows, on `clock`.
+        warmup: Warm-up fraction of the span.
+        safety: Padding of the next epoch's predicted time.
+        first_extra: Seconds the first epoch costs beyond the others (tracing).
+    """
+
+    clock: Callable[[], float]
+    deadline: float
+    start: float
+    end: float
+    warmup: float = 0.1
+    safety: float = 1.15
+    first_extra: float = 0.0
+
+
+@dataclasses.dataclass
+class Recipe:
+    """How a phase trains.
+
+    Attributes:
+        epochs: Most epochs.
+        learning_rate: Adam's rate (the peak of a schedule), for one replica.
+        loss: The loss.
+        steps_per_epoch: Optimizer steps of an epoch (for the schedule, and the weight
+            averaging's overwrite frequency).
+        schedule: `"constant"`, `"cosine"` (one epoch of warm-up, then cosine over the
+            epochs) or `"time"` (over `time_limit`'s span).
+        patience: Early stopping: stop after this many epochs without a better
+            validation loss (as `keras.callbacks.EarlyStopping`; None: off).
+        ema: Adam's weight averaging, written into the model every epoch.
+        restore_best: End with the best weights (else the last ones).
+        time_limit: Stop in time (None: epochs only).
+        batch_size: Batch of array data (one replica).
+        seed: Shuffle of array data.
+        row: Extra columns of every history row (e.g. the image size).
+    """
+
+    epochs: int
+    learning_rate: float
+    loss: keras.losses.Loss
+    steps_per_epoch: int = 1
+    schedule: str = "constant"
+    patience: int | None = None
+    ema: bool = False
+    restore_best: bool = True
+    time_limit: TimeLimit | None = None
+    batch_size: int = 64
+    seed: int = 0
+    row: dict = dataclasses.field(default_factory=dict)
+
+
+class Tracker(keras.callbacks.Callback):
+    """History row, best weights and early stopping, backup: after every epoch."""
+
+    def __init__(self, path: Path | None, state: backup.State, best: list | None,
+                 recipe: Recipe, clock: Callable[[], float]):
+        super().__init__()
+        self.path, self.state, self.best, self.recipe = path, state, best, recipe
+        self.clock, self._start = clock, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        state, logs = self.state, {k: float(v) for k, v in sorted((logs or {}).items())}
+        state.rows.append({"epoch": epoch + 1, **logs, **self.recipe.row,
+                           "seconds": round(self.clock() - self._start, 1)})
+        state.epoch = epoch + 1
+        loss = logs.get("val_loss", math.nan)
+        if loss < state.best:
+            state.best, state.wait, self.best = loss, 0, self.model.get_weights()
+        else:
+            state.wait += 1
+            if self.recipe.patience is not None and state.wait >= self.recipe.patience:
+                self.model.stop_training = True
+        state.stopped = bool(self.model.stop_training)
+        if self.path is not None:
+            backup.save(self.path, state, self.model.get_weights(),
+                        [v.numpy() for v in self.model.optimizer.variables],
+                        self.best or [])
+
+
+def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None, *,
+              strategy: tf.distribute.Strategy | None = None, class_weight=None,
+              verbose: int = 0, callbacks: Sequence[keras.callbacks.Callback] = (),
+              say: Callable[..., None] = lambda *a: None) -> list[dict]:
+    """Trains `model`'s trainable weights by `recipe`; resumes from / backs up to `path`.
+
+    Args:
+        model: The model (the classifier, its head, or a copy at another size).
+        train: `(x, one-hot y)` arrays, or a batched `tf.data.Dataset` of them.
+        val: The same for validation.
+        recipe: How to train.
+        path: The phase's backup file (None: no backup, no resume).
+        strategy: A strategy with replicas (None: one device, `model.fit`); the batch
+            size and rate are then the global ones (times the replicas).
+        class_weight: Keras class weights, or None.
+        verbose: Keras verbosity.
+        callbacks: More callbacks (before the tracker).
+        say: Progress printer (a backup that cannot be read).
+
+    Returns:
+        The phase's history, one row per epoch (of all invocations when resumed).
+    """
+    finished = restore(model, path) if path is not None else None
+    if finished is not None:
+        return finished
+    saved = backup.load(path) if path is not None and path.exists() else None
+    if path is not None and path.exists() and saved is None:
+        say(f"{path}: this backup cannot be read; starting its phase again")
+    if saved is not None and len(saved.weights) != len(model.weights):
+        saved = None  # another model's (e.g. the other strategy's): start afresh
+    train, val = _batched(train, val, recipe, strategy)
+    steps = max(1, recipe.steps_per_epoch)
+    rate = recipe.learning_rate
+    if recipe.schedule == "cosine":
+        rate = step_schedule(rate, steps, recipe.epochs)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model.compile(keras.optimizers.Adam(
+            rate, use_ema=recipe.ema, ema_momentum=EMA_MOMENTUM,
+            ema_overwrite_frequency=steps if recipe.ema else None), recipe.loss,
+            metrics=["accuracy"])
+        model.optimizer.build(model.trainable_variables)
+        if saved is not None:
+            model.set_weights(saved.weights)
+            for variable, value in zip(model.optimizer.variables, saved.optimizer):
+                variable.assign(value)
+    state = saved.state if saved is not None else backup.State()
+    limit = recipe.time_limit
+    clock = limit.clock if limit else time.time
+    hooks = list(callbacks)
+    if limit is not None:
+        stop = TimeStop(limit.deadline, clock, limit.safety, limit.first_extra)
+        hooks = [TimeTiedRate(recipe.learning_rate, limit.warmup, clock, limit.start,
+                              limit.end), stop] + hooks
+    tracker = Tracker(path, state, (saved.best or None) if saved else None, recipe, clock)
+    hooks.append(tracker)
+    in_time = limit is None or clock() < limit.deadline
+    if not state.stopped and state.epoch < recipe.epochs and in_time:
+        if strategy is None:
+            x, y = (train, None) if isinstance(train, tf.data.Dataset) else train
+            model.fit(x, y, batch_size=None if y is None else recipe.batch_size,
+                      validation_data=val, epochs=recipe.epochs,
+                      initial_epoch=state.epoch, class_weight=class_weight,
+                      shuffle=y is not None,  # datasets shuffle themselves
+                      verbose=verbose, callbacks=hooks)
+        else:
+            replicas.fit(model, train, val, recipe.epochs, state.epoch, strategy,
+                         class_weight, hooks, verbose)
+    if recipe.restore_best and tracker.best:
+        model.set_weights(tracker.best)
+    state.finished = True
+    if path is not None:
+        backup.save(path, state, model.get_weights(), [], [])
+    return state.rows
+
+
+def restore(model: keras.Model, path: Path) -> list[dict] | None:
+    """Sets `model` to the final weights of the phase finished at `path`.
+
+    Returns:
+        The phase's history; None when `path` holds no finished phase of this model.
+    """
+    saved = backup.load(path) if path.exists() else None
+    if saved is None or not saved.state.finished or \
+            len(saved.weights) != len(model.weights):
+        return None
+    model.set_weights(saved.weights)
+    return saved.state.rows
+
+
+def _batched(train, val, recipe: Recipe, strategy):
+    """Arrays as batches: `model.fit` batches them itself; under replicas, a shuffled
+    dataset of global batches. Datasets are sharded between workers (DATA)."""
+    if strategy is None:
+        return train, val
+    if not isinstance(train, tf.data.Dataset):
+        x, y = train
+        train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+            len(x), seed=recipe.seed, reshuffle_each_iteration=True
+        ).batch(recipe.batch_size)
+        val = tf.data.Dataset.from_tensor_slices(tuple(val)).batch(recipe.batch_size)
+    options = tf.data.Options()
+    # Our file lists are in memory: no files to shard; every worker builds the same
+    # pipeline (same shuffle seed) and keeps its own batches of it.
+    options.experimental_distribute.auto_shard_policy = \
+        tf.data.experimental.AutoShardPolicy.DATA
+    return train.with_options(options), val.with_options(options)
