@@ -46,9 +46,11 @@ serve: $(BIN)/.installed
 	$(BIN)/transferkit serve $(OUT)
 
 # Two workers, one test file each at a time: the suite waits on subprocesses, servers
-# and single-threaded graph tracing, so two processes keep both cores busy.
+# and single-threaded graph tracing, so two processes keep both cores busy. A file's
+# module fixtures (trained runs, exports) are built once; the session's trained runs are
+# built once for both workers (tests/conftest.py). The 20 slowest tests are listed.
 test: $(BIN)/.installed-dev
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20
 
 # The documentation site (docs/, mkdocs.yml) → site/index.html; broken links fail.
 docs: $(BIN)/.installed-dev

@@ -5,6 +5,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from transferkit import layout
 from transferkit.accelerator import CPU_BATCH, GPU_BATCH, Accelerator, detect, precision
@@ -35,9 +36,14 @@ def test_default_batch_per_device():
 
 
 def test_config_resolves_the_device_defaults(tmp_path):
-    assert not detect().has_gpu  # the test machines have no GPU
+    # What TensorFlow sees decides: CPU_BATCH in float32 on a CPU, the GPU's own choice
+    # on a GPU machine.
+    gpus = tf.config.list_physical_devices("GPU")
+    device = detect()
+    assert device.gpus == len(gpus) and device.has_gpu == bool(gpus)
     config = TrainConfig(data=str(tmp_path)).resolved()
-    assert (config.batch_size, config.mixed_precision) == (CPU_BATCH, "off")
+    assert (config.batch_size, config.mixed_precision) == ((CPU_BATCH, "off") if not gpus else (
+        device.default_batch, "on" if device.mixed_precision("auto") else "off"))
     config = TrainConfig(data=str(tmp_path), batch_size=7, mixed_precision="on").resolved()
     assert (config.batch_size, config.mixed_precision) == (7, "on")
     with pytest.raises(ConfigError, match="--mixed-precision must be auto, on or off"):

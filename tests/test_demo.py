@@ -75,12 +75,18 @@ def example_paths(app: gr.Blocks) -> list[Path]:
     return [Path(sample[0]) for d in blocks_of(app, gr.Dataset) for sample in d.raw_samples]
 
 
-def test_serves_localhost_only_with_safe_defaults(demo):
+def test_serves_localhost_only_with_safe_defaults(demo, tiny_run, monkeypatch):
     assert demo.server_name == "127.0.0.1"
     assert demo.share_url is None
     assert demo.max_file_size == 50 * 1024
-    assert demo._queue.default_concurrency_limit == CONCURRENCY
-    assert demo._queue.max_size == MAX_QUEUE
+    # The queue, as `launch` asks Gradio's public `Blocks.queue` for it (last: Blocks()
+    # calls it with Gradio's defaults first): CONCURRENCY requests at once, MAX_QUEUE
+    # waiting (Gradio refuses the next ones).
+    asked, queue = [], gr.Blocks.queue
+    monkeypatch.setattr(gr.Blocks, "queue", lambda self, *args, **kwargs: (
+        asked.append((args, kwargs)), queue(self, *args, **kwargs))[1])
+    launch(tiny_run.path, port=free_port(), block=False, quiet=True).close()
+    assert asked[-1] == ((), {"default_concurrency_limit": CONCURRENCY, "max_size": MAX_QUEUE})
 
 
 def test_predict_matches_the_run(client, tiny_run, test_images):

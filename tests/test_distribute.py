@@ -63,22 +63,40 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def start_workers(data: Path, out: Path, tmp: Path, kill_chief: bool) -> list:
-    """Starts the two workers (worker 0 is the chief); each has TMPDIR `tmp`."""
-    cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
-    processes = []
-    for index in range(2):
-        env = dict(ENV, TMPDIR=str(tmp), TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        head = ["-c", KILL_AFTER_FIRST_BACKUP] if kill_chief and index == 0 else \
-            ["-m", "transferkit"]
-        log = open(tmp.parent / f"worker{index}.log", "ab")
-        processes.append(subprocess.Popen(
-            [sys.executable, *head, "train", str(data), "--out", str(out),
-             "--distribute", "multi-worker", *cli_args(OPTIONS)],
-            env=env, stdout=log, stderr=subprocess.STDOUT))
-        log.close()
-    return processes
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("localhost", port)) == 0
+
+
+def start_workers(data: Path, out: Path, tmp: Path, kill_chief: bool, tries: int = 3) -> list:
+    """Starts the two workers (worker 0 is the chief); each has TMPDIR `tmp`.
+
+    Their ports are free when chosen, but released before the workers bind them (TF
+    takes a port number, not a socket): if another process takes one meanwhile, a worker
+    exits before both listen, and the pair starts again on new ports.
+    """
+    for _ in range(tries):
+        ports = free_ports(2)
+        cluster = {"worker": [f"localhost:{p}" for p in ports]}
+        processes = []
+        for index in range(2):
+            env = dict(ENV, TMPDIR=str(tmp), TF_CONFIG=json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+            head = ["-c", KILL_AFTER_FIRST_BACKUP] if kill_chief and index == 0 else \
+                ["-m", "transferkit"]
+            log = open(tmp.parent / f"worker{index}.log", "ab")
+            processes.append(subprocess.Popen(
+                [sys.executable, *head, "train", str(data), "--out", str(out),
+                 "--distribute", "multi-worker", *cli_args(OPTIONS)],
+                env=env, stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and all(p.poll() is None for p in processes):
+            if all(listening(p) for p in ports):
+                return processes
+            time.sleep(0.5)
+        stop(processes)
+    return processes  # the callers' checks show the workers' logs
 
 
 def stop(processes: list) -> None:

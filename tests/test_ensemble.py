@@ -108,7 +108,14 @@ def test_compare_writes_one_row_per_backbone_and_a_winner(compared):
     assert list(table["val_accuracy"]) == sorted(table["val_accuracy"], reverse=True)
     saved = __import__("pandas").read_csv(out / layout.LEADERBOARD_FILE)
     assert list(saved["backbone"]) == list(table["backbone"])
-    assert (saved["size_mb"] > 0).all() and (saved["latency_ms"] > 0).all()
+    # Each row is its run's: metrics from metrics.json, size of its model file in MB.
+    for row in saved.itertuples():
+        metrics = json.loads((out / row.run / layout.METRICS_FILE).read_text())
+        assert (row.accuracy, row.macro_f1) == pytest.approx(
+            (metrics["accuracy"], metrics["macro_f1"]))
+        model_bytes = (out / row.run / layout.MODEL_FILE).stat().st_size
+        assert row.size_mb == pytest.approx(model_bytes / 1e6, abs=0.005)
+    assert (saved["latency_ms"] > 0).all()  # a median of timings: no known value
     winner = json.loads((out / layout.WINNER_FILE).read_text())
     assert winner["backbone"] == table.iloc[0]["backbone"]
     assert (out / winner["run"] / layout.MODEL_FILE).is_file()

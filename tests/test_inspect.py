@@ -236,11 +236,18 @@ def test_features_shift_exactly_at_multiples_of_the_total_stride(mobilenet):
 
 
 def test_invariance_record(tiny_run):
-    photo = np.random.default_rng(3).integers(0, 256, (80, 80, 3), dtype=np.uint8)
+    # A photo already at the canvas size (96 + 8): its crops are plain slices of it,
+    # 96 rows from row 4, 96 columns from each shift.
+    photo = np.random.default_rng(3).integers(0, 256, (104, 104, 3), dtype=np.uint8)
     r = invariance(tiny_run, photo, max_shift=8, step=4)
     assert r["shifts"] == [0, 4, 8] and r["total_stride"] == 32
-    assert len(r["probabilities"]) == 3 and r["feature_change"][0] == pytest.approx(0, abs=1e-6)
-    assert all(0 <= p <= 1 for p in r["probabilities"])
+    assert r["feature_change"][0] == pytest.approx(0, abs=1e-6)
+    crops = np.stack([photo[4:100, s:s + 96] for s in (0, 4, 8)]).astype(np.float32)
+    expected = tiny_run.model.predict_on_batch(crops)
+    target = int(expected[0].argmax())  # the class predicted at shift 0
+    assert r["class"] == tiny_run.class_names[target]
+    np.testing.assert_allclose(r["probabilities"], expected[:, target], atol=1e-4)
+    assert r["amplitude"] == pytest.approx(np.ptp(expected[:, target]), abs=1e-4)
 
 
 # 8. Gradients through depth.

@@ -129,7 +129,12 @@ def test_depth_probe_view_on_a_fine_tuned_run(fine_tuned_run, tmp_path):
     record = depth_probe_view(fine_tuned_run, tmp_path, n_depths=3)
     assert {(r["features"], r["depth"]) for r in record["records"]} == \
         {(f, d) for f in ("imagenet", "fine-tuned") for d in (1, 2, 3)}
-    assert all(0 <= r["accuracy"] <= 1 and r["layer"] in layers for r in record["records"])
+    for r in record["records"]:
+        assert r["layer"] == layers[r["depth"] - 1]
+        assert r["channels"] == fine_tuned_run.model.get_layer(r["layer"]).output.shape[-1]
+    # Colours are told apart by the pooled features of every depth (chance is 1/3): a
+    # probe fit on features not aligned with their labels would miss.
+    assert [r["accuracy"] for r in record["records"]] == [1.0] * 6
     assert [p.rsplit("/", 1)[-1] for p in record["files"]] == ["depth_probe.png",
                                                                 "depth_tsne.png"]
 
@@ -202,7 +207,12 @@ def test_transfer_experiment_rows_and_resume(tmp_path, monkeypatch):
     options = dict(image_size=32, max_epochs=1, patience=1, min_steps=1, batch_size=8)
     first = transfer_experiment(data, out, progress=False, fractions=(1,),
                                 methods=("fine-tune",), **options)
-    assert list(first["method"]) == ["fine-tune"] and 0 <= first["accuracy"][0] <= 1
+    assert list(first["method"]) == ["fine-tune"]
+    # The accuracy is the share of the test split the cell got right.
+    cell = json.loads((out / "cells" / "1_fine-tune.json").read_text())
+    n_test = int((pd.read_csv(out / "splits.csv")["split"] == "test").sum())
+    assert len(cell["correct"]) == n_test and set(cell["correct"]) <= {0, 1}
+    assert first["accuracy"][0] == pytest.approx(sum(cell["correct"]) / n_test)
     assert (out / "features" / "imagenet_32px_plain" / "features.npy").is_file()
     trained = []
 
