@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 import pytest
 
 import transferkit
@@ -74,6 +75,26 @@ def test_fine_tune_phase_and_history(fine_tuned_run):
     assert (history[history["phase"] == 2]["epoch"] == [1, 2]).all()
     plan = json.loads((run.path / "plan.json").read_text())
     assert plan["unfreeze_blocks"] == 1 and plan["overridden"]
+
+
+def test_tensorboard_logs_hold_every_epoch_of_both_phases(fine_tuned_run):
+    """logs/phase1 and logs/phase2, read back with TensorBoard's own event reader: one
+    loss per epoch, equal to history.csv's, and the learning rate of each epoch."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    history = pd.read_csv(fine_tuned_run.path / "history.csv")
+    for phase in (1, 2):
+        logged = history[history["phase"] == phase]
+        for split, column in (("train", "loss"), ("validation", "val_loss")):
+            events = EventAccumulator(str(fine_tuned_run.path / "logs" / f"phase{phase}"
+                                          / split), size_guidance={"tensors": 0}).Reload()
+            losses = [float(tf.make_ndarray(e.tensor_proto))
+                      for e in events.Tensors("epoch_loss")]
+            assert losses == pytest.approx(logged[column].tolist(), rel=1e-5)
+        rates = EventAccumulator(str(fine_tuned_run.path / "logs" / f"phase{phase}" /
+                                     "train"), size_guidance={"tensors": 0}).Reload()
+        assert len(rates.Tensors("epoch_learning_rate")) == len(logged)
+    assert 'href="logs/"' in (fine_tuned_run.path / "report.html").read_text()
 
 
 def test_tfds_source_is_prepared_by_tfds_and_treated_like_a_folder(tfds_run, color_folder):

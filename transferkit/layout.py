@@ -23,6 +23,7 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
       model.keras          the trained classifier (raw 0-255 RGB in, probabilities out)
       features/            the feature store (`transferkit.features`)
       checkpoints/         training's resumable state; removed when the run completes
+      logs/                TensorBoard event files of every phase (tensorboard --logdir)
       export/              the default export folder
       data_issues.csv      the data doctor: path, class, issue, score, group, suggested_class
       doctor.json          the doctor's thresholds, counts and timings
@@ -71,6 +72,7 @@ RISK_COVERAGE_PNG = "risk_coverage.png"
 MODEL_FILE = "model.keras"
 FEATURES_DIR = "features"
 CHECKPOINTS_DIR = "checkpoints"
+LOGS_DIR = "logs"             # TensorBoard: logs/phase1, logs/phase2[_stageN]
 EXPORT_DIR = "export"
 INSPECT_DIR = "inspect"       # `transferkit inspect` pictures (default --out)
 DATA_ISSUES_FILE = "data_issues.csv"

@@ -276,7 +276,7 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
     return train_head(model, (x_train, one_hot(labels["train"] * (1 + copies), n_classes)),
                       (np.asarray(plain[val]), one_hot(labels["val"], n_classes)), config,
                       out_dir / layout.CHECKPOINTS_DIR / PHASE1, dist, class_weights,
-                      verbose)
+                      verbose, log_dir=out_dir / layout.LOGS_DIR / "phase1")
 
 
 def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_blocks: int,
@@ -295,4 +295,4 @@ def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_b
                            config.image_size, batch, workers=config.workers)
     return fine_tune(model, train_ds, val_ds, len(paths["train"]), config,
                      out_dir / layout.CHECKPOINTS_DIR / PHASE2, dist, class_weights,
-                     verbose, say)
+                     verbose, say, log_dir=out_dir / layout.LOGS_DIR / "phase2")

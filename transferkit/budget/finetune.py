@@ -106,7 +106,8 @@ def fine_tune_within(model: keras.Model, out_dir: Path, paths: dict, labels: dic
                         training_loss(config.label_smoothing),
                         steps_per_epoch=-(-len(paths["train"]) // config.batch_size),
                         schedule="time", ema="ema" in plan.ingredients, restore_best=last,
-                        time_limit=limit, row={"image_size": stage.image_size})
+                        time_limit=limit, row={"image_size": stage.image_size},
+                        log_dir=out_dir / layout.LOGS_DIR / f"phase2_stage{number + 1}")
         stage_rows = run_phase(
             sized, train_ds, val_ds, recipe, checkpoints / f"phase2_stage{number + 1}.npz",
             class_weight=class_weights, verbose=verbose, say=say,

@@ -6,7 +6,8 @@
                epochs and/or a time limit, early stopping's patience
 
 Callbacks, the same on one device (`model.fit`) and under replicas (`replicas.fit`):
-the rate (`schedule`), the time stop (`stop`), the caller's own, and the tracker, which
+the rate (`schedule`), the time stop (`stop`), the caller's own, Keras's `TensorBoard`
+(`recipe.log_dir`), and the tracker, which
 after every epoch appends the history row, keeps the best weights by validation loss
 with early stopping's count, and writes the backup (`backup`). A killed phase resumes
 from its backup: the next epoch, the optimizer's state, the best epoch of the whole
@@ -74,6 +75,8 @@ class Recipe:
         batch_size: Batch of array data (one replica).
         seed: Shuffle of array data.
         row: Extra columns of every history row (e.g. the image size).
+        log_dir: TensorBoard event files of the phase (loss, accuracy and learning rate
+            per epoch; None: none).
     """
 
     epochs: int
@@ -88,6 +91,7 @@ class Recipe:
     batch_size: int = 64
     seed: int = 0
     row: dict = dataclasses.field(default_factory=dict)
+    log_dir: Path | None = None
 
 
 class Tracker(keras.callbacks.Callback):
@@ -175,6 +179,8 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
         stop = TimeStop(limit.deadline, clock, limit.safety, limit.first_extra)
         hooks = [TimeTiedRate(recipe.learning_rate, limit.warmup, clock, limit.start,
                               limit.end), stop] + hooks
+    if recipe.log_dir is not None:  # Keras's own writer (it logs the rate too)
+        hooks.append(keras.callbacks.TensorBoard(str(recipe.log_dir), write_graph=False))
     tracker = Tracker(path, state, (saved.best or None) if saved else None, recipe, clock)
     hooks.append(tracker)
     in_time = limit is None or clock() < limit.deadline

@@ -52,7 +52,8 @@ def head_model(model: keras.Model) -> keras.Model:
 
 
 def train_head(model: keras.Model, train: tuple, val: tuple, config, path: Path | None,
-               dist=None, class_weights=None, verbose: int = 0) -> list[dict]:
+               dist=None, class_weights=None, verbose: int = 0,
+               log_dir: Path | None = None) -> list[dict]:
     """Phase 1: the classifier's head on stored features `(x, one-hot y)`.
 
     Args:
@@ -64,6 +65,7 @@ def train_head(model: keras.Model, train: tuple, val: tuple, config, path: Path 
         dist: The `Distribution` (None: one device).
         class_weights: Keras class weights or None.
         verbose: Keras verbosity.
+        log_dir: The phase's TensorBoard folder (None: none).
 
     Returns:
         The phase's history rows.
@@ -71,7 +73,7 @@ def train_head(model: keras.Model, train: tuple, val: tuple, config, path: Path 
     replicas = 1 if dist is None else dist.replicas
     recipe = Recipe(config.head_epochs, config.head_learning_rate * replicas,
                     training_loss(config.label_smoothing), patience=config.patience,
-                    batch_size=HEAD_BATCH * replicas, seed=config.seed)
+                    batch_size=HEAD_BATCH * replicas, seed=config.seed, log_dir=log_dir)
     with dist.scope() if dist is not None else contextlib.nullcontext():
         head = head_model(model)
     return run_phase(head, train, val, recipe, path, strategy=_strategy(dist),
@@ -79,7 +81,8 @@ def train_head(model: keras.Model, train: tuple, val: tuple, config, path: Path 
 
 
 def fine_tune(model: keras.Model, train, val, n_train: int, config, path: Path | None,
-              dist=None, class_weights=None, verbose: int = 0, say=print) -> list[dict]:
+              dist=None, class_weights=None, verbose: int = 0, say=print,
+              log_dir: Path | None = None) -> list[dict]:
     """Phase 2: the model's trainable blocks on image batches (global batches).
 
     Args:
@@ -93,6 +96,7 @@ def fine_tune(model: keras.Model, train, val, n_train: int, config, path: Path |
         class_weights: Keras class weights or None.
         verbose: Keras verbosity.
         say: Progress printer.
+        log_dir: The phase's TensorBoard folder (None: none).
 
     Returns:
         The phase's history rows.
@@ -101,7 +105,7 @@ def fine_tune(model: keras.Model, train, val, n_train: int, config, path: Path |
     steps = math.ceil(n_train / (config.batch_size * replicas))
     recipe = Recipe(config.fine_tune_epochs, config.fine_tune_learning_rate * replicas,
                     training_loss(config.label_smoothing), steps_per_epoch=steps,
-                    schedule="cosine", patience=config.patience)
+                    schedule="cosine", patience=config.patience, log_dir=log_dir)
     return run_phase(model, train, val, recipe, path, strategy=_strategy(dist),
                      class_weight=class_weights, verbose=verbose, say=say)
 

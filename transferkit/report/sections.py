@@ -108,6 +108,8 @@ def training_section(run: Run) -> dict[str, Any] | None:
             "val_before": _last(phase1, "val_accuracy"),
             "val_after": _best(phase2, "val_accuracy")}
     section["head_epochs"] = len(phase1)
+    logs = run.path / layout.LOGS_DIR
+    section["logs"] = logs.name if logs.is_dir() else None  # relative: the page moves with it
     return section
 
 
