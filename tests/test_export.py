@@ -363,7 +363,8 @@ def test_moved_data_falls_back_to_synthetic_images(exported, tiny_run, tmp_path,
     assert report["n_images"] == 12
     assert report["tflite"]["max_abs_diff"] <= TOLERANCE
     assert sorted(p.name for p in (run_dir / "export").iterdir()) == [
-        "config.json", "labels.txt", "model.tflite", "parity.json", "trust.json"]
+        "MODEL_CARD.md", "config.json", "labels.txt", "model.tflite", "parity.json",
+        "trust.json"]
 
 
 def test_tfds_run_is_checked_on_its_real_test_images(tfds_run, tmp_path):
@@ -403,7 +404,7 @@ def test_cli_export(tiny_run, tmp_path, capsys):
     assert report == json.loads((out / "parity.json").read_text())
     assert report["formats"] == ["keras"] and report["checked"] is False
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "labels.txt", "model.keras", "parity.json", "trust.json",
+        "MODEL_CARD.md", "config.json", "labels.txt", "model.keras", "parity.json", "trust.json",
         "trust.npz"]  # the Keras model's trust goes with it
 
 

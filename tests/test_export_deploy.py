@@ -103,7 +103,8 @@ def deployed(tiny_run, tmp_path_factory):
 def test_report_and_layout(deployed, tiny_run):
     out, report = deployed
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "labels.txt", "model.onnx", "model_int8.tflite", "parity.json",
+        "MODEL_CARD.md", "config.json", "labels.txt", "model.onnx", "model_int8.tflite",
+        "parity.json",
         "trust.json"]  # the thresholds only (no trust.npz): what the predictors need
     assert json.loads((out / "parity.json").read_text()) == report
     n_test = len(tiny_run.split_paths("test"))

@@ -133,8 +133,8 @@ def test_depth_probe_view_on_a_fine_tuned_run(fine_tuned_run, tmp_path):
         assert r["layer"] == layers[r["depth"] - 1]
         assert r["channels"] == fine_tuned_run.model.get_layer(r["layer"]).output.shape[-1]
     # Colours are told apart by the pooled features of every depth (chance is 1/3): a
-    # probe fit on features not aligned with their labels would miss.
-    assert [r["accuracy"] for r in record["records"]] == [1.0] * 6
+    # probe fit on features not aligned with their labels would be near chance.
+    assert all(r["accuracy"] > 2 / 3 for r in record["records"])
     assert [p.rsplit("/", 1)[-1] for p in record["files"]] == ["depth_probe.png",
                                                                 "depth_tsne.png"]
 
