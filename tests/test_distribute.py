@@ -173,8 +173,9 @@ def test_two_workers_killed_and_restarted_match_one_process(two_workers, single)
     assert config == want
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (out, single)]
     accuracy = [m["accuracy"] for m in metrics]
-    # A global batch twice as large takes other steps: at most one test image apart.
-    assert accuracy[1] >= 0.8 and abs(accuracy[0] - accuracy[1]) <= \
+    # The two workers learn, and a global batch twice as large takes other steps: at
+    # most one test image from the one-process run (which itself varies by one).
+    assert accuracy[0] >= 0.8 and abs(accuracy[0] - accuracy[1]) <= \
         1 / metrics[1]["n_test"] + 1e-9, accuracy
 
 
