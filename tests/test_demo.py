@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +12,8 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+
+from transferkit.testing import free_port
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -29,12 +30,6 @@ from transferkit.fileio import read_json, write_json
 
 MAX_FILE_SIZE = "50kb"
 APP_SCRIPT = Path(__file__).resolve().parents[1] / "apps" / "gradio_app.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -3,23 +3,18 @@ outside Gradio's upload folder refused, heavy views refused when busy."""
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import gradio as gr
 import httpx
 import pytest
 
+from transferkit.testing import free_port
+
 import transferkit.cli
 from transferkit.demo.access import JobLimit, read_logins
 
 LOGIN = ("ann", "s3cret:with:colons")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ before the first `import keras`.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -190,3 +191,10 @@ def register_tfds_folder(name: str, folder: str | Path) -> None:
         "name": name, "VERSION": tfds.core.Version("1.0.0"), "_info": _info,
         "_split_generators": _split_generators,
         "_generate_examples": _generate_examples, "__module__": __name__})
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a test server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
