@@ -90,7 +90,11 @@ def _export_into(run: Run, folder: Path, formats: tuple[str, ...], quantize: str
     labels, config = folder / layout.LABELS_TXT, folder / layout.CONFIG_FILE
     write_text(labels, "".join(f"{name}\n" for name in run.class_names))
     write_json(config, run.config.to_dict())
-    write_model_card(run, folder / layout.MODEL_CARD_FILE)  # every export has its card
+    card = run.path / layout.MODEL_CARD_FILE  # every export carries the run's own card
+    if card.exists():
+        shutil.copyfile(card, folder / layout.MODEL_CARD_FILE)
+    else:  # a run from before the card
+        write_model_card(run, folder / layout.MODEL_CARD_FILE)
     trust = run.trust_graph()  # None: an uncalibrated run exports as before
     if "keras" in formats:
         shutil.copyfile(run.path / layout.MODEL_FILE, folder / layout.MODEL_FILE)
