@@ -16,8 +16,7 @@ import pandas as pd
 from transferkit import layout
 from transferkit.config import TrainConfig
 from transferkit.data.scan import scan_folder, summarize_classes
-from transferkit.doctor.examine import (MIRRORED, examine, extractor_at, mirrored_features,
-                                       planned_size, usable_rows)
+from transferkit.doctor.examine import examine, extractor_at, planned_size, usable_rows
 from transferkit.doctor.findings import DoctorConfig
 from transferkit.errors import ConfigError
 from transferkit.features import FeatureKey, FeatureStore
@@ -85,21 +84,15 @@ def diagnose(data: str | os.PathLike, out: str | os.PathLike = "doctor",
                            extractor_at(defaults, len(classes), image_size),
                            defaults.seed, workers=workers)
         source = str(out)
-    # Their mirror images' too: candidates for mirrored copies (`find_issues`).
-    mirrored = mirrored_features(
-        FeatureStore(out / layout.FEATURES_DIR / defaults.backbone / MIRRORED), key, names,
-        folder, lambda: extractor_at(defaults, len(classes), image_size), defaults.seed,
-        workers)
     findings = examine(rows, classes, features, folder, out, config,
-                       {"features": key.name, "feature_store": source}, mirrored)
+                       {"features": key.name, "feature_store": source}, workers)
     return findings.issues
 
 
 def check_config(config: DoctorConfig) -> DoctorConfig:
     """Validates thresholds (one readable line per mistake)."""
-    if config.neighbours < 2 or config.outlier_k < 1 or config.outlier_k > config.neighbours:
-        raise ConfigError("doctor: neighbours must be at least 2 and outlier_k between 1 "
-                          "and neighbours")
+    if config.candidates < 1 or config.outlier_k < 1:
+        raise ConfigError("doctor: candidates and outlier_k must be at least 1")
     if config.folds < 2:
         raise ConfigError(f"doctor: folds must be at least 2, got {config.folds}")
     return config

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
@@ -18,12 +17,10 @@ from transferkit import layout
 from transferkit.backbones import get_backbone, load_pretrained
 from transferkit.config import TrainConfig
 from transferkit.doctor.findings import DoctorConfig, Findings, find_issues
-from transferkit.features import FeatureKey, FeatureStore, feature_extractor
+from transferkit.features import feature_extractor
 from transferkit.fileio import write_csv, write_json
 from transferkit.model import build_classifier
 from transferkit.plan import make_plan
-
-MIRRORED = "mirrored"  # the feature store's subfolder of the mirror images' features
 
 
 def usable_rows(index: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
@@ -35,7 +32,7 @@ def usable_rows(index: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
 
 def examine(rows: pd.DataFrame, classes: list[str], features: np.ndarray, folder: Path,
             out: Path, config: DoctorConfig, extra: dict | None = None,
-            mirrored: np.ndarray | None = None) -> Findings:
+            workers: int = 2) -> Findings:
     """Finds the issues of `rows` and writes `data_issues.csv` and `doctor.json` to `out`.
 
     Args:
@@ -46,14 +43,14 @@ def examine(rows: pd.DataFrame, classes: list[str], features: np.ndarray, folder
         out: Folder for the two files.
         config: Thresholds.
         extra: More fields for `doctor.json` (e.g. the feature key).
-        mirrored: The features of the mirror images (`mirrored_features`), in row order.
+        workers: Decoding and matching threads.
 
     Returns:
         The `Findings`.
     """
     start = time.time()
     findings = find_issues(rows["path"].tolist(), rows["class"].tolist(), classes,
-                           features, folder, rows["sha256"].tolist(), config, mirrored)
+                           features, folder, rows["sha256"].tolist(), config, workers)
     issues = findings.issues
     write_csv(out / layout.DATA_ISSUES_FILE, issues)
     counts = issues["issue"].value_counts().to_dict()
@@ -91,30 +88,3 @@ def extractor_at(config: TrainConfig, n_classes: int, size: int) -> keras.Model:
     return feature_extractor(build_classifier(backbone, n_classes, size, pretrained,
                                               config.dropout))
 
-
-def mirrored_features(store: FeatureStore, key: FeatureKey, names: list[str], folder: Path,
-                      extractor: Callable[[], keras.Model], seed: int, workers: int = 2,
-                      batch_size: int = 32) -> np.ndarray:
-    """The features of the mirror images of `names`, stored in `store` (its own folder:
-    the key names no mirror) or computed there now.
-
-    Args:
-        store: The mirror images' store (e.g. `RUN/features/mirrored`).
-        key: Which features (of the images as they are).
-        names: The images, relative to `folder`, in row order.
-        folder: Where the images are.
-        extractor: Builds the trunk (`extractor_at`), called only when not stored.
-        seed: The run's seed.
-        workers: Decoding threads.
-        batch_size: Images per forward pass.
-
-    Returns:
-        float32 `[len(names), dim]`.
-    """
-    stored = store.load(key, names, seed)
-    if stored is not None:
-        return stored
-    trunk = extractor()
-    pixels = keras.Input(trunk.input_shape[1:])
-    mirror = keras.Model(pixels, trunk(keras.ops.flip(pixels, axis=2)))  # NHWC: width
-    return store.get(key, names, folder, mirror, seed, batch_size, workers)

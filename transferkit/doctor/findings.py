@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from transferkit.doctor.duplicates import candidate_pairs, groups_of, verify_pairs
+from transferkit.doctor.duplicates import Looks, candidate_pairs, groups_of
 from transferkit.doctor.labels import label_issues, out_of_sample_probabilities
 from transferkit.doctor.neighbours import nearest, normalized
 from transferkit.doctor.outliers import outlier_scores, outliers
@@ -28,15 +28,14 @@ class DoctorConfig:
     docs/measurements.md).
 
     Attributes:
-        neighbours: Neighbours per image searched (the first `candidates` are checked).
-        candidates: Nearest neighbours of each image (and of its mirror image's
-            features) checked as near-duplicates (`duplicates.verify_pairs`).
-        candidate_cosine: Lowest cosine (of centred features) of a candidate pair:
-            below every planted copy measured (0.52 on generator a, 0.43 on b:
-            benchmarks/doctor_corrupt.py).
-        min_inliers: Fewest RANSAC inliers of the alignment of a near-duplicate pair.
-            Chosen on generator a: its copies' alignments had 31-151 inliers (of 300
-            keypoints), ordinary neighbour pairs 7 (median) and 17 (99th percentile).
+        candidates: Nearest neighbours of each image checked as near-duplicates
+            (`duplicates.Looks.verify`), in the centred features and the
+            mirror-invariant thumbnails together (each cosine weighing half): every
+            planted copy of generator a is its original's first.
+        min_inliers: Fewest RANSAC inliers of the alignment of a near-duplicate pair
+            (fewer: the pixels are not compared). Chosen on generator a: its copies'
+            alignments had 19-141 inliers (of 150 keypoints), ordinary neighbour pairs
+            4 (median) and 13 (99th percentile).
         min_agreement: Lowest correlation of the aligned pixels of a near-duplicate
             pair; generator a's copies: 0.998 and up.
         same_cosine: Without the images (`folder` None), a pair at least this similar
@@ -51,10 +50,8 @@ class DoctorConfig:
         seed: Seed of the folds.
     """
 
-    neighbours: int = 10
     candidates: int = 3
-    candidate_cosine: float = 0.4
-    min_inliers: int = 20
+    min_inliers: int = 15
     min_agreement: float = 0.9
     same_cosine: float = 0.95
     label_min_score: float = 0.9
@@ -90,8 +87,7 @@ class Findings:
 def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Sequence[str],
                 features: np.ndarray, folder: Path | None = None,
                 exact_keys: Sequence[str] | None = None,
-                config: DoctorConfig | None = None,
-                mirrored: np.ndarray | None = None) -> Findings:
+                config: DoctorConfig | None = None, workers: int = 2) -> Findings:
     """Near-duplicates, label issues and outliers of a labelled set of images.
 
     Args:
@@ -99,12 +95,10 @@ def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Seque
         classes: The given class of each image.
         class_names: Every class, in output order.
         features: `[N, D]` ImageNet pooled features.
-        folder: Where the images are (for the perceptual hash; None: no hash check).
+        folder: Where the images are (None: near-duplicates from the features alone).
         exact_keys: The audit's sha256 of each image: equal bytes join a group.
         config: Thresholds.
-        mirrored: `[N, D]` features of the mirror images: their nearest neighbours
-            among `features` are candidates too (a mirrored copy can sit far from its
-            original in features, not from the original's mirror image).
+        workers: Decoding and matching threads.
 
     Returns:
         The `Findings`.
@@ -112,21 +106,18 @@ def find_issues(paths: Sequence[str], classes: Sequence[str], class_names: Seque
     config = config or DoctorConfig()
     n = len(paths)
     unit = normalized(features)
-    indices, sims = nearest(unit, config.neighbours)
-    pairs, score = candidate_pairs(indices[:, :config.candidates],
-                                   sims[:, :config.candidates], config.candidate_cosine)
-    if mirrored is not None:
-        flipped = nearest(unit, config.candidates, normalized(
-            np.asarray(mirrored) - np.asarray(features, np.float32).mean(axis=0), False))
-        more, more_score = candidate_pairs(*flipped, config.candidate_cosine)
-        pairs, first = np.unique(np.concatenate([pairs, more]).reshape(-1, 2), axis=0,
-                                 return_index=True)
-        score = np.concatenate([score, more_score])[first]
     if folder is None:  # no images to align: the features' word alone
-        keep = score >= config.same_cosine
+        pairs, score = candidate_pairs(*nearest(unit, config.candidates),
+                                       config.same_cosine)
+        keep = np.ones(len(pairs), bool)
     else:
-        inliers, score = verify_pairs([Path(folder) / p for p in paths], pairs,
-                                       config.min_inliers)
+        files = [Path(folder) / p for p in paths]
+        looks = Looks(files, workers)
+        # Features and mirror-invariant thumbnails weigh the same: the similarity is the
+        # mean of the two cosines.
+        both = np.concatenate([unit, normalized(looks.mirror_invariant())], 1) / np.sqrt(2)
+        pairs, _ = candidate_pairs(*nearest(both, config.candidates))
+        inliers, score = looks.verify(pairs, config.min_inliers)
         keep = (inliers >= config.min_inliers) & (score >= config.min_agreement)
     pairs, score = pairs[keep], score[keep]
     component = groups_of(n, pairs, exact_keys)

@@ -1,10 +1,11 @@
 """The doctor inside `train`: before the split, on the run's own feature store.
 
 Near-duplicates must be known before the split (each group goes to one split), so the
-ImageNet features of every usable image (and of its mirror image, for the near-duplicate
-candidates) are computed first, at the size the plan will choose, into the run's feature
-store; phase 1 then finds them there and computes only the augmented views. What the doctor adds to a training is its own arithmetic (the
-neighbour search, the hash check of candidate pairs, k-fold logistic regressions).
+ImageNet features of every usable image are computed first, at the size the plan will
+choose, into the run's feature store; phase 1 then finds them there and computes only
+the augmented views. What the doctor adds to a training is its own work: one decoding
+of each image (thumbnail and keypoints), the neighbour search, the keypoint check of
+candidate pairs, k-fold logistic regressions.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import pandas as pd
 
 from transferkit import layout
 from transferkit.config import TrainConfig
-from transferkit.doctor.examine import (MIRRORED, examine, extractor_at, mirrored_features,
-                                       planned_size, usable_rows)
+from transferkit.doctor.examine import examine, extractor_at, planned_size, usable_rows
 from transferkit.doctor.findings import DoctorConfig
 from transferkit.features import FeatureKey, FeatureStore
 from transferkit.fileio import read_json
@@ -59,19 +59,15 @@ def doctor_before_split(out_dir: Path, source: Path, index: pd.DataFrame,
         key = FeatureKey("imagenet", size)
         say(f"Doctor: ImageNet features of the {len(rows)} images at {size} px "
             "(phase 1 reuses them)")
-        trunk = extractor_at(config, len(classes), size)
         features = FeatureStore(out_dir / layout.FEATURES_DIR).get(
-            key, rows["path"].tolist(), source, trunk, config.seed, config.batch_size,
-            config.workers, verbose)
-        mirrored = mirrored_features(
-            FeatureStore(out_dir / layout.FEATURES_DIR / MIRRORED), key,
-            rows["path"].tolist(), source, lambda: trunk, config.seed, config.workers,
-            config.batch_size)
+            key, rows["path"].tolist(), source, extractor_at(config, len(classes), size),
+            config.seed, config.batch_size, config.workers, verbose)
         features_done = time.time()
         findings = examine(rows, classes, features, source, out_dir,
                            dataclasses.replace(DoctorConfig(), seed=config.seed),
                            {"features": key.name,
-                            "feature_seconds": round(features_done - start, 1)}, mirrored)
+                            "feature_seconds": round(features_done - start, 1)},
+                           config.workers)
         keras.utils.set_random_seed(config.seed)  # the model's init as without the doctor
         issues = findings.issues
         summary = read_json(out_dir / layout.DOCTOR_FILE)
