@@ -1,10 +1,12 @@
 """The doctor's own seconds (features cached) before and after a change, in one script.
 
-    python benchmarks/doctor_speed.py DATA OUT --before OLD_CHECKOUT [--repeat 1]
+    python benchmarks/doctor_speed.py DATA OUT --before OLD_CHECKOUT [--repeat 1] [--fresh]
 
 OUT/features must hold the folder's features (a first `transferkit doctor DATA --out
 OUT` computes them); both versions then read them, so the times are the doctor's own
-arithmetic (neighbours, near-duplicate checks, k-fold regressions). OLD_CHECKOUT is a
+work (decoding, neighbours, near-duplicate checks, k-fold regressions). With `--fresh`
+OUT/features is emptied before each run: each version computes every feature it needs
+(a version that needs its mirror images' features pays that pass). OLD_CHECKOUT is a
 folder holding an older `transferkit` package (e.g. `git archive 7f3623d transferkit |
 tar -x -C /tmp/before`). Each version runs in its own process, in turn, `--repeat` times;
 the ratio is after / before of the medians (on a shared machine both see the same load).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,8 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(package_root: Path, data: Path, out: Path) -> tuple[float, float]:
+def run(package_root: Path, data: Path, out: Path, fresh: bool) -> tuple[float, float]:
     """(wall seconds of `transferkit doctor`, the seconds doctor.json reports)."""
+    if fresh:
+        shutil.rmtree(out / "features", ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=str(package_root), TF_CPP_MIN_LOG_LEVEL="3")
     start = time.time()
     subprocess.run([sys.executable, "-m", "transferkit", "doctor", str(data), "--out",
@@ -41,11 +46,12 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--before", type=Path, required=True)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args()
     times = {"before": [], "after": []}
     for _ in range(args.repeat):
         for name, root in (("before", args.before), ("after", ROOT)):
-            times[name].append(run(root, args.data, args.out))
+            times[name].append(run(root, args.data, args.out, args.fresh))
             print(f"{name}: {times[name][-1][0]:.1f} s wall, doctor.json "
                   f"{times[name][-1][1]:.1f} s", flush=True)
     wall = {k: statistics.median(t[0] for t in v) for k, v in times.items()}

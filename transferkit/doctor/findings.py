@@ -1,7 +1,9 @@
 """The doctor's findings from features already computed: near-duplicates, label issues,
 outliers, as the rows of `data_issues.csv`.
 
-No images are decoded here except for the alignment check of candidate pairs, and nothing touches the network: `diagnose.py` brings the features.
+Images are decoded here only for the near-duplicate check (`duplicates.Looks`: a
+thumbnail and keypoints of each), and nothing touches the network: `diagnose.py` brings
+the features.
 """
 
 from __future__ import annotations

@@ -31,16 +31,12 @@ def normalized(features: np.ndarray, centre: bool = True) -> np.ndarray:
     return values / np.maximum(norms, 1e-12)
 
 
-def nearest(unit: np.ndarray, k: int, queries: np.ndarray | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+def nearest(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The `k` most similar other rows of each row (cosine similarity).
 
     Args:
         unit: `[N, D]` rows (`normalized`).
         k: Neighbours per row (at most N - 1).
-        queries: `[N, D]` other vectors of the same N items (e.g. of their mirror
-            images), searched for among `unit` instead of its own rows; item i is still
-            never its own neighbour.
 
     Returns:
         `(indices, similarities)`: int `[N, k]` and float32 `[N, k]`, most similar first;
@@ -50,12 +46,7 @@ def nearest(unit: np.ndarray, k: int, queries: np.ndarray | None = None
     k = max(0, min(k, n - 1))
     if k == 0:
         return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
+    # Without X, each indexed row's neighbours with itself left out.
     search = NearestNeighbors(metric="cosine").fit(unit)
-    if queries is None:  # without X: each indexed row's neighbours, itself left out
-        distances, indices = search.kneighbors(n_neighbors=k)
-    else:
-        distances, indices = search.kneighbors(queries, n_neighbors=k + 1)
-        other = indices != np.arange(n)[:, None]
-        other[other.sum(axis=1) > k, -1] = False  # itself not among them: drop the last
-        distances, indices = distances[other].reshape(n, k), indices[other].reshape(n, k)
+    distances, indices = search.kneighbors(n_neighbors=k)
     return indices.astype(np.int64), (1.0 - distances).astype(np.float32)
