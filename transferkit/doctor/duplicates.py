@@ -5,19 +5,18 @@ Pooled features alone cannot tell a copy from a look-alike (measured on flowers5
 planted copy's cosine to its original has median 0.86-0.92, ordinary photos' nearest
 neighbours reach 0.89 at the 95th percentile), so they only propose candidates: each
 image's few nearest neighbours (`candidate_pairs`) in the features joined with a tiny
-mirror-invariant thumbnail (`thumbnails`: a mirrored copy can sit far from its original
-in features, never in the thumbnail). The thumbnails also say which way round to compare
-a pair (`mirrored_better`). `verify_pairs` then checks each candidate as image retrieval
-does: ORB keypoints (OpenCV) of both images, the second mirrored when the thumbnails say
-so, matched and fitted with a RANSAC similarity transform (rotation, scale, shift: a crop
-is a shift and a scale); the inliers count, and the first image warped onto the second
-must agree with it pixel for pixel (normalized cross-correlation of the overlap, blind
-to brightness and contrast). Look-alike flowers share a few keypoints by chance, never
-an alignment under which their pixels agree.
+colour thumbnail averaged with its mirror image (`Looks`: a mirrored copy can sit far
+from its original in features, never in the thumbnail). The thumbnails also say which
+way round to compare a pair. `Looks.verify` then checks each candidate as image
+retrieval does: ORB keypoints (OpenCV) of both images, the second mirrored when the
+thumbnails say so, matched and fitted with a RANSAC similarity transform (rotation,
+scale, shift: a crop is a shift and a scale); the inliers count, and the first image
+warped onto the second must agree with it pixel for pixel (normalized cross-correlation
+of the overlap, blind to brightness and contrast). Look-alike flowers share a few
+keypoints by chance, never an alignment under which their pixels agree.
 
 Groups are the connected components of the kept pairs, merged with the audit's exact
-duplicates (same bytes), so the split keeps each group in one split.
-"""
+duplicates (same bytes), so the split keeps each group in one split."""
 
 from __future__ import annotations
 
