@@ -71,6 +71,11 @@ class Distribution:
         """Replicas in sync (devices of all workers together)."""
         return int(self.strategy.num_replicas_in_sync)
 
+    @property
+    def replicated(self) -> tf.distribute.Strategy | None:
+        """The strategy the engine trains under; None (`model.fit`) on one device."""
+        return None if self.kind == "none" else self.strategy
+
     def scope(self) -> contextlib.AbstractContextManager:
         """The strategy's scope: build, compile and train in it."""
         return self.strategy.scope()

@@ -16,6 +16,7 @@ engine's backup, `transferkit.engine`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import sys
 import time
@@ -28,12 +29,11 @@ import pandas as pd
 
 from transferkit import layout
 from transferkit.accelerator import precision
-from transferkit.budget import session as budget
 from transferkit.backbones import get_backbone, load_pretrained
-from transferkit.budget.finetune import fine_tune_within
-from transferkit.engine.phase import restore
-from transferkit.engine.recipes import class_weight, fine_tune, head_model, one_hot, \
-    train_head
+from transferkit.budget import session as budget
+from transferkit.engine.phase import Recipe, TimeLimit, restore, run_phase
+from transferkit.engine.recipes import HEAD_BATCH, class_weight, head_model, one_hot, \
+    training_loss
 from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
 from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
@@ -146,11 +146,15 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     plan = with_blocks(plan, len(backbone_blocks(model)), config.unfreeze)
     write_json(out_dir / layout.PLAN_FILE, plan.to_dict())
     say(f"Plan: {plan.strategy} ({plan.reason})")
-    timed = ledger and budget.plan_within(ledger, model, plan, config, backbone, paths,
-                                          labels, out_dir, say, size_given)
-    if timed and timed.image_size != config.image_size:  # the budget chose another size
+    recipe, limit = config, None  # the phases' epochs and views: the default's
+    if ledger:  # the default recipe fitted to the time left (budget/planner.py)
+        timed = budget.plan_within(ledger, model, plan, config, budget.candidate_sizes(
+            backbone, plan, size_given), paths, labels, out_dir, say)
         model = rebuild_at_size(model, timed.image_size)
         config = dataclasses.replace(config, image_size=timed.image_size)
+        recipe = dataclasses.replace(config, augment_copies=timed.augment_copies,
+                                     fine_tune_epochs=timed.fine_tune_epochs)
+        limit = budget.time_limit(ledger, timed)
     class_weights = class_weight(labels["train"], len(classes))
     write_json(out_dir / layout.CONFIG_FILE, config.to_dict())  # with its final size
 
@@ -162,24 +166,20 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     if history is not None:
         say("Phase 1: reusing the trained head")
     else:
-        history = _train_head(model, out_dir, source, splits, labels,
-                              budget.head_config(config, timed), class_weights, verbose,
-                              say, dist)
+        history = _train_head(model, out_dir, source, splits, labels, recipe,
+                              class_weights, verbose, say, dist)
     history = [{"phase": 1, **row} for row in history]
     budget.mark(ledger, "phase1")
 
     # 4. Phase 2: fine-tune the top blocks.
     if plan.unfreeze_blocks:
         set_trainable_blocks(model, plan.unfreeze_blocks)
-        rows = None if timed else restore(model, checkpoints / PHASE2)
-        if timed:
-            rows = fine_tune_within(model, out_dir, paths, labels, plan.unfreeze_blocks,
-                                    config, timed, ledger, class_weights, verbose, say)
-        elif rows is not None:
+        rows = restore(model, checkpoints / PHASE2)
+        if rows is not None:
             say("Phase 2: reusing the fine-tuned weights")
         else:
-            rows = _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, config,
-                              class_weights, verbose, say, dist)
+            rows = _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, recipe,
+                              class_weights, verbose, say, dist, limit, ledger)
         history += [{"phase": 2, **row} for row in rows]
     budget.mark(ledger, "phase2")
     if not dist.is_chief:  # the chief evaluates and writes the run; this one is done
@@ -247,7 +247,7 @@ def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: Trai
 def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.DataFrame,
                 labels: dict, config: TrainConfig, class_weights, verbose: int, say,
                 dist: Distribution) -> list[dict]:
-    """Phase 1: the classifier's head on pooled features stored once per image.
+    """Phase 1: the classifier's own head layers on pooled features stored once per image.
 
     The plain features of every image (all splits) go into the run's feature store,
     where they stay after training; the augmented views only phase 1 reads.
@@ -273,26 +273,41 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
                                                    for view in range(1, 1 + copies)])
     n_classes = model.output_shape[-1]
     say("Phase 1: training the head on the stored features")
-    return train_head(model, (x_train, one_hot(labels["train"] * (1 + copies), n_classes)),
-                      (np.asarray(plain[val]), one_hot(labels["val"], n_classes)), config,
-                      out_dir / layout.CHECKPOINTS_DIR / PHASE1, dist, class_weights,
-                      verbose, log_dir=out_dir / layout.LOGS_DIR / "phase1")
+    recipe = Recipe(config.head_epochs, config.head_learning_rate * dist.replicas,
+                    training_loss(config.label_smoothing), patience=config.patience,
+                    batch_size=HEAD_BATCH * dist.replicas, seed=config.seed,
+                    log_dir=out_dir / layout.LOGS_DIR / "phase1")
+    with dist.scope():
+        head = head_model(model)
+    return run_phase(head, (x_train, one_hot(labels["train"] * (1 + copies), n_classes)),
+                     (np.asarray(plain[val]), one_hot(labels["val"], n_classes)), recipe,
+                     out_dir / layout.CHECKPOINTS_DIR / PHASE1, strategy=dist.replicated,
+                     class_weight=class_weights, verbose=verbose)
 
 
 def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_blocks: int,
                config: TrainConfig, class_weights, verbose: int, say,
-               dist: Distribution) -> list[dict]:
-    """Phase 2: the top blocks, end to end on augmented images."""
+               dist: Distribution, limit: TimeLimit | None, ledger) -> list[dict]:
+    """Phase 2: the top blocks, end to end on augmented images (global batches), one
+    epoch of warm-up then cosine decay; within a time limit, the ledger records each
+    epoch's seconds (a killed run resumes with the time it has left)."""
     n_classes = model.output_shape[-1]
     batch = config.batch_size * dist.replicas
-    say(f"Phase 2: fine-tuning the top {n_blocks} blocks "
-        f"({len(model.trainable_weights)} weight tensors) at learning rate "
-        f"{config.fine_tune_learning_rate * dist.replicas:g}")
+    rate = config.fine_tune_learning_rate * dist.replicas
+    say(f"Phase 2: fine-tuning the top {n_blocks} blocks ({len(model.trainable_weights)} "
+        f"weight tensors) for {config.fine_tune_epochs} epochs at learning rate {rate:g}"
+        + (f", until {limit.deadline - limit.clock():.0f} s from now" if limit else ""))
     train_ds = image_dataset(paths["train"], one_hot(labels["train"], n_classes),
                              config.image_size, batch, shuffle_seed=config.seed,
                              augment_seed=config.seed, workers=config.workers)
     val_ds = image_dataset(paths["val"], one_hot(labels["val"], n_classes),
                            config.image_size, batch, workers=config.workers)
-    return fine_tune(model, train_ds, val_ds, len(paths["train"]), config,
-                     out_dir / layout.CHECKPOINTS_DIR / PHASE2, dist, class_weights,
-                     verbose, say, log_dir=out_dir / layout.LOGS_DIR / "phase2")
+    recipe = Recipe(config.fine_tune_epochs, rate, training_loss(config.label_smoothing),
+                    steps_per_epoch=math.ceil(len(paths["train"]) / batch), cosine=True,
+                    patience=config.patience, time_limit=limit,
+                    log_dir=out_dir / layout.LOGS_DIR / "phase2")
+    spent = [] if ledger is None else [keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: ledger.save(epochs=epoch + 1))]
+    return run_phase(model, train_ds, val_ds, recipe,
+                     out_dir / layout.CHECKPOINTS_DIR / PHASE2, strategy=dist.replicated,
+                     class_weight=class_weights, verbose=verbose, say=say, callbacks=spent)

@@ -11,8 +11,8 @@ import re
 
 from transferkit.errors import ConfigError
 
-# The documented presets (docs/training.md, "Time budgets"). "fast" is today's fixed recipe
-# (about 5 CPU minutes on flowers5): no budget, nothing measured.
+# The documented presets (docs/training.md, "Time budgets"). "fast": the default recipe,
+# nothing measured; the others fit it into their budget (larger data, slower machines).
 PRESETS: dict[str, float | None] = {"fast": None, "balanced": 20 * 60.0, "best": 60 * 60.0}
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")

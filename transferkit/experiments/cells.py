@@ -158,7 +158,7 @@ class Cells:
             train, val = [(x, one_hot(self.labels[r], n)) for x, r in (train, val)]
         recipe = Recipe(self.config.max_epochs, rate, training_loss(_TRAIN.label_smoothing),
                         steps_per_epoch=math.ceil(len(repeated) / self.config.batch_size),
-                        schedule="cosine", patience=self.config.patience,
+                        cosine=True, patience=self.config.patience,
                         batch_size=self.config.batch_size, seed=self.config.seed)
         return run_phase(model, train, val, recipe, path, verbose=self.verbose,
                          class_weight=class_weight(self.labels[repeated], n))
