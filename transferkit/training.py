@@ -171,16 +171,12 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     history = [{"phase": 1, **row} for row in history]
     budget.mark(ledger, "phase1")
 
-    # 4. Phase 2: fine-tune the top blocks.
+    # 4. Phase 2: fine-tune the top blocks (a finished phase 2 is restored, not run).
     if plan.unfreeze_blocks:
         set_trainable_blocks(model, plan.unfreeze_blocks)
-        rows = restore(model, checkpoints / PHASE2)
-        if rows is not None:
-            say("Phase 2: reusing the fine-tuned weights")
-        else:
-            rows = _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, recipe,
-                              class_weights, verbose, say, dist, limit, ledger)
-        history += [{"phase": 2, **row} for row in rows]
+        history += [{"phase": 2, **row} for row in _fine_tune(
+            model, out_dir, paths, labels, plan.unfreeze_blocks, recipe, class_weights,
+            verbose, say, dist, limit, ledger)]
     budget.mark(ledger, "phase2")
     if not dist.is_chief:  # the chief evaluates and writes the run; this one is done
         return None
@@ -203,10 +199,8 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
         with atomic_path(out_dir / layout.MODEL_FILE, suffix=".keras") as tmp:
             model.save(tmp)
     metrics.pop("n_images")
-    metrics.update(n_train=len(paths["train"]), n_val=len(paths["val"]),
-                   n_test=len(paths["test"]), n_classes=len(classes),
-                   n_skipped=int((index["status"] != "ok").sum()),
-                   n_excluded=len(excluded),
+    metrics.update({f"n_{k}": len(v) for k, v in paths.items()}, n_classes=len(classes),
+                   n_skipped=int((index["status"] != "ok").sum()), n_excluded=len(excluded),
                    strategy=plan.strategy, unfreeze_blocks=plan.unfreeze_blocks,
                    train_seconds=round(time.time() - start, 1))
     write_json(out_dir / layout.METRICS_FILE, metrics)
@@ -228,18 +222,16 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
 
 def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: TrainConfig,
             resuming: bool, groups: dict[str, str] | None) -> pd.DataFrame:
+    """The run's split: its own when resuming, the shared `splits_file` of an ensemble or
+    compare, else a new one."""
     path = out_dir / layout.SPLITS_FILE
     if resuming and path.exists():
         splits = pd.read_csv(path, keep_default_na=False)
         check_unchanged(splits, index, classes)  # a folder changed since: one clear line
         return splits
-    if config.splits_file:  # an ensemble's or compare's shared split
-        splits = pd.read_csv(config.splits_file, keep_default_na=False)
-        write_csv(path, splits)
-        return splits
     seed = config.seed if config.split_seed is None else config.split_seed
-    splits = make_splits(index, classes, config.val_split, config.test_split, seed,
-                         groups)
+    splits = pd.read_csv(config.splits_file, keep_default_na=False) if config.splits_file \
+        else make_splits(index, classes, config.val_split, config.test_split, seed, groups)
     write_csv(path, splits)
     return splits
 

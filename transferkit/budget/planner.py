@@ -40,19 +40,10 @@ PREDICT_CALLS_AFTER = 4  # evaluation 1, calibration 3 (final features, val, tes
 
 @dataclasses.dataclass
 class SpeedProfile:
-    """This machine's measured speed on this data, at one image size.
-
-    Attributes:
-        image_size: The size measured (other sizes scale with their pixels).
-        extract_ips: Images per second through the frozen classifier (decode included):
-            feature extraction, validation, evaluation, calibration.
-        step_seconds: Seconds per fine-tuning step of `batch_size` images.
-        batch_size: The batch size the steps were timed at.
-        measure_seconds: What measuring cost (already spent).
-        trace_predict: Seconds the first call of a prediction function costs beyond a
-            batch (tracing; each `predict` of a new model or shape pays it).
-        trace_train: The same for a training step (the first epoch pays it).
-    """
+    """This machine's measured speed on this data at `image_size`: images per second
+    through the frozen classifier (decoding included), seconds per fine-tuning step of
+    `batch_size` images, and what the first call of a prediction or a training function
+    costs beyond the others (tracing)."""
 
     image_size: int
     extract_ips: float
@@ -91,30 +82,6 @@ class BudgetPlan:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
-def epoch_seconds(profile: SpeedProfile, size: int, n_train: int, n_val: int) -> float:
-    """One fine-tuning epoch at `size`: its training steps plus the validation pass."""
-    ips, step = profile.at(size)
-    return math.ceil(n_train / profile.batch_size) * step + n_val / ips
-
-
-def reserve_seconds(profile: SpeedProfile, size: int, n_val: int, n_test: int,
-                    n_train: int) -> float:
-    """Evaluation (test pass, save), calibration (features of every image), report.
-
-    Each of those predicts with a newly made function: `PREDICT_CALLS_AFTER` traces."""
-    ips = profile.at(size)[0]
-    return SAFETY * ((n_test + n_train + n_val + n_test) / ips + PREDICT_CALLS_AFTER
-                     * profile.trace_predict + SAVE_SECONDS + REPORT_SECONDS)
-
-
-def head_seconds(profile: SpeedProfile, size: int, n_all: int, n_train: int,
-                 copies: int) -> float:
-    """Phase 1: features of every image, `copies` augmented views of the training ones,
-    then the head's epochs on the stored features (a few seconds)."""
-    return (n_all + copies * n_train) / profile.at(size)[0] + \
-        (1 + copies) * profile.trace_predict + 5.0
-
-
 def plan_budget(profile: SpeedProfile, limit: float, spent: float, n_train: int,
                 n_val: int, n_test: int, sizes: list[int], epochs: int,
                 copies: int) -> BudgetPlan:
@@ -141,26 +108,33 @@ def plan_budget(profile: SpeedProfile, limit: float, spent: float, n_train: int,
     share = PHASE1_SHARE if epochs else 1.0  # head only: phase 1 is the training
     first_extra = SAFETY * (profile.trace_train + profile.trace_predict)
 
+    def seconds(size: int, views: int) -> tuple[float, float, float]:
+        """A padded fine-tuning epoch (steps + validation); phase 1 (features of every
+        image and of `views` augmented views of the training ones, tracing each, then
+        a few seconds of the head's epochs); the reserve: evaluation, calibration
+        (features of every image) and the report, each predict traced once more."""
+        ips, step = profile.at(size)
+        epoch = SAFETY * (math.ceil(n_train / profile.batch_size) * step + n_val / ips)
+        head = (n_all + views * n_train) / ips + (1 + views) * profile.trace_predict + 5
+        reserve = SAFETY * ((n_all + n_test) / ips + PREDICT_CALLS_AFTER
+                            * profile.trace_predict + SAVE_SECONDS + REPORT_SECONDS)
+        return epoch, head, reserve
+
     def fit(size: int) -> tuple[int, int, float, float, float]:
         """Epochs, views, epoch, phase 1 and reserve seconds at `size`."""
-        reserve = reserve_seconds(profile, size, n_val, n_test, n_train)
         views = copies
-        while views and head_seconds(profile, size, n_all, n_train, views) > \
-                share * max(left - reserve, 0):
+        while views and seconds(size, views)[1] > share * max(left - seconds(size, 0)[2],
+                                                              0):
             views -= 1
-        head = head_seconds(profile, size, n_all, n_train, views)
-        epoch = SAFETY * epoch_seconds(profile, size, n_train, n_val)
+        epoch, head, reserve = seconds(size, views)
         n = int((left - reserve - head - first_extra) // epoch) if epochs else 0
         return min(max(n, 0), epochs), views, epoch, head, reserve
 
     size = next((s for s in sizes if fit(s)[0] >= min(ENOUGH_EPOCHS, epochs)), sizes[-1])
     n, views, epoch, head, reserve = fit(size)
     if (epochs and n < 1) or head + reserve > left:
-        smallest = sizes[-1]
-        minimum = spent + head_seconds(profile, smallest, n_all, n_train, 0) + \
-            reserve_seconds(profile, smallest, n_val, n_test, n_train) + \
-            (SAFETY * epoch_seconds(profile, smallest, n_train, n_val) + first_extra
-             if epochs else 0.0)
+        smallest, (epoch0, head0, reserve0) = sizes[-1], seconds(sizes[-1], 0)
+        minimum = spent + head0 + reserve0 + (epoch0 + first_extra if epochs else 0.0)
         what = f"one fine-tuning epoch at {smallest} px" if epochs else \
             "the head on features of every image"
         raise ConfigError(f"--time-limit {format_seconds(limit)} is too small for this "
@@ -168,13 +142,10 @@ def plan_budget(profile: SpeedProfile, limit: float, spent: float, n_train: int,
                           f"{format_seconds(math.ceil(minimum))} (measured: what was spent "
                           f"so far, {what}, evaluation, calibration and the report); run "
                           "again with a larger --time-limit and --overwrite")
-    if not epochs:
-        why = f"head only at {size} px"
-    elif n == epochs:
-        why = f"the default recipe fits: {n} fine-tuning epochs at {size} px"
-    else:
-        why = f"only {n} of the default's {epochs} fine-tuning epochs fit, at {size} px" + (
-            f" (fewer than {ENOUGH_EPOCHS} fit at larger sizes)" if size != sizes[0] else "")
+    why = f"head only at {size} px" if not epochs else (
+        f"the default recipe fits: {n} fine-tuning epochs at {size} px" if n == epochs else
+        f"only {n} of the default's {epochs} fine-tuning epochs fit, at {size} px"
+        + (f" (fewer than {ENOUGH_EPOCHS} at larger sizes)" if size != sizes[0] else ""))
     reason = "; ".join([
         f"{format_seconds(limit)} budget, {format_seconds(spent)} spent before planning",
         why + (f" (~{epoch:.0f} s each)" if epochs else ""),

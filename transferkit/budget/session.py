@@ -1,13 +1,12 @@
-"""The clock of a time-limited run, and the glue `training.train` calls.
+"""The glue `training.train` calls when a run has a time limit, and its clock.
 
-    ledger = open_ledger(...)         at the start (the limit covers the whole command)
-    mark(ledger, "audit")             after each step: seconds spent, saved atomically
-    plan = plan_within(...)           measure, plan, refuse a budget too small; plan.json
-    finish(...)                       what was spent, beside the estimate, in plan.json
+    ledger = open_ledger(...)   at the start (the limit covers the whole command)
+    mark(ledger, "audit")       after each step: seconds spent, saved atomically
+    plan_within(...)            measure, plan, refuse a budget too small; plan.json
+    time_limit(...)             phase 2's stop; finish(...): what was spent, in plan.json
 
-The ledger (`checkpoints/budget.json`, written atomically after each step and each
-epoch) holds the seconds spent so far, so a killed run resumes with the time it has
-left rather than a fresh budget. Its clock is injectable, so tests drive it.
+The ledger (`checkpoints/budget.json`, written after each step and epoch) holds the
+seconds spent, so a killed run resumes with the time it has left.
 """
 
 from __future__ import annotations
@@ -35,13 +34,8 @@ CLOCK = time.time  # the ledger's clock; tests replace it (never changed at run 
 
 
 class Ledger:
-    """Seconds spent by this run across invocations, and its saved state.
-
-    Args:
-        path: The ledger file (in the run's checkpoints).
-        clock: Seconds, monotonic enough (default `time.time`).
-        started: This invocation's start on `clock` (default: now).
-    """
+    """Seconds spent by this run across invocations (`before` this one, which
+    `started` at that time on `clock`, an injectable clock), and its saved state."""
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time,
                  started: float | None = None):
@@ -121,10 +115,8 @@ def plan_within(ledger: Ledger, model: keras.Model, plan: Plan, config: TrainCon
         say: Progress printer.
 
     Returns:
-        The budget plan.
-
-    Raises:
-        ConfigError: The budget is too small (the measured minimum is in the message).
+        The budget plan (`planner.plan_budget`; it raises ConfigError for a budget too
+        small, with the measured minimum).
     """
     saved = ledger.state.get("plan")
     if saved is not None:  # resuming: the plan made when the run started

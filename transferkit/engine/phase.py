@@ -148,20 +148,19 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
     """Trains `model`'s trainable weights by `recipe`; resumes from / backs up to `path`.
 
     Args:
-        model: The model (the classifier, its head, or a copy at another size).
-        train: `(x, one-hot y)` arrays, or a batched `tf.data.Dataset` of them.
-        val: The same for validation.
+        model: The model (the classifier, or its head).
+        train, val: `(x, one-hot y)` arrays, or batched `tf.data.Dataset`s of them.
         recipe: How to train.
         path: The phase's backup file (None: no backup, no resume).
-        strategy: A strategy with replicas (None: one device, `model.fit`); the batch
-            size and rate are then the global ones (times the replicas).
+        strategy: A strategy with replicas (None: one device, `model.fit`).
         class_weight: Keras class weights, or None.
         verbose: Keras verbosity.
         callbacks: More callbacks (before the tracker).
         say: Progress printer (a backup that cannot be read).
 
     Returns:
-        The phase's history, one row per epoch (of all invocations when resumed).
+        The phase's history, one row per epoch (of all invocations when resumed); a
+        finished phase's at once, its final weights restored.
     """
     finished = restore(model, path) if path is not None else None
     if finished is not None:
