@@ -78,22 +78,17 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
         from transferkit.ensemble.train import train_ensemble  # K members, one run
 
         return train_ensemble(data, out, overwrite, train_one=train, **options)
-    with warnings.catch_warnings():
-        # Keras warns about finite datasets ending (they are meant to): noise here.
-        warnings.filterwarnings("ignore", message=".*ran out of data.*")
-        return _train(data, out, overwrite, **options)
-
-
-def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run | None:
     start = time.time()
     config = TrainConfig.from_options(data, options)
     # First: a multi-worker strategy must set up TensorFlow before any other op runs.
     # A time budget is planned for one device: `auto` then means the default strategy.
     dist = make_distribution("none" if config.time_limit and config.distribute == "auto"
                              else config.distribute)
-    # Other workers than the chief write to a private folder, removed at the end.
-    with precision(config.mixed_precision == "on"), \
-            dist.writer_dir(Path(out)) as out_dir:  # every model below, in its dtype
+    # Other workers than the chief write to a private folder, removed at the end; every
+    # model is built in the precision's dtype; finite datasets end (Keras warns: noise).
+    with precision(config.mixed_precision == "on"), warnings.catch_warnings(), \
+            dist.writer_dir(Path(out)) as out_dir:
+        warnings.filterwarnings("ignore", message=".*ran out of data.*")
         return _train_in(out_dir, config, overwrite, dist, start)
 
 

@@ -95,8 +95,7 @@ def candidate_sizes(backbone: Backbone, plan: Plan, fixed_size: bool) -> list[in
     no size above the rule's (224 px measured below 160 px, issue 25)."""
     if fixed_size or plan.strategy != "fine-tune":
         return [plan.image_size]
-    low = max(MIN_FINE_TUNE_SIZE, backbone.min_size)
-    return [plan.image_size] + list(range(plan.image_size - 32, low - 1, -32))
+    return list(range(plan.image_size, max(MIN_FINE_TUNE_SIZE, backbone.min_size) - 1, -32))
 
 
 def plan_within(ledger: Ledger, model: keras.Model, plan: Plan, config: TrainConfig,

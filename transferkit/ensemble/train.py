@@ -59,18 +59,14 @@ def train_ensemble(data: str | Path, out: str | Path, overwrite: bool = False,
     """Trains `ensemble` members and writes the ensemble's run directory `out`.
 
     Args:
-        data: The data folder, or `tfds:NAME`.
-        out: The run directory; the members go to `out/members/m1..mK`.
-        overwrite: Replace a finished (or unfinished) run in `out`, members included.
+        data, out, overwrite: As for `transferkit.train`; the members go to
+            `out/members/m1..mK`.
         train_one: What trains one member (`transferkit.training.train`, which passes
             itself: this module does not import training, which imports it).
         **options: Fields of `TrainConfig`; `ensemble` (K >= 2) and/or `backbones`.
 
     Returns:
         The finished ensemble `Run` (its model averages the members' probabilities).
-
-    Raises:
-        TransferkitError: Bad data, options or output folder; the message says what to do.
     """
     config = TrainConfig.from_options(data, options)
     if config.ensemble < 2:
@@ -193,18 +189,14 @@ def combine_runs(runs: list[Run], out: str | Path, overwrite: bool = False,
     members stay where they are; `out` records their paths in `ensemble.json`.
 
     Args:
-        runs: Two or more finished runs with the same classes, split and image size
-            (another size is rebuilt at the first's).
+        runs: Two or more finished runs with the same classes, split and image size.
         out: The ensemble's run directory.
         overwrite: Replace a run in `out`.
         calibrate: Fit one temperature on the average (and the trust thresholds).
         quiet: No progress lines.
 
     Returns:
-        The ensemble `Run`.
-
-    Raises:
-        ConfigError: Fewer than two runs, or runs with other classes, splits or image sizes.
+        The ensemble `Run`; ConfigError for runs that do not fit together.
     """
     runs = list(runs)
     if len(runs) < 2:
