@@ -69,21 +69,17 @@ class TimeLimit(keras.callbacks.Callback):
 
 @dataclasses.dataclass
 class Recipe:
-    """How a phase trains.
+    """How a phase trains: at most `epochs` epochs of Adam at `learning_rate` (the
+    global one, for all replicas) on `loss`.
 
     Attributes:
-        epochs: Most epochs.
-        learning_rate: Adam's rate (the peak of the cosine), for all replicas.
-        loss: The loss.
-        steps_per_epoch: Optimizer steps of an epoch (for the cosine).
-        cosine: One epoch of warm-up from rate / 10 (at most half the steps: the new
-            head's first gradients are large and would wreck pretrained filters), then
-            cosine decay to 0 over the epochs; else a constant rate.
+        cosine: One epoch of `steps_per_epoch` steps of warm-up from the rate / 10 (at
+            most half the steps: the new head's first gradients are large and would
+            wreck pretrained filters), then cosine decay to 0; else a constant rate.
         patience: Early stopping: stop after this many epochs without a better
             validation loss (as `keras.callbacks.EarlyStopping`; None: off).
         time_limit: Stop in time (None: epochs only); its clock times the epochs.
-        batch_size: Batch of array data (all replicas).
-        seed: Shuffle of array data.
+        batch_size, seed: The batches of array data (all replicas) and their shuffle.
         log_dir: TensorBoard event files of the phase (loss, accuracy and learning rate
             per epoch; None: none).
     """
