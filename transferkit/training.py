@@ -283,7 +283,7 @@ def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_b
     rate = config.fine_tune_learning_rate * dist.replicas
     say(f"Phase 2: fine-tuning the top {n_blocks} blocks ({len(model.trainable_weights)} "
         f"weight tensors) for {config.fine_tune_epochs} epochs at learning rate {rate:g}"
-        + (f", until {limit.deadline - limit.clock():.0f} s from now" if limit else ""))
+        + (f", for at most {max(limit.deadline - limit.clock(), 0):.0f} s" if limit else ""))
     train_ds = image_dataset(paths["train"], one_hot(labels["train"], n_classes),
                              config.image_size, batch, shuffle_seed=config.seed,
                              augment_seed=config.seed, workers=config.workers)
