@@ -15,8 +15,8 @@ import pytest
 
 from transferkit.budget import session
 from transferkit.budget.parse import format_seconds, parse_budget, resolve_budget
-from transferkit.budget.planner import SpeedProfile, Stage, plan_budget
-from transferkit.budget.ledger import Ledger
+from transferkit.budget.planner import SpeedProfile, plan_budget
+from transferkit.budget.session import Ledger
 from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.testing import make_color_folder
@@ -64,52 +64,40 @@ def test_presets_and_the_explicit_limit_wins():
 
 def _profile(**kw) -> SpeedProfile:
     # 64 images/s forward and 0.5 s a step at 128 px; other sizes scale with the pixels.
-    return SpeedProfile({128: 64.0}, {128: 0.5}, 32, **kw)
+    return SpeedProfile(128, 64.0, 0.5, 32, **kw)
 
 
-def test_plan_fits_a_known_profile():
+def _plan(limit, spent=20, sizes=(128,), epochs=10, copies=2, profile=None):
+    return plan_budget(profile or _profile(), limit=limit, spent=spent, n_train=320,
+                       n_val=64, n_test=64, sizes=list(sizes), epochs=epochs,
+                       copies=copies)
+
+
+def test_plan_is_the_default_recipe_when_it_fits():
     # 320 training images = 10 steps: an epoch is 10 x 0.5 + 64 val / 64 = 6 s, 6.9 padded.
     # Reserve: 1.15 x ((64 test + 448 all) / 64 + 3 save + 10 report) = 24.15 s.
-    # Phase 1 with 2 views: (448 + 640) / 64 + 5 = 22 s (within a quarter of the rest). 180 s left -> phase 2 133.85 s
-    # -> 19 epochs; 15+ epochs switch on EMA and RandAugment, not yet MixUp (25).
-    plan = plan_budget(_profile(), limit=200, spent=20, n_train=320, n_val=64, n_test=64,
-                       rule_size=128, sizes=[128], fine_tune=True)
-    assert (plan.image_size, plan.augment_copies, plan.fine_tune_epochs) == (128, 2, 19)
+    # Phase 1 with 2 views: (448 + 640) / 64 + 5 = 22 s (within a quarter of the rest).
+    # 180 s left -> 133.85 s = 19 epochs fit: the default's 10, not more.
+    plan = _plan(200)
+    assert (plan.image_size, plan.augment_copies, plan.fine_tune_epochs) == (128, 2, 10)
     assert plan.epoch_seconds == 6.9 and plan.reserve_seconds == pytest.approx(24.1, abs=0.1)
-    assert plan.fine_tune_seconds == pytest.approx(133.85, abs=0.1)
-    assert plan.ingredients == ["ema", "randaugment"]
-    assert plan.stages == [Stage(128, 19, 1.0)]
-    assert "19 fine-tuning epochs" in plan.reason
+    assert "the default recipe fits: 10 fine-tuning epochs at 128 px" in plan.reason
+    # An hour buys the same recipe: more epochs measured worse (issue 25).
+    long = _plan(3600, sizes=(128, 96))
+    assert (long.image_size, long.augment_copies, long.fine_tune_epochs) == (128, 2, 10)
 
 
-def test_plan_picks_the_size_the_budget_buys():
-    args = dict(spent=20, n_train=320, n_val=64, n_test=64, rule_size=128,
-                sizes=[96, 128, 160], fine_tune=True)
-    # 6+ epochs fit at 128 px (30 would be needed at 160): the rule's size; 5 at 128: 96.
-    assert plan_budget(_profile(), limit=200, **args).image_size == 128
-    short = plan_budget(_profile(), limit=95, **args)
-    assert short.image_size == 96 and short.ingredients == ["ema"]  # 11 epochs of 3.9 s
-    # An hour: 30+ epochs at 160 px, and every ingredient, with progressive resizing
-    # (the first 40% of phase 2 at 128 px, then 160 px).
-    long = plan_budget(_profile(), limit=3600, **args)
-    assert long.image_size == 160
-    assert long.ingredients == ["ema", "randaugment", "progressive", "mixup"]
-    assert [(s.image_size, s.until_fraction) for s in long.stages] == [(128, 0.4),
-                                                                       (160, 1.0)]
-
-
-def test_strong_augmentation_pays_for_its_pipeline_time():
-    # RandAugment + MixUp add 0.5 s to each step: epochs of (10 x 1.0 + 1) x 1.15 = 12.65 s.
-    profile = _profile(augment_seconds={128: 0.5})
-    args = dict(spent=20, n_train=320, n_val=64, n_test=64, rule_size=128, sizes=[128],
-                fine_tune=True)
-    # 200 s: 19 plain epochs, but only 10 with them (< 15): weight averaging alone.
-    plan = plan_budget(profile, limit=200, **args)
-    assert (plan.fine_tune_epochs, plan.ingredients) == (14, ["ema"])
-    # 400 s: 333.85 s of phase 2 = 26 strong epochs: all of them (one size: no resizing).
-    plan = plan_budget(profile, limit=400, **args)
-    assert (plan.fine_tune_epochs, plan.epoch_seconds) == (26, 12.6)  # rounded
-    assert plan.ingredients == ["ema", "randaugment", "mixup"]
+def test_a_short_budget_trains_fewer_epochs_or_at_a_smaller_size():
+    # 105 s: 85 left - 24.15 reserve; views cut to 0 (phase 1's quarter is 15.2 s, one
+    # view costs 17): phase 1 12 s, 48.85 s for phase 2 = 7 epochs of 6.9 s at 128 px.
+    plan = _plan(105, sizes=(128, 96))
+    assert (plan.image_size, plan.augment_copies, plan.fine_tune_epochs) == (128, 0, 7)
+    assert "only 7 of the default's 10 fine-tuning epochs fit, at 128 px" in plan.reason
+    # 95 s: 5 epochs at 128 px (< 6): 96 px, where an epoch is 1.15 x (10 x 0.28125 +
+    # 64 / 113.8) = 3.88 s, the reserve 20.1 s and phase 1 with 1 view 11.75 s: 11 fit,
+    # the default's 10 are trained.
+    plan = _plan(95, sizes=(128, 96))
+    assert (plan.image_size, plan.augment_copies, plan.fine_tune_epochs) == (96, 1, 10)
 
 
 def test_too_small_a_budget_is_refused_with_the_measured_minimum():
@@ -117,19 +105,17 @@ def test_too_small_a_budget_is_refused_with_the_measured_minimum():
     # (6.9) + reserve (24.15) = 63.05 s.
     with pytest.raises(ConfigError, match=r"--time-limit 40s is too small .* at least "
                                           r"1m04s"):
-        plan_budget(_profile(), limit=40, spent=20, n_train=320, n_val=64, n_test=64,
-                    rule_size=128, sizes=[128], fine_tune=True)
+        _plan(40)
 
 
-def test_head_only_plan_buys_augmented_views():
-    # 180 s left - 24.15 reserve; each view of 320 images costs 5 s: 8 views (the most).
-    plan = plan_budget(_profile(), limit=200, spent=20, n_train=320, n_val=64, n_test=64,
-                       rule_size=128, sizes=[128], fine_tune=False)
-    assert (plan.augment_copies, plan.fine_tune_epochs, plan.stages) == (8, 0, [])
-    # 60 s: 35.85 s for phase 1 = 12 + 5 per view -> 4 views.
-    plan = plan_budget(_profile(), limit=60, spent=0, n_train=320, n_val=64, n_test=64,
-                       rule_size=128, sizes=[128], fine_tune=False)
-    assert plan.augment_copies == 4
+def test_head_only_plan_keeps_the_default_views_when_they_fit():
+    # 180 s left - 24.15 reserve: phase 1 with the default's 2 views (22 s), never more.
+    plan = _plan(200, epochs=0)
+    assert (plan.augment_copies, plan.fine_tune_epochs) == (2, 0)
+    # 40 s: 15.85 s for phase 1 = 12 + 5 per view -> none; 36 s cannot hold 12 + 24.15.
+    assert _plan(40, spent=0, epochs=0).augment_copies == 0
+    with pytest.raises(ConfigError, match="at least 37s"):
+        _plan(36, spent=0, epochs=0)
 
 
 # --- the clock ------------------------------------------------------------------------
@@ -143,7 +129,7 @@ def test_ledger_resumes_with_the_time_left(tmp_path):
     clock.now = 5000
     again = Ledger(tmp_path / "budget.json", clock=clock, started=5000)
     clock.now = 5010
-    assert again.before == 30 and again.spent() == 40 and again.left(100) == 60
+    assert again.before == 30 and again.spent() == 40
     assert again.deadline(100) == 5070 and again.state == {"epochs": 2}
     cfg = TrainConfig(time_limit=30)
     (tmp_path / "checkpoints").mkdir()
@@ -156,17 +142,17 @@ def test_ledger_resumes_with_the_time_left(tmp_path):
 
 def test_time_limited_run_writes_its_plan_and_spending(tmp_path, monkeypatch):
     import transferkit
-    from transferkit.engine.stop import TimeStop
+    from transferkit.engine import TimeLimit
 
     clock = FakeClock()
     monkeypatch.setattr(session, "CLOCK", clock)
-    step_end = TimeStop.on_train_batch_end
+    step_end = TimeLimit.on_train_batch_end
 
     def step_takes_a_minute(self, batch, logs=None):
         clock.now += 60
         step_end(self, batch, logs)
 
-    monkeypatch.setattr(TimeStop, "on_train_batch_end", step_takes_a_minute)
+    monkeypatch.setattr(TimeLimit, "on_train_batch_end", step_takes_a_minute)
     data = make_color_folder(tmp_path / "data", n_per_class=10, size=48, seed=3)
     run = transferkit.train(data, tmp_path / "run", image_size=64, unfreeze=1,
                             head_epochs=1, batch_size=32, time_limit="4m",
@@ -174,8 +160,7 @@ def test_time_limited_run_writes_its_plan_and_spending(tmp_path, monkeypatch):
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     budget = plan["budget"]
     assert budget["limit_seconds"] == 240 and budget["image_size"] == 64
-    assert list(budget["profile"]["extract_ips"]) == ["64"]
-    assert [s["image_size"] for s in budget["stages"]] == [64]
+    assert budget["profile"]["image_size"] == 64 and budget["fine_tune_epochs"] == 10
     assert set(budget["spent"]["at_end_of"]) == {"audit", "measure", "phase1", "phase2",
                                                  "evaluate", "calibrate"}
     marks = budget["spent"]["at_end_of"]
@@ -188,7 +173,7 @@ def test_time_limited_run_writes_its_plan_and_spending(tmp_path, monkeypatch):
     phase2 = history[history["phase"] == 2]
     assert len(phase2) == budget["spent"]["fine_tune_epochs"] >= 1
     assert phase2["epoch"].tolist() == list(range(1, len(phase2) + 1))
-    assert (phase2["image_size"] == 64).all() and (phase2["seconds"] == 60).all()
+    assert (phase2["seconds"] == 60).all()
     assert run.config.time_limit == 240
 
 
@@ -208,18 +193,17 @@ def test_cli_refuses_a_bare_number_before_any_work(capsys, tmp_path):
 def test_a_resumed_run_keeps_its_plan_and_records_the_spending(tmp_path):
     # The first invocation planned and spent 100 s; the second (killed run, same command)
     # starts at 1000 on its clock: no measuring, the old plan, 100 s of 200 left.
-    budget = plan_budget(_profile(), limit=200, spent=20, n_train=320, n_val=64,
-                         n_test=64, rule_size=128, sizes=[128], fine_tune=True)
+    budget = _plan(200)
     ledger_path = tmp_path / "checkpoints" / session.LEDGER_FILE
     clock = FakeClock(0)
     first = Ledger(ledger_path, clock=clock, started=0)
     clock.now = 100
-    first.save(plan=budget.to_dict(), profile=_profile().to_dict(), marks={"audit": 5})
+    first.save(plan=budget.to_dict(), profile=vars(_profile()), marks={"audit": 5})
     (tmp_path / "plan.json").write_text(json.dumps({"strategy": "fine-tune"}))
     clock.now = 1000
     again = Ledger(ledger_path, clock=clock, started=1000)
     said = []
-    resumed = session.plan_within(again, None, None, TrainConfig(time_limit=200), None,
+    resumed = session.plan_within(again, None, None, TrainConfig(time_limit=200), [128],
                                   {}, {}, tmp_path, said.append)
     assert resumed == budget and said == ["Budget: resuming with 1m40s of 3m20s left"]
     clock.now = 1090
@@ -230,15 +214,15 @@ def test_a_resumed_run_keeps_its_plan_and_records_the_spending(tmp_path):
                                        "fine_tune_epochs": 0, "within_limit": True}
 
 
-def test_candidate_sizes_around_the_rule_unless_the_user_chose_one():
+def test_candidate_sizes_the_rule_and_below_unless_the_user_chose_one():
     from transferkit.backbones import get_backbone
     from transferkit.plan import Plan
 
     backbone = get_backbone("mobilenet_v2_0.35")
     plan = Plan("fine-tune", 1.0, 11, 11, 2400, 405, 160, "")
-    assert session.candidate_sizes(backbone, plan, fixed_size=False) == [128, 160, 192]
+    assert session.candidate_sizes(backbone, plan, fixed_size=False) == [160, 128, 96]
     assert session.candidate_sizes(backbone, plan, fixed_size=True) == [160]
     small = Plan("fine-tune", 1.0, 11, 11, 2400, 405, 96, "")
-    assert session.candidate_sizes(backbone, small, fixed_size=False) == [96, 128]
+    assert session.candidate_sizes(backbone, small, fixed_size=False) == [96]
     frozen = Plan("feature-extract", 0.0, 0, 11, 200, 20, 224, "")
     assert session.candidate_sizes(backbone, frozen, fixed_size=False) == [224]

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from transferkit.engine import Recipe, TimeLimit, backup, run_phase
-from transferkit.engine.schedule import cosine_rate, step_schedule
 
 X = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
 Y = keras.utils.to_categorical(np.zeros(16), 2)  # every image of class 0
@@ -110,7 +109,7 @@ def test_the_time_stop_ends_before_the_deadline():
 
     # After epochs 1 and 2 (20 s each) the next, padded to 23 s, ends by 63 <= 65;
     # after epoch 3 (at 60 s) it would end at 83: stop.
-    limit = TimeLimit(clock, deadline=65, start=0, end=100, safety=1.15)
+    limit = TimeLimit(clock, deadline=65, safety=1.15)
     rows = run_phase(tiny_model(), (X, Y), (X, Y),
                      recipe(epochs=50, patience=None, learning_rate=1e-3, time_limit=limit),
                      None, callbacks=[Step()])
@@ -120,17 +119,14 @@ def test_the_time_stop_ends_before_the_deadline():
 
 def test_the_rate_warms_up_then_follows_the_cosine():
     peak, per_epoch, epochs = 1e-3, 10, 5  # warm-up: the first 10 of 50 steps
-    schedule = step_schedule(peak, per_epoch, epochs)
+    schedule = recipe(epochs=epochs, learning_rate=peak, steps_per_epoch=per_epoch,
+                      cosine=True).rate()
     formula = lambda s: peak * 0.5 * (1 + math.cos(math.pi * (s - 10) / 40))  # noqa: E731
     assert float(schedule(0)) == pytest.approx(peak / 10)
     assert float(schedule(5)) == pytest.approx(peak / 10 + 0.5 * (peak - peak / 10))
     assert float(schedule(10)) == pytest.approx(peak)
     assert float(schedule(30)) == pytest.approx(formula(30)) == pytest.approx(peak / 2)
     assert float(schedule(50)) == pytest.approx(0.0, abs=1e-12)
-    # The time-tied rate: the same curve over the fraction of the phase's time.
-    assert cosine_rate(0.0, 1.0, 0.2) == pytest.approx(0.1)
-    assert cosine_rate(0.6, 1.0, 0.2) == pytest.approx(formula(30) / peak)
-    assert cosine_rate(1.0, 1.0, 0.2) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_class_weights_only_when_the_classes_are_imbalanced():

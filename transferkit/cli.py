@@ -78,9 +78,10 @@ def _add_train(sub) -> None:
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="skip the trust outputs (see `transferkit calibrate`)")
     p.add_argument("--time-limit", help="budget for the whole command, e.g. 90s, 20m, 1h, "
-                   "1h30m: the plan measures this machine and fits the run into it")
+                   "1h30m: the plan measures this machine and fits the default recipe into it "
+                   "(fewer epochs or a smaller size when short, never more)")
     p.add_argument("--preset", choices=list(PRESETS),
-                   help="fast: today's recipe (~5 CPU minutes); balanced: 20m; best: 1h "
+                   help="fast: the default recipe (~5 CPU minutes); balanced: 20m; best: 1h "
                    "(--time-limit wins over the preset's budget)")
     p.add_argument("--exclude-flagged", action="store_true",
                    help="leave the doctor's label issues and outliers out of the split")

@@ -65,9 +65,9 @@ class TrainConfig:
         mixed_precision: `"auto"` (`mixed_float16` on a GPU of compute capability 7.0
             or more), `"on"` or `"off"`; resolved to on/off in config.json.
         time_limit: Seconds the whole command may take (audit to finished run
-            directory); the plan measures this machine and fits the run into it
-            (`transferkit.budget`). A string such as `"20m"` is parsed. None: today's
-            fixed recipe.
+            directory); the plan measures this machine and fits the default recipe
+            into it (`transferkit.budget`). A string such as `"20m"` is parsed. None:
+            the default recipe, unmeasured.
         preset: `"fast"` (today's recipe), `"balanced"` (20 minutes) or `"best"` (1 hour);
             an explicit `time_limit` wins over the preset's budget.
         packages: Python's and the packages' versions when training started

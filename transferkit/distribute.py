@@ -16,16 +16,10 @@ first steps in. One replica changes nothing.
 
 Only the chief writes the run directory: the task of type `chief` in `TF_CONFIG`, or
 worker 0 when there is none. Every other worker trains the same steps in a private
-folder of its own (`worker_dir`), kept across restarts so that a restarted worker
+folder of its own (`writer_dir`), kept across restarts so that a restarted worker
 resumes from its own backup in step with the chief, and deleted when the run ends.
-
-`model.fit` does not work under `MultiWorkerMirroredStrategy` in Keras 3 (it fails
-before the first step, in `_maybe_symbolic_build`, converting a `PerReplica` batch to a
-tensor: keras-team/keras#20585, tensorflow#72388; `benchmarks/mwms_fit_repro.py`
-reproduces it), nor under `MirroredStrategy` when the replicas' shares of a batch differ
-in size (the same function adds them up: "Inputs to operation AddN must have the same
-size"). So with replicas, the engine trains with its own step under the strategy
-(`transferkit.engine.replicas`), driving the same callbacks as `model.fit`.
+With replicas the engine trains with its own step (`transferkit.engine.replicas`:
+`model.fit` breaks under these strategies in Keras 3).
 """
 
 from __future__ import annotations
@@ -52,14 +46,9 @@ CHOICES = DISTRIBUTE_CHOICES
 
 @dataclasses.dataclass(frozen=True)
 class Distribution:
-    """The strategy of a run and this process's place in it.
-
-    Attributes:
-        kind: `"none"`, `"mirrored"` or `"multi-worker"` (auto resolved).
-        strategy: The `tf.distribute.Strategy`.
-        is_chief: Whether this process writes the run directory.
-        task: This process in `TF_CONFIG`, e.g. `"worker 1"` (`""` on one machine).
-    """
+    """The strategy of a run (`kind`: none, mirrored or multi-worker; auto resolved)
+    and this process's place in it: whether it writes the run directory (`is_chief`),
+    its task in `TF_CONFIG` (e.g. `"worker 1"`; `""` on one machine)."""
 
     kind: str
     strategy: tf.distribute.Strategy
@@ -70,6 +59,11 @@ class Distribution:
     def replicas(self) -> int:
         """Replicas in sync (devices of all workers together)."""
         return int(self.strategy.num_replicas_in_sync)
+
+    @property
+    def replicated(self) -> tf.distribute.Strategy | None:
+        """The strategy the engine trains under; None (`model.fit`) on one device."""
+        return None if self.kind == "none" else self.strategy
 
     def scope(self) -> contextlib.AbstractContextManager:
         """The strategy's scope: build, compile and train in it."""
@@ -108,16 +102,10 @@ class Distribution:
 
 
 def make_distribution(name: str) -> Distribution:
-    """Creates the strategy `--distribute name` asks for.
+    """Creates the strategy `--distribute name` (one of `CHOICES`) asks for.
 
     Called before any other TensorFlow op of the process: `MultiWorkerMirroredStrategy`
     must configure the runtime before it starts.
-
-    Args:
-        name: One of `CHOICES`.
-
-    Returns:
-        The distribution.
 
     Raises:
         ConfigError: An unknown name, or `multi-worker` without a usable `TF_CONFIG`.

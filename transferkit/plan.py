@@ -64,16 +64,9 @@ def fine_tune_fraction(per_class: int) -> float:
 
 
 def choose_image_size(backbone: Backbone, median_side: float, fine_tune: bool) -> int:
-    """The input side: native when frozen; when fine-tuning, near the images' own size.
-
-    Args:
-        backbone: Registry entry.
-        median_side: Median of the shorter side of the training images, in pixels.
-        fine_tune: Whether the plan fine-tunes the backbone.
-
-    Returns:
-        The square input side, a multiple of 32 for fine-tuning.
-    """
+    """The square input side: the backbone's native size when frozen; when fine-tuning,
+    a multiple of 32 near the images' own size (`median_side`: the median shorter side
+    of the training images, pixels)."""
     if not fine_tune:
         return backbone.default_size
     side = 32 * math.ceil(FINE_TUNE_UPSAMPLE * median_side / 32)
@@ -82,14 +75,9 @@ def choose_image_size(backbone: Backbone, median_side: float, fine_tune: bool) -
 
 def make_plan(train_counts: dict[str, int], config: TrainConfig, backbone: Backbone,
               median_side: float) -> Plan:
-    """Decides feature extraction or fine-tuning, how deep, and the image size.
-
-    Rule: fewer than 100 training images in the smallest class → feature extraction at the
-    backbone's native size. Otherwise fine-tune the top quarter of the blocks (100-199
-    images per class), half (200-399) or all of them (400+), at no more than the images'
-    own resolution (see `choose_image_size`). `config.strategy`, `config.unfreeze` and
-    `config.image_size` override it. The number of blocks is filled in by `with_blocks`
-    once the model is built.
+    """Decides feature extraction or fine-tuning, how deep, and the image size (the
+    module's rule; `config.strategy`, `config.unfreeze` and `config.image_size` override
+    it). The number of blocks is filled in by `with_blocks` once the model is built.
 
     Args:
         train_counts: Training images per class.
@@ -133,19 +121,8 @@ def make_plan(train_counts: dict[str, int], config: TrainConfig, backbone: Backb
 
 
 def with_blocks(plan: Plan, total_blocks: int, unfreeze: int | None = None) -> Plan:
-    """Fills in how many of the model's `total_blocks` blocks phase 2 fine-tunes.
-
-    Args:
-        plan: From `make_plan`.
-        total_blocks: Number of blocks of the built model (`model.backbone_blocks`).
-        unfreeze: `--unfreeze N`, which overrides the fraction.
-
-    Returns:
-        The completed plan.
-
-    Raises:
-        ConfigError: `unfreeze` exceeds the backbone's blocks.
-    """
+    """`plan` with how many of the model's `total_blocks` blocks phase 2 fine-tunes
+    (`--unfreeze N` overrides the fraction; more than the blocks raises ConfigError)."""
     if unfreeze is not None and unfreeze > total_blocks:
         raise ConfigError(f"--unfreeze {unfreeze} exceeds the backbone's {total_blocks} "
                           "blocks")

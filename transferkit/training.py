@@ -16,6 +16,7 @@ engine's backup, `transferkit.engine`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import sys
 import time
@@ -28,12 +29,11 @@ import pandas as pd
 
 from transferkit import layout
 from transferkit.accelerator import precision
-from transferkit.budget import session as budget
 from transferkit.backbones import get_backbone, load_pretrained
-from transferkit.budget.finetune import fine_tune_within
-from transferkit.engine.phase import restore
-from transferkit.engine.recipes import class_weight, fine_tune, head_model, one_hot, \
-    train_head
+from transferkit.budget import session as budget
+from transferkit.engine.phase import Recipe, TimeLimit, restore, run_phase
+from transferkit.engine.recipes import HEAD_BATCH, class_weight, head_model, one_hot, \
+    training_loss
 from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
 from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
@@ -78,22 +78,17 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
         from transferkit.ensemble.train import train_ensemble  # K members, one run
 
         return train_ensemble(data, out, overwrite, train_one=train, **options)
-    with warnings.catch_warnings():
-        # Keras warns about finite datasets ending (they are meant to): noise here.
-        warnings.filterwarnings("ignore", message=".*ran out of data.*")
-        return _train(data, out, overwrite, **options)
-
-
-def _train(data: str | Path, out: str | Path, overwrite: bool, **options) -> Run | None:
     start = time.time()
     config = TrainConfig.from_options(data, options)
     # First: a multi-worker strategy must set up TensorFlow before any other op runs.
     # A time budget is planned for one device: `auto` then means the default strategy.
     dist = make_distribution("none" if config.time_limit and config.distribute == "auto"
                              else config.distribute)
-    # Other workers than the chief write to a private folder, removed at the end.
-    with precision(config.mixed_precision == "on"), \
-            dist.writer_dir(Path(out)) as out_dir:  # every model below, in its dtype
+    # Other workers than the chief write to a private folder, removed at the end; every
+    # model is built in the precision's dtype; finite datasets end (Keras warns: noise).
+    with precision(config.mixed_precision == "on"), warnings.catch_warnings(), \
+            dist.writer_dir(Path(out)) as out_dir:
+        warnings.filterwarnings("ignore", message=".*ran out of data.*")
         return _train_in(out_dir, config, overwrite, dist, start)
 
 
@@ -146,11 +141,15 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     plan = with_blocks(plan, len(backbone_blocks(model)), config.unfreeze)
     write_json(out_dir / layout.PLAN_FILE, plan.to_dict())
     say(f"Plan: {plan.strategy} ({plan.reason})")
-    timed = ledger and budget.plan_within(ledger, model, plan, config, backbone, paths,
-                                          labels, out_dir, say, size_given)
-    if timed and timed.image_size != config.image_size:  # the budget chose another size
+    recipe, limit = config, None  # the phases' epochs and views: the default's
+    if ledger:  # the default recipe fitted to the time left (budget/planner.py)
+        timed = budget.plan_within(ledger, model, plan, config, budget.candidate_sizes(
+            backbone, plan, size_given), paths, labels, out_dir, say)
         model = rebuild_at_size(model, timed.image_size)
         config = dataclasses.replace(config, image_size=timed.image_size)
+        recipe = dataclasses.replace(config, augment_copies=timed.augment_copies,
+                                     fine_tune_epochs=timed.fine_tune_epochs)
+        limit = budget.time_limit(ledger, timed)
     class_weights = class_weight(labels["train"], len(classes))
     write_json(out_dir / layout.CONFIG_FILE, config.to_dict())  # with its final size
 
@@ -162,25 +161,17 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     if history is not None:
         say("Phase 1: reusing the trained head")
     else:
-        history = _train_head(model, out_dir, source, splits, labels,
-                              budget.head_config(config, timed), class_weights, verbose,
-                              say, dist)
+        history = _train_head(model, out_dir, source, splits, labels, recipe,
+                              class_weights, verbose, say, dist)
     history = [{"phase": 1, **row} for row in history]
     budget.mark(ledger, "phase1")
 
-    # 4. Phase 2: fine-tune the top blocks.
+    # 4. Phase 2: fine-tune the top blocks (a finished phase 2 is restored, not run).
     if plan.unfreeze_blocks:
         set_trainable_blocks(model, plan.unfreeze_blocks)
-        rows = None if timed else restore(model, checkpoints / PHASE2)
-        if timed:
-            rows = fine_tune_within(model, out_dir, paths, labels, plan.unfreeze_blocks,
-                                    config, timed, ledger, class_weights, verbose, say)
-        elif rows is not None:
-            say("Phase 2: reusing the fine-tuned weights")
-        else:
-            rows = _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, config,
-                              class_weights, verbose, say, dist)
-        history += [{"phase": 2, **row} for row in rows]
+        history += [{"phase": 2, **row} for row in _fine_tune(
+            model, out_dir, paths, labels, plan.unfreeze_blocks, recipe, class_weights,
+            verbose, say, dist, limit, ledger)]
     budget.mark(ledger, "phase2")
     if not dist.is_chief:  # the chief evaluates and writes the run; this one is done
         return None
@@ -203,10 +194,8 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
         with atomic_path(out_dir / layout.MODEL_FILE, suffix=".keras") as tmp:
             model.save(tmp)
     metrics.pop("n_images")
-    metrics.update(n_train=len(paths["train"]), n_val=len(paths["val"]),
-                   n_test=len(paths["test"]), n_classes=len(classes),
-                   n_skipped=int((index["status"] != "ok").sum()),
-                   n_excluded=len(excluded),
+    metrics.update({f"n_{k}": len(v) for k, v in paths.items()}, n_classes=len(classes),
+                   n_skipped=int((index["status"] != "ok").sum()), n_excluded=len(excluded),
                    strategy=plan.strategy, unfreeze_blocks=plan.unfreeze_blocks,
                    train_seconds=round(time.time() - start, 1))
     write_json(out_dir / layout.METRICS_FILE, metrics)
@@ -228,18 +217,16 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
 
 def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: TrainConfig,
             resuming: bool, groups: dict[str, str] | None) -> pd.DataFrame:
+    """The run's split: its own when resuming, the shared `splits_file` of an ensemble or
+    compare, else a new one."""
     path = out_dir / layout.SPLITS_FILE
     if resuming and path.exists():
         splits = pd.read_csv(path, keep_default_na=False)
         check_unchanged(splits, index, classes)  # a folder changed since: one clear line
         return splits
-    if config.splits_file:  # an ensemble's or compare's shared split
-        splits = pd.read_csv(config.splits_file, keep_default_na=False)
-        write_csv(path, splits)
-        return splits
     seed = config.seed if config.split_seed is None else config.split_seed
-    splits = make_splits(index, classes, config.val_split, config.test_split, seed,
-                         groups)
+    splits = pd.read_csv(config.splits_file, keep_default_na=False) if config.splits_file \
+        else make_splits(index, classes, config.val_split, config.test_split, seed, groups)
     write_csv(path, splits)
     return splits
 
@@ -247,7 +234,7 @@ def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: Trai
 def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.DataFrame,
                 labels: dict, config: TrainConfig, class_weights, verbose: int, say,
                 dist: Distribution) -> list[dict]:
-    """Phase 1: the classifier's head on pooled features stored once per image.
+    """Phase 1: the classifier's own head layers on pooled features stored once per image.
 
     The plain features of every image (all splits) go into the run's feature store,
     where they stay after training; the augmented views only phase 1 reads.
@@ -273,26 +260,41 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
                                                    for view in range(1, 1 + copies)])
     n_classes = model.output_shape[-1]
     say("Phase 1: training the head on the stored features")
-    return train_head(model, (x_train, one_hot(labels["train"] * (1 + copies), n_classes)),
-                      (np.asarray(plain[val]), one_hot(labels["val"], n_classes)), config,
-                      out_dir / layout.CHECKPOINTS_DIR / PHASE1, dist, class_weights,
-                      verbose, log_dir=out_dir / layout.LOGS_DIR / "phase1")
+    recipe = Recipe(config.head_epochs, config.head_learning_rate * dist.replicas,
+                    training_loss(config.label_smoothing), patience=config.patience,
+                    batch_size=HEAD_BATCH * dist.replicas, seed=config.seed,
+                    log_dir=out_dir / layout.LOGS_DIR / "phase1")
+    with dist.scope():
+        head = head_model(model)
+    return run_phase(head, (x_train, one_hot(labels["train"] * (1 + copies), n_classes)),
+                     (np.asarray(plain[val]), one_hot(labels["val"], n_classes)), recipe,
+                     out_dir / layout.CHECKPOINTS_DIR / PHASE1, strategy=dist.replicated,
+                     class_weight=class_weights, verbose=verbose)
 
 
 def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_blocks: int,
                config: TrainConfig, class_weights, verbose: int, say,
-               dist: Distribution) -> list[dict]:
-    """Phase 2: the top blocks, end to end on augmented images."""
+               dist: Distribution, limit: TimeLimit | None, ledger) -> list[dict]:
+    """Phase 2: the top blocks, end to end on augmented images (global batches), one
+    epoch of warm-up then cosine decay; within a time limit, the ledger records each
+    epoch's seconds (a killed run resumes with the time it has left)."""
     n_classes = model.output_shape[-1]
     batch = config.batch_size * dist.replicas
-    say(f"Phase 2: fine-tuning the top {n_blocks} blocks "
-        f"({len(model.trainable_weights)} weight tensors) at learning rate "
-        f"{config.fine_tune_learning_rate * dist.replicas:g}")
+    rate = config.fine_tune_learning_rate * dist.replicas
+    say(f"Phase 2: fine-tuning the top {n_blocks} blocks ({len(model.trainable_weights)} "
+        f"weight tensors) for {config.fine_tune_epochs} epochs at learning rate {rate:g}"
+        + (f", for at most {max(limit.deadline - limit.clock(), 0):.0f} s" if limit else ""))
     train_ds = image_dataset(paths["train"], one_hot(labels["train"], n_classes),
                              config.image_size, batch, shuffle_seed=config.seed,
                              augment_seed=config.seed, workers=config.workers)
     val_ds = image_dataset(paths["val"], one_hot(labels["val"], n_classes),
                            config.image_size, batch, workers=config.workers)
-    return fine_tune(model, train_ds, val_ds, len(paths["train"]), config,
-                     out_dir / layout.CHECKPOINTS_DIR / PHASE2, dist, class_weights,
-                     verbose, say, log_dir=out_dir / layout.LOGS_DIR / "phase2")
+    recipe = Recipe(config.fine_tune_epochs, rate, training_loss(config.label_smoothing),
+                    steps_per_epoch=math.ceil(len(paths["train"]) / batch), cosine=True,
+                    patience=config.patience, time_limit=limit,
+                    log_dir=out_dir / layout.LOGS_DIR / "phase2")
+    spent = [] if ledger is None else [keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: ledger.save(epochs=epoch + 1))]
+    return run_phase(model, train_ds, val_ds, recipe,
+                     out_dir / layout.CHECKPOINTS_DIR / PHASE2, strategy=dist.replicated,
+                     class_weight=class_weights, verbose=verbose, say=say, callbacks=spent)

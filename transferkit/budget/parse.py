@@ -11,11 +11,11 @@ import re
 
 from transferkit.errors import ConfigError
 
-# The documented presets (docs/training.md, "Time budgets"). "fast" is today's fixed recipe
-# (about 5 CPU minutes on flowers5): no budget, nothing measured.
+# The documented presets (docs/training.md, "Time budgets"). "fast": the default recipe,
+# nothing measured; the others fit it into their budget (larger data, slower machines).
 PRESETS: dict[str, float | None] = {"fast": None, "balanced": 20 * 60.0, "best": 60 * 60.0}
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_BUDGET = re.compile(f"(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?")  # in this order
 
 
 def parse_budget(text: str | float | int, option: str = "--time-limit") -> float:
@@ -36,14 +36,12 @@ def parse_budget(text: str | float | int, option: str = "--time-limit") -> float
     if isinstance(text, (int, float)):
         seconds = float(text)
     else:
-        value = str(text).strip().lower()
-        parts = _PART.findall(value)
-        units = [u for _, u in parts]
-        ordered = units == sorted(units, key="hms".index) and len(set(units)) == len(units)
-        if not parts or "".join(n + u for n, u in parts) != value or not ordered:
+        parts = _BUDGET.fullmatch(str(text).strip().lower())
+        if not parts or not any(parts.groups()):
             raise ConfigError(f"{option} {text!r} is not a duration: use e.g. 90s, 20m, 1h "
                               "or 1h30m (a number and a unit h, m or s)")
-        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+        seconds = sum(float(n or 0) * unit for n, unit in zip(parts.groups(),
+                                                               (3600, 60, 1)))
     if not seconds > 0 or seconds != seconds or seconds == float("inf"):
         raise ConfigError(f"{option} must be more than 0 seconds, got {text!r}")
     return seconds

@@ -2,16 +2,16 @@
 
     data       arrays (cached features) or `tf.data` batches (images)
     weights    those `model` has trainable (the caller freezes the rest)
-    recipe     optimizer (Adam, optional weight averaging), rate schedule, loss,
-               epochs and/or a time limit, early stopping's patience
+    recipe     Adam's rate (constant, or warm-up + cosine by steps: Keras's
+               `CosineDecay`, resumed with the optimizer's step), loss, epochs, early
+               stopping's patience, and a time limit
 
 Callbacks, the same on one device (`model.fit`) and under replicas (`replicas.fit`):
-the rate (`schedule`), the time stop (`stop`), the caller's own, Keras's `TensorBoard`
-(`recipe.log_dir`), and the tracker, which
-after every epoch appends the history row, keeps the best weights by validation loss
-with early stopping's count, and writes the backup (`backup`). A killed phase resumes
-from its backup: the next epoch, the optimizer's state, the best epoch of the whole
-phase and its patience left; a finished phase is not trained again.
+the time limit, the caller's own, Keras's `TensorBoard` (`recipe.log_dir`), and the
+tracker, which after every epoch appends the history row, keeps the best weights by
+validation loss with early stopping's count, and writes the backup (`backup`). A killed
+phase resumes from its backup: the next epoch, the optimizer's state, the best epoch of
+the whole phase and its patience left; a finished phase is not trained again.
 """
 
 from __future__ import annotations
@@ -27,54 +27,59 @@ import keras
 import tensorflow as tf
 
 from transferkit.engine import backup, replicas
-from transferkit.engine.schedule import TimeTiedRate, step_schedule
-from transferkit.engine.stop import TimeStop
-
-EMA_MOMENTUM = 0.99
 
 
-@dataclasses.dataclass
-class TimeLimit:
-    """A phase that runs against the clock.
+class TimeLimit(keras.callbacks.Callback):
+    """The time stop: ends a phase when its next epoch would not end before `deadline`.
 
-    Attributes:
-        clock: The clock (injectable).
-        deadline: When training must have stopped, on `clock`.
-        start, end: The span the rate's warm-up + cosine follows, on `clock`.
-        warmup: Warm-up fraction of the span.
+    After each epoch it predicts the next one's time from the epochs so far (the
+    slowest of the last three, times `safety`: speed varies, and overrunning costs more
+    than one epoch less). Within an epoch it stops at `deadline` itself.
+
+    Args:
+        clock: The clock (injectable: tests advance it themselves).
+        deadline: Time on `clock` by which training must have stopped.
         safety: Padding of the next epoch's predicted time.
-        first_extra: Seconds the first epoch costs beyond the others (tracing).
+        first_extra: What the first epoch costs beyond the others (tracing): subtracted
+            while it is the only epoch to go by.
     """
 
-    clock: Callable[[], float]
-    deadline: float
-    start: float
-    end: float
-    warmup: float = 0.1
-    safety: float = 1.15
-    first_extra: float = 0.0
+    def __init__(self, clock: Callable[[], float], deadline: float, safety: float = 1.15,
+                 first_extra: float = 0.0):
+        super().__init__()
+        self.clock, self.deadline = clock, deadline
+        self.safety, self.first_extra = safety, first_extra
+        self.durations: list[float] = []
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.clock() >= self.deadline:  # mid-epoch: the limit itself
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.durations.append(self.clock() - self._epoch_start)
+        # The first epoch also traced the functions: once there are others, no guide.
+        recent = self.durations[1:][-3:] or [self.durations[0] - self.first_extra]
+        if self.clock() + self.safety * max(recent) > self.deadline:
+            self.model.stop_training = True
 
 
 @dataclasses.dataclass
 class Recipe:
-    """How a phase trains.
+    """How a phase trains: at most `epochs` epochs of Adam at `learning_rate` (the
+    global one, for all replicas) on `loss`.
 
     Attributes:
-        epochs: Most epochs.
-        learning_rate: Adam's rate (the peak of a schedule), for one replica.
-        loss: The loss.
-        steps_per_epoch: Optimizer steps of an epoch (for the schedule, and the weight
-            averaging's overwrite frequency).
-        schedule: `"constant"`, `"cosine"` (one epoch of warm-up, then cosine over the
-            epochs) or `"time"` (over `time_limit`'s span).
+        cosine: One epoch of `steps_per_epoch` steps of warm-up from the rate / 10 (at
+            most half the steps: the new head's first gradients are large and would
+            wreck pretrained filters), then cosine decay to 0; else a constant rate.
         patience: Early stopping: stop after this many epochs without a better
             validation loss (as `keras.callbacks.EarlyStopping`; None: off).
-        ema: Adam's weight averaging, written into the model every epoch.
-        restore_best: End with the best weights (else the last ones).
-        time_limit: Stop in time (None: epochs only).
-        batch_size: Batch of array data (one replica).
-        seed: Shuffle of array data.
-        row: Extra columns of every history row (e.g. the image size).
+        time_limit: Stop in time (None: epochs only); its clock times the epochs.
+        batch_size, seed: The batches of array data (all replicas) and their shuffle.
         log_dir: TensorBoard event files of the phase (loss, accuracy and learning rate
             per epoch; None: none).
     """
@@ -83,15 +88,22 @@ class Recipe:
     learning_rate: float
     loss: keras.losses.Loss
     steps_per_epoch: int = 1
-    schedule: str = "constant"
+    cosine: bool = False
     patience: int | None = None
-    ema: bool = False
-    restore_best: bool = True
     time_limit: TimeLimit | None = None
     batch_size: int = 64
     seed: int = 0
-    row: dict = dataclasses.field(default_factory=dict)
     log_dir: Path | None = None
+
+    def rate(self) -> float | keras.optimizers.schedules.LearningRateSchedule:
+        """Adam's rate: the number, or Keras's warm-up + cosine by steps."""
+        if not self.cosine:
+            return self.learning_rate
+        total = max(1, self.steps_per_epoch * self.epochs)
+        warmup = min(self.steps_per_epoch, total // 2)
+        return keras.optimizers.schedules.CosineDecay(
+            self.learning_rate / 10, max(1, total - warmup),
+            warmup_target=self.learning_rate, warmup_steps=warmup)
 
 
 class Tracker(keras.callbacks.Callback):
@@ -108,7 +120,7 @@ class Tracker(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         state, logs = self.state, {k: float(v) for k, v in sorted((logs or {}).items())}
-        state.rows.append({"epoch": epoch + 1, **logs, **self.recipe.row,
+        state.rows.append({"epoch": epoch + 1, **logs,
                            "seconds": round(self.clock() - self._start, 1)})
         state.epoch = epoch + 1
         loss = logs.get("val_loss", math.nan)
@@ -132,20 +144,19 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
     """Trains `model`'s trainable weights by `recipe`; resumes from / backs up to `path`.
 
     Args:
-        model: The model (the classifier, its head, or a copy at another size).
-        train: `(x, one-hot y)` arrays, or a batched `tf.data.Dataset` of them.
-        val: The same for validation.
+        model: The model (the classifier, or its head).
+        train, val: `(x, one-hot y)` arrays, or batched `tf.data.Dataset`s of them.
         recipe: How to train.
         path: The phase's backup file (None: no backup, no resume).
-        strategy: A strategy with replicas (None: one device, `model.fit`); the batch
-            size and rate are then the global ones (times the replicas).
+        strategy: A strategy with replicas (None: one device, `model.fit`).
         class_weight: Keras class weights, or None.
         verbose: Keras verbosity.
         callbacks: More callbacks (before the tracker).
         say: Progress printer (a backup that cannot be read).
 
     Returns:
-        The phase's history, one row per epoch (of all invocations when resumed).
+        The phase's history, one row per epoch (of all invocations when resumed); a
+        finished phase's at once, its final weights restored.
     """
     finished = restore(model, path) if path is not None else None
     if finished is not None:
@@ -156,16 +167,9 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
     if saved is not None and len(saved.weights) != len(model.weights):
         saved = None  # another model's (e.g. the other strategy's): start afresh
     train, val = _batched(train, val, recipe, strategy)
-    steps = max(1, recipe.steps_per_epoch)
-    rate = recipe.learning_rate
-    if recipe.schedule == "cosine":
-        rate = step_schedule(rate, steps, recipe.epochs)
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
-        model.compile(keras.optimizers.Adam(
-            rate, use_ema=recipe.ema, ema_momentum=EMA_MOMENTUM,
-            ema_overwrite_frequency=steps if recipe.ema else None), recipe.loss,
-            metrics=["accuracy"])
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model.compile(keras.optimizers.Adam(recipe.rate()), recipe.loss,
+                      metrics=["accuracy"])
         model.optimizer.build(model.trainable_variables)
         if saved is not None:
             model.set_weights(saved.weights)
@@ -174,11 +178,7 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
     state = saved.state if saved is not None else backup.State()
     limit = recipe.time_limit
     clock = limit.clock if limit else time.time
-    hooks = list(callbacks)
-    if limit is not None:
-        stop = TimeStop(limit.deadline, clock, limit.safety, limit.first_extra)
-        hooks = [TimeTiedRate(recipe.learning_rate, limit.warmup, clock, limit.start,
-                              limit.end), stop] + hooks
+    hooks = ([limit] if limit else []) + list(callbacks)
     if recipe.log_dir is not None:  # Keras's own writer (it logs the rate too)
         hooks.append(keras.callbacks.TensorBoard(str(recipe.log_dir), write_graph=False))
     tracker = Tracker(path, state, (saved.best or None) if saved else None, recipe, clock)
@@ -195,7 +195,7 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
         else:
             replicas.fit(model, train, val, recipe.epochs, state.epoch, strategy,
                          class_weight, hooks, verbose)
-    if recipe.restore_best and tracker.best:
+    if tracker.best:
         model.set_weights(tracker.best)
     state.finished = True
     if path is not None:

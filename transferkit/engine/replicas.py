@@ -25,17 +25,15 @@ def fit(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, epochs
     """`model.fit(train, validation_data=val, ...)` under a strategy with replicas.
 
     Each step runs on every replica (`strategy.run`): the loss of its images, weighted
-    by `class_weight` and divided by the images of the whole global step, so the
-    optimizer's all-reduced (summed) gradients are those of the global mean loss. The
-    epoch's loss and accuracy are summed over replicas (`strategy.reduce`).
+    by `class_weight` (None: all 1) and divided by the images of the whole global step,
+    so the optimizer's all-reduced (summed) gradients are those of the global mean loss.
+    The epoch's loss and accuracy are summed over replicas (`strategy.reduce`).
 
     Args:
         model: A compiled model, built under `strategy.scope()`.
-        train, val: Training and validation batches (global batch), `(x, one-hot y)`.
-        epochs: Epochs of the phase; `initial_epoch`: those already done.
-        strategy: The strategy.
-        class_weight: Weight of each class's images; None: all 1.
-        callbacks: Keras callbacks.
+        train, val: Batches of `(x, one-hot y)`, the global batch.
+        epochs, initial_epoch: Epochs of the phase, and those already done.
+        strategy, class_weight, callbacks: As for `model.fit`.
         verbose: Print a line per epoch (not 0).
     """
     n_classes = model.output_shape[-1]

@@ -59,18 +59,14 @@ def train_ensemble(data: str | Path, out: str | Path, overwrite: bool = False,
     """Trains `ensemble` members and writes the ensemble's run directory `out`.
 
     Args:
-        data: The data folder, or `tfds:NAME`.
-        out: The run directory; the members go to `out/members/m1..mK`.
-        overwrite: Replace a finished (or unfinished) run in `out`, members included.
+        data, out, overwrite: As for `transferkit.train`; the members go to
+            `out/members/m1..mK`.
         train_one: What trains one member (`transferkit.training.train`, which passes
             itself: this module does not import training, which imports it).
         **options: Fields of `TrainConfig`; `ensemble` (K >= 2) and/or `backbones`.
 
     Returns:
         The finished ensemble `Run` (its model averages the members' probabilities).
-
-    Raises:
-        TransferkitError: Bad data, options or output folder; the message says what to do.
     """
     config = TrainConfig.from_options(data, options)
     if config.ensemble < 2:
@@ -81,24 +77,19 @@ def train_ensemble(data: str | Path, out: str | Path, overwrite: bool = False,
     if prepare_run_dir(out_dir, config, overwrite):
         say(f"Resuming the unfinished ensemble in {out_dir}")
     runs: list[Run] = []
-    size, splits_file = config.image_size, None
+    # Absolute: the same option when the command is resumed from another folder.
+    shared = str((out_dir / layout.MEMBERS_DIR / "m1" / layout.SPLITS_FILE).resolve())
     for i in range(config.ensemble):
         path = out_dir / layout.MEMBERS_DIR / f"m{i + 1}"
-        opts = member_options(config, i, size, splits_file)
-        if run_state(path) == "complete":
-            say(f"Member {i + 1}/{config.ensemble}: reusing the finished run {path}")
-            run = load_run(path)
-        else:
-            say(f"Member {i + 1}/{config.ensemble}: {opts['backbone']}, seed "
-                f"{opts['seed']}" + (f", {opts['time_limit']:.0f} s" if
-                                     opts["time_limit"] else ""))
-            run = train_one(config.data, path, **opts)
-        runs.append(run)
-        size = run.image_size
-        # Absolute: the same option when the command is resumed from another folder.
-        splits_file = str((out_dir / layout.MEMBERS_DIR / "m1" / layout.SPLITS_FILE
-                           ).resolve())
-    config = dataclasses.replace(config, image_size=size)
+        opts = member_options(config, i, runs[0].image_size if runs else
+                              config.image_size, shared if runs else None)
+        done = run_state(path) == "complete"
+        say(f"Member {i + 1}/{config.ensemble}: " + (
+            f"reusing the finished run {path}" if done else
+            f"{opts['backbone']}, seed {opts['seed']}" + (
+                f", {opts['time_limit']:.0f} s" if opts["time_limit"] else "")))
+        runs.append(load_run(path) if done else train_one(config.data, path, **opts))
+    config = dataclasses.replace(config, image_size=runs[0].image_size)
     write_json(out_dir / layout.CONFIG_FILE, config.to_dict())
     return _combine(out_dir, config, runs, say)
 
@@ -157,8 +148,8 @@ def _combine(out_dir: Path, config: TrainConfig, runs: list[Run], say) -> Run:
     described = [{"member": i + 1, "prefix": prefix(i),
                   "run": _relative(run.path, out_dir), "backbone": run.config.backbone,
                   "seed": run.config.seed, "image_size": run.image_size,
-                  "test_accuracy": (run.metrics or {}).get("accuracy"),
-                  "test_macro_f1": (run.metrics or {}).get("macro_f1"),
+                  **{f"test_{k}": (run.metrics or {}).get(k) for k in ("accuracy",
+                                                                       "macro_f1")},
                   "train_seconds": (run.metrics or {}).get("train_seconds")}
                  for i, run in enumerate(runs)]
     write_json(out_dir / layout.PLAN_FILE, {
@@ -172,8 +163,7 @@ def _combine(out_dir: Path, config: TrainConfig, runs: list[Run], say) -> Run:
                        "NLL of the averaged probabilities (validation split)"})
     metrics.pop("n_images")
     member_seconds = sum(d["train_seconds"] or 0 for d in described)
-    metrics.update(n_train=int((splits["split"] == "train").sum()),
-                   n_val=int((splits["split"] == "val").sum()), n_test=int(test.sum()),
+    metrics.update({f"n_{k}": int(v) for k, v in splits["split"].value_counts().items()},
                    n_classes=len(classes), strategy="ensemble", unfreeze_blocks=None,
                    members=described,
                    train_seconds=round(member_seconds + time.time() - start, 1))
@@ -199,18 +189,14 @@ def combine_runs(runs: list[Run], out: str | Path, overwrite: bool = False,
     members stay where they are; `out` records their paths in `ensemble.json`.
 
     Args:
-        runs: Two or more finished runs with the same classes, split and image size
-            (another size is rebuilt at the first's).
+        runs: Two or more finished runs with the same classes, split and image size.
         out: The ensemble's run directory.
         overwrite: Replace a run in `out`.
         calibrate: Fit one temperature on the average (and the trust thresholds).
         quiet: No progress lines.
 
     Returns:
-        The ensemble `Run`.
-
-    Raises:
-        ConfigError: Fewer than two runs, or runs with other classes, splits or image sizes.
+        The ensemble `Run`; ConfigError for runs that do not fit together.
     """
     runs = list(runs)
     if len(runs) < 2:
