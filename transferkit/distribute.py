@@ -128,7 +128,7 @@ def make_distribution(name: str) -> Distribution:
 def _tf_config_task() -> dict:
     text = os.environ.get("TF_CONFIG", "")
     help_ = ('set it to JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
-             '"task": {"type": "worker", "index": 0}} (see README "Scaling out")')
+             '"task": {"type": "worker", "index": 0}} (docs/training.md, "Scaling out")')
     if not text.strip():
         raise ConfigError(f"--distribute multi-worker needs the TF_CONFIG environment "
                           f"variable; {help_}")
