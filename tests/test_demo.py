@@ -34,8 +34,16 @@ APP_SCRIPT = Path(__file__).resolve().parents[1] / "apps" / "gradio_app.py"
 
 @pytest.fixture(scope="module")
 def demo(tiny_run):
-    app = launch(tiny_run.path, port=free_port(), max_file_size=MAX_FILE_SIZE,
-                 block=False, quiet=True)
+    """The served demo of tiny_run; `queued` lists the calls of Gradio's public
+    `Blocks.queue` that `launch` made (the last one is `launch`'s: Blocks() calls it
+    with Gradio's defaults first)."""
+    queued, queue = [], gr.Blocks.queue
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gr.Blocks, "queue", lambda self, *args, **kwargs: (
+            queued.append((args, kwargs)), queue(self, *args, **kwargs))[1])
+        app = launch(tiny_run.path, port=free_port(), max_file_size=MAX_FILE_SIZE,
+                     block=False, quiet=True)
+    app.queued = queued
     yield app
     app.close()
 
@@ -70,18 +78,14 @@ def example_paths(app: gr.Blocks) -> list[Path]:
     return [Path(sample[0]) for d in blocks_of(app, gr.Dataset) for sample in d.raw_samples]
 
 
-def test_serves_localhost_only_with_safe_defaults(demo, tiny_run, monkeypatch):
+def test_serves_localhost_only_with_safe_defaults(demo):
     assert demo.server_name == "127.0.0.1"
     assert demo.share_url is None
     assert demo.max_file_size == 50 * 1024
-    # The queue, as `launch` asks Gradio's public `Blocks.queue` for it (last: Blocks()
-    # calls it with Gradio's defaults first): CONCURRENCY requests at once, MAX_QUEUE
-    # waiting (Gradio refuses the next ones).
-    asked, queue = [], gr.Blocks.queue
-    monkeypatch.setattr(gr.Blocks, "queue", lambda self, *args, **kwargs: (
-        asked.append((args, kwargs)), queue(self, *args, **kwargs))[1])
-    launch(tiny_run.path, port=free_port(), block=False, quiet=True).close()
-    assert asked[-1] == ((), {"default_concurrency_limit": CONCURRENCY, "max_size": MAX_QUEUE})
+    # The queue, as `launch` asked Gradio for it: CONCURRENCY requests at once,
+    # MAX_QUEUE waiting (Gradio refuses the next ones).
+    assert demo.queued[-1] == ((), {"default_concurrency_limit": CONCURRENCY,
+                                    "max_size": MAX_QUEUE})
 
 
 def test_predict_matches_the_run(client, tiny_run, test_images):
