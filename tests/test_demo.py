@@ -25,7 +25,6 @@ from transferkit.demo import build_demo, launch
 from transferkit.demo.app import CONCURRENCY, MAX_QUEUE
 from transferkit.explain import METHODS
 from transferkit.errors import ConfigError
-from transferkit.export import export_run
 from transferkit.fileio import read_json, write_json
 
 MAX_FILE_SIZE = "50kb"
@@ -300,12 +299,12 @@ def test_a_run_whose_data_moved_says_so(tiny_run, tmp_path):
     assert f"no longer where the run was trained ({tmp_path / 'moved'})" in markdown_text(app)
 
 
-def test_exports_explained_by_their_run_else_predictions_only(tiny_run, tmp_path,
-                                                               test_images):
+def test_exports_explained_by_their_run_else_predictions_only(tiny_run, tiny_export,
+                                                               tmp_path, test_images):
     run_copy = tmp_path / "run"
     shutil.copytree(tiny_run.path, run_copy, ignore=shutil.ignore_patterns(
         layout.FEATURES_DIR, layout.CHECKPOINTS_DIR, layout.EXPORT_DIR))
-    export_run(run_copy, formats=("savedmodel",), n_parity=0, verbose=False)
+    shutil.copytree(tiny_export[0], run_copy / layout.EXPORT_DIR)  # `transferkit export`'s
     saved_model = run_copy / layout.EXPORT_DIR / layout.SAVED_MODEL_DIR
 
     # RUN/export/saved_model: predictions from the SavedModel, heat maps from RUN.
