@@ -46,13 +46,15 @@ def pytest_configure(config):
         pytest.exit(problem, returncode=2)
 
 
-# The files that take longest, longest first (make test's --durations): xdist's workers
-# take them before the short ones, so that no long file starts last while the other
-# worker has run out of work (--dist loadfile runs a file on one worker).
-LONGEST_FIRST = ["test_distribute.py", "test_resume.py", "test_train.py", "test_ensemble.py",
-                 "test_faithfulness.py", "test_demo.py", "test_model.py", "test_notebook.py",
-                 "test_accelerator.py", "test_export.py", "test_inspect2.py",
-                 "test_budget.py", "test_hostile_train.py", "test_explain.py"]
+# The files that take longest, longest first (their tests' summed --durations in a full
+# run on 2 workers): xdist's workers take them before the short ones, so that no long
+# file starts last while the other worker runs out of work (--dist loadfile runs a
+# file on one worker).
+LONGEST_FIRST = ["test_resume.py", "test_ensemble.py", "test_distribute.py", "test_train.py",
+                 "test_export.py", "test_model.py", "test_faithfulness.py",
+                 "test_export_deploy.py", "test_demo.py", "test_inspect2.py", "test_trust.py",
+                 "test_report.py", "test_notebook.py", "test_cli.py", "test_accelerator.py",
+                 "test_explain.py", "test_budget.py", "test_doctor.py", "test_hostile_train.py"]
 
 
 def pytest_collection_modifyitems(items):
