@@ -1,6 +1,6 @@
 """Shared fixtures. Keras must see KERAS_HOME before it is imported: set it here, first.
 
-The trained runs (`tiny_run`, `fine_tuned_run`, `tfds_run`) are trained once per test
+The trained runs (`tiny_run`, `fine_tuned_run`, `tfds_run`) and `tiny_export` are built once per test
 session, whatever the number of xdist workers: the first worker to ask trains under a file
 lock into a folder keyed by a hash of the package source and the fixture's options; the
 others wait, then each worker gets its own copy (a test may modify its run).
@@ -44,6 +44,22 @@ def pytest_configure(config):
     # A machine without the photos or any way to get weights stops here, in one line.
     if problem := missing_test_data():
         pytest.exit(problem, returncode=2)
+
+
+# The files that take longest, longest first (their tests' summed --durations in a full
+# run on 2 workers): xdist's workers take them before the short ones, so that no long
+# file starts last while the other worker runs out of work (--dist loadfile runs a
+# file on one worker).
+LONGEST_FIRST = ["test_resume.py", "test_ensemble.py", "test_distribute.py", "test_train.py",
+                 "test_export.py", "test_model.py", "test_faithfulness.py",
+                 "test_export_deploy.py", "test_demo.py", "test_inspect2.py", "test_trust.py",
+                 "test_report.py", "test_notebook.py", "test_cli.py", "test_accelerator.py",
+                 "test_explain.py", "test_budget.py", "test_doctor.py", "test_hostile_train.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -128,6 +144,20 @@ def fine_tuned_run(tmp_path_factory):
         folder / "data", n_per_class=10, size=48, seed=3)) / "data"
     return trained_copy(tmp_path_factory, "fine_tuned", data, image_size=64, unfreeze=1,
                         fine_tune_epochs=2, augment_copies=0, head_epochs=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_run):
+    """`tiny_run` exported as SavedModel, TFLite and Keras (parity checked), exported
+    once for all the workers: (a copy of the export folder, its parity report)."""
+    from transferkit.export import export_run
+
+    built = shared("tiny_export", lambda folder: export_run(
+        tiny_run.path, folder / "export", formats=("savedmodel", "tflite", "keras"),
+        verbose=0))
+    out = tmp_path_factory.mktemp("tiny_export") / "export"
+    shutil.copytree(built / "export", out)
+    return out, json.loads((out / "parity.json").read_text())
 
 
 TFDS_NAME = "transferkit_test_colors"

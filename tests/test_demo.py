@@ -25,7 +25,6 @@ from transferkit.demo import build_demo, launch
 from transferkit.demo.app import CONCURRENCY, MAX_QUEUE
 from transferkit.explain import METHODS
 from transferkit.errors import ConfigError
-from transferkit.export import export_run
 from transferkit.fileio import read_json, write_json
 
 MAX_FILE_SIZE = "50kb"
@@ -34,8 +33,16 @@ APP_SCRIPT = Path(__file__).resolve().parents[1] / "apps" / "gradio_app.py"
 
 @pytest.fixture(scope="module")
 def demo(tiny_run):
-    app = launch(tiny_run.path, port=free_port(), max_file_size=MAX_FILE_SIZE,
-                 block=False, quiet=True)
+    """The served demo of tiny_run; `queued` lists the calls of Gradio's public
+    `Blocks.queue` that `launch` made (the last one is `launch`'s: Blocks() calls it
+    with Gradio's defaults first)."""
+    queued, queue = [], gr.Blocks.queue
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gr.Blocks, "queue", lambda self, *args, **kwargs: (
+            queued.append((args, kwargs)), queue(self, *args, **kwargs))[1])
+        app = launch(tiny_run.path, port=free_port(), max_file_size=MAX_FILE_SIZE,
+                     block=False, quiet=True)
+    app.queued = queued
     yield app
     app.close()
 
@@ -70,18 +77,14 @@ def example_paths(app: gr.Blocks) -> list[Path]:
     return [Path(sample[0]) for d in blocks_of(app, gr.Dataset) for sample in d.raw_samples]
 
 
-def test_serves_localhost_only_with_safe_defaults(demo, tiny_run, monkeypatch):
+def test_serves_localhost_only_with_safe_defaults(demo):
     assert demo.server_name == "127.0.0.1"
     assert demo.share_url is None
     assert demo.max_file_size == 50 * 1024
-    # The queue, as `launch` asks Gradio's public `Blocks.queue` for it (last: Blocks()
-    # calls it with Gradio's defaults first): CONCURRENCY requests at once, MAX_QUEUE
-    # waiting (Gradio refuses the next ones).
-    asked, queue = [], gr.Blocks.queue
-    monkeypatch.setattr(gr.Blocks, "queue", lambda self, *args, **kwargs: (
-        asked.append((args, kwargs)), queue(self, *args, **kwargs))[1])
-    launch(tiny_run.path, port=free_port(), block=False, quiet=True).close()
-    assert asked[-1] == ((), {"default_concurrency_limit": CONCURRENCY, "max_size": MAX_QUEUE})
+    # The queue, as `launch` asked Gradio for it: CONCURRENCY requests at once,
+    # MAX_QUEUE waiting (Gradio refuses the next ones).
+    assert demo.queued[-1] == ((), {"default_concurrency_limit": CONCURRENCY,
+                                    "max_size": MAX_QUEUE})
 
 
 def test_predict_matches_the_run(client, tiny_run, test_images):
@@ -296,12 +299,12 @@ def test_a_run_whose_data_moved_says_so(tiny_run, tmp_path):
     assert f"no longer where the run was trained ({tmp_path / 'moved'})" in markdown_text(app)
 
 
-def test_exports_explained_by_their_run_else_predictions_only(tiny_run, tmp_path,
-                                                               test_images):
+def test_exports_explained_by_their_run_else_predictions_only(tiny_run, tiny_export,
+                                                               tmp_path, test_images):
     run_copy = tmp_path / "run"
     shutil.copytree(tiny_run.path, run_copy, ignore=shutil.ignore_patterns(
         layout.FEATURES_DIR, layout.CHECKPOINTS_DIR, layout.EXPORT_DIR))
-    export_run(run_copy, formats=("savedmodel",), n_parity=0, verbose=False)
+    shutil.copytree(tiny_export[0], run_copy / layout.EXPORT_DIR)  # `transferkit export`'s
     saved_model = run_copy / layout.EXPORT_DIR / layout.SAVED_MODEL_DIR
 
     # RUN/export/saved_model: predictions from the SavedModel, heat maps from RUN.

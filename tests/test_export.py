@@ -2,7 +2,7 @@
 
 The exported SavedModel and TFLite model are checked in a separate Python process that
 never imports transferkit: what a deployment has. The tiny run is exported once, in
-every format, for the whole module (`exported`).
+every format, once for the whole session (`tiny_export`, conftest.py).
 """
 
 from __future__ import annotations
@@ -122,12 +122,9 @@ STANDALONE = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_run, tmp_path_factory):
+def exported(tiny_export):
     """The tiny run exported in every format: (export folder, parity report)."""
-    out = tmp_path_factory.mktemp("exported") / "export"
-    report = export_run(tiny_run.path, out, formats=("savedmodel", "tflite", "keras"),
-                        verbose=0)
-    return out, report
+    return tiny_export
 
 
 @pytest.fixture(scope="module")
