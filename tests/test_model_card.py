@@ -16,8 +16,8 @@ import yaml
 from transferkit import layout
 from transferkit.cli import build_parser, main
 from transferkit.config import TrainConfig
-from transferkit.report.model_card import (API_ONLY, NOT_IN_COMMAND, bootstrap_interval,
-                                           reproduce_command)
+from transferkit.report.model_card import (API_ONLY, NOT_IN_COMMAND, accuracy,
+                                           bootstrap_interval, macro_f1, reproduce_command)
 
 
 def _card(path):
@@ -71,13 +71,29 @@ def test_every_export_folder_carries_the_card(tiny_run, tmp_path):
 
 def test_bootstrap_intervals_known_answers():
     right = np.zeros(50, int)
-    assert bootstrap_interval(lambda t, p: np.mean(t == p), right, right, seed=0) == (1, 1)
+    assert bootstrap_interval(accuracy, right, right, seed=0) == (1, 1)
     # Half right: the interval is about 0.5 ± 1.96 * sqrt(0.25 / 400) = 0.5 ± 0.049.
     y_true, y_pred = np.zeros(400, int), np.tile([0, 1], 200)
-    low, high = bootstrap_interval(lambda t, p: np.mean(t == p), y_true, y_pred, seed=3)
+    low, high = bootstrap_interval(accuracy, y_true, y_pred, seed=3)
     assert 0.44 < low < 0.46 and 0.54 < high < 0.56
-    assert (low, high) == bootstrap_interval(lambda t, p: np.mean(t == p), y_true, y_pred,
-                                             seed=3)
+    assert (low, high) == bootstrap_interval(accuracy, y_true, y_pred, seed=3)
+
+
+def test_macro_f1_is_scikit_learns_on_each_resample_at_once():
+    from sklearn.metrics import f1_score
+
+    # By hand: class 0 tp 1, fn 1 → 2/3; class 1 tp 1, fp 2 → 1/2; class 2 in neither
+    # (left out); class 3 true once, never predicted → 0.
+    assert macro_f1(np.array([0, 0, 1, 3]), np.array([0, 1, 1, 1])) == \
+        pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 6, (4, 3, 40)), rng.integers(0, 6, (4, 3, 40))
+    values = macro_f1(y_true, y_pred)
+    assert values.shape == (4, 3)
+    for index in np.ndindex(4, 3):
+        present = sorted(set(y_true[index]) | set(y_pred[index]))
+        assert values[index] == pytest.approx(f1_score(
+            y_true[index], y_pred[index], labels=present, average="macro"))
 
 
 def test_the_reproduce_command_parses_back_to_the_same_options(tmp_path):
