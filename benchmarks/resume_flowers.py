@@ -3,7 +3,7 @@
     python benchmarks/resume_flowers.py [--out /tmp/transferkit-resume] [--reference RUN]
 
 Runs `python -m transferkit train <flowers5> --backbone mobilenet_v2_0.35` (defaults),
-sends SIGKILL once the first feature cache file exists (phase 1) and again after the
+sends SIGKILL once the first chunk of stored features exists (the feature store) and again after the
 second fine-tuning epoch is logged (phase 2), runs the same command to finish, and
 compares its test accuracy with an uninterrupted run of the same seed (`--reference`,
 or one trained here).
@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from transferkit import layout
 from transferkit.testing import flowers_dir, use_local_weights
 
 
@@ -42,7 +43,7 @@ def _run_until(out: Path, ready, env) -> None:
 def _phase2_rows(out: Path) -> int:
     from transferkit.engine import backup
 
-    saved = backup.load(out / "checkpoints" / "phase2.npz")
+    saved = backup.load(out / layout.CHECKPOINTS_DIR / "phase2.npz")
     return saved.state.epoch if saved else 0
 
 
@@ -57,8 +58,10 @@ def main() -> None:
     killed = out / "killed"
     subprocess.run(["rm", "-rf", str(killed)], check=True)
 
-    _run_until(killed, lambda: any((killed / "cache").glob("*.npy")), env)
-    print("killed in phase 1; cached:", sorted(p.name for p in (killed / "cache").glob("*")))
+    features = killed / layout.FEATURES_DIR
+    _run_until(killed, lambda: any(features.glob("*/chunks/*.npy")), env)
+    print("killed while storing features; stored:",
+          sorted(p.name for p in features.glob("*/chunks/*.npy")))
     _run_until(killed, lambda: _phase2_rows(killed) >= 2, env)
     print(f"killed in phase 2 after {_phase2_rows(killed)} logged epochs")
     subprocess.run(_command(killed), env=env, check=True, stdout=subprocess.DEVNULL)
