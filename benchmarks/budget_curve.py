@@ -80,7 +80,7 @@ def keras_guide(run_dir: Path, data: Path, epochs: tuple[int, int], seed: int) -
     accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
     return {"recipe": f"Keras guide ({epochs[0]}+{epochs[1]} epochs)", "budget": "-",
             "seconds": round(time.time() - start), "test_accuracy": round(accuracy, 3),
-            "image_size": size, "fine_tune_epochs": epochs[1], "ingredients": "flip, rotate"}
+            "image_size": size, "fine_tune_epochs": epochs[1], "within_limit": "-"}
 
 
 def main() -> None:
@@ -113,7 +113,7 @@ def main() -> None:
                      "test_accuracy": round(run.metrics["accuracy"], 3),
                      "image_size": plan.get("image_size"),
                      "fine_tune_epochs": plan.get("spent", {}).get("fine_tune_epochs"),
-                     "ingredients": ", ".join(plan.get("ingredients", [])) or "today's"})
+                     "within_limit": plan.get("spent", {}).get("within_limit")})
         first = first or out
         print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
     epochs = tuple(int(e) for e in args.guide_epochs.split(","))
