@@ -1,17 +1,12 @@
 """`run_phase`: trains one phase of any recipe, with the one set of callbacks.
 
-    data       arrays (cached features) or `tf.data` batches (images)
-    weights    those `model` has trainable (the caller freezes the rest)
-    recipe     Adam's rate (constant, or warm-up + cosine by steps: Keras's
-               `CosineDecay`, resumed with the optimizer's step), loss, epochs, early
-               stopping's patience, and a time limit
-
-Callbacks, the same on one device (`model.fit`) and under replicas (`replicas.fit`):
-the time limit, the caller's own, Keras's `TensorBoard` (`recipe.log_dir`), and the
-tracker, which after every epoch appends the history row, keeps the best weights by
-validation loss with early stopping's count, and writes the backup (`backup`). A killed
-phase resumes from its backup: the next epoch, the optimizer's state, the best epoch of
-the whole phase and its patience left; a finished phase is not trained again.
+A phase trains the weights `model` has trainable (the caller freezes the rest) on arrays
+(stored features) or `tf.data` batches (images), by a `Recipe`. Its callbacks, the same
+under `model.fit` and under replicas (`distribute.fit`): the time limit, the caller's
+own, Keras's `TensorBoard`, and the `Tracker`, which after every epoch appends the
+history row, keeps the best weights by validation loss with early stopping's count, and
+writes the backup. A killed phase resumes from its backup (next epoch, optimizer state,
+best epoch, patience left); a finished phase is restored, not trained again.
 """
 
 from __future__ import annotations
@@ -24,17 +19,21 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
 
-from transferkit.engine import backup, replicas
+from transferkit import distribute
+from transferkit.engine import backup
+
+IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-weighted
+HEAD_BATCH = 64        # phase 1's batch of stored features (one replica)
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """The time stop: ends a phase when its next epoch would not end before `deadline`.
-
-    After each epoch it predicts the next one's time from the epochs so far (the
-    slowest of the last three, times `safety`: speed varies, and overrunning costs more
-    than one epoch less). Within an epoch it stops at `deadline` itself.
+    """The time stop: ends a phase when its next epoch would not end before `deadline`
+    (predicted: the slowest of the last three epochs, times `safety`); within an epoch,
+    at `deadline` itself.
 
     Args:
         clock: The clock (injectable: tests advance it themselves).
@@ -56,12 +55,11 @@ class TimeLimit(keras.callbacks.Callback):
         self._epoch_start = self.clock()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.clock() >= self.deadline:  # mid-epoch: the limit itself
+        if self.clock() >= self.deadline:
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         self.durations.append(self.clock() - self._epoch_start)
-        # The first epoch also traced the functions: once there are others, no guide.
         recent = self.durations[1:][-3:] or [self.durations[0] - self.first_extra]
         if self.clock() + self.safety * max(recent) > self.deadline:
             self.model.stop_training = True
@@ -69,19 +67,18 @@ class TimeLimit(keras.callbacks.Callback):
 
 @dataclasses.dataclass
 class Recipe:
-    """How a phase trains: at most `epochs` epochs of Adam at `learning_rate` (the
-    global one, for all replicas) on `loss`.
+    """How a phase trains: at most `epochs` epochs of Adam at `learning_rate` (global,
+    for all replicas) on `loss`.
 
     Attributes:
         cosine: One epoch of `steps_per_epoch` steps of warm-up from the rate / 10 (at
-            most half the steps: the new head's first gradients are large and would
-            wreck pretrained filters), then cosine decay to 0; else a constant rate.
-        patience: Early stopping: stop after this many epochs without a better
-            validation loss (as `keras.callbacks.EarlyStopping`; None: off).
+            most half the steps: a new head's first gradients would wreck pretrained
+            filters), then cosine decay to 0; else a constant rate.
+        patience: Early stopping after this many epochs without a better validation
+            loss (None: off).
         time_limit: Stop in time (None: epochs only); its clock times the epochs.
         batch_size, seed: The batches of array data (all replicas) and their shuffle.
-        log_dir: TensorBoard event files of the phase (loss, accuracy and learning rate
-            per epoch; None: none).
+        log_dir: TensorBoard event files of the phase (None: none).
     """
 
     epochs: int
@@ -166,7 +163,8 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
         say(f"{path}: this backup cannot be read; starting its phase again")
     if saved is not None and len(saved.weights) != len(model.weights):
         saved = None  # another model's (e.g. the other strategy's): start afresh
-    train, val = _batched(train, val, recipe, strategy)
+    if strategy is not None:
+        train, val = distribute.batched(train, val, recipe.batch_size, recipe.seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model.compile(keras.optimizers.Adam(recipe.rate()), recipe.loss,
                       metrics=["accuracy"])
@@ -193,8 +191,8 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
                       shuffle=y is not None,  # datasets shuffle themselves
                       verbose=verbose, callbacks=hooks)
         else:
-            replicas.fit(model, train, val, recipe.epochs, state.epoch, strategy,
-                         class_weight, hooks, verbose)
+            distribute.fit(model, train, val, recipe.epochs, state.epoch, strategy,
+                           class_weight, hooks, verbose)
     if tracker.best:
         model.set_weights(tracker.best)
     state.finished = True
@@ -217,20 +215,20 @@ def restore(model: keras.Model, path: Path) -> list[dict] | None:
     return saved.state.rows
 
 
-def _batched(train, val, recipe: Recipe, strategy):
-    """Arrays as batches: `model.fit` batches them itself; under replicas, a shuffled
-    dataset of global batches. Datasets are sharded between workers (DATA)."""
-    if strategy is None:
-        return train, val
-    if not isinstance(train, tf.data.Dataset):
-        x, y = train
-        train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
-            len(x), seed=recipe.seed, reshuffle_each_iteration=True
-        ).batch(recipe.batch_size)
-        val = tf.data.Dataset.from_tensor_slices(tuple(val)).batch(recipe.batch_size)
-    options = tf.data.Options()
-    # Our file lists are in memory: no files to shard; every worker builds the same
-    # pipeline (same shuffle seed) and keeps its own batches of it.
-    options.experimental_distribute.auto_shard_policy = \
-        tf.data.experimental.AutoShardPolicy.DATA
-    return train.with_options(options), val.with_options(options)
+def class_weight(labels, n_classes: int) -> dict[int, float] | None:
+    """'Balanced' class weights (n / (C * count)) when the largest class is over
+    `IMBALANCE_RATIO` times the smallest; None when it is not."""
+    counts = np.bincount(labels, minlength=n_classes)
+    if counts.max() <= IMBALANCE_RATIO * counts.min():
+        return None
+    weights = compute_class_weight("balanced", classes=np.arange(n_classes),
+                                   y=np.asarray(labels))
+    return dict(enumerate(weights.tolist()))
+
+
+def head_model(model: keras.Model) -> keras.Model:
+    """The classifier's head as a model over its pooled features: its very `head_dropout`
+    and `predictions` layers (phase 1 trains the classifier itself, nothing is copied)."""
+    features = keras.Input(model.get_layer("head_pool").output.shape[1:])
+    head = model.get_layer("predictions")(model.get_layer("head_dropout")(features))
+    return keras.Model(features, head, name="head")
