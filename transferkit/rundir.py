@@ -18,7 +18,8 @@ import pandas as pd
 from transferkit import layout
 from transferkit.config import TrainConfig, absolute_data
 from transferkit.errors import RunError
-from transferkit.evaluate import classification_metrics, write_report
+from transferkit.evaluate import classification_metrics, split_probabilities, \
+    write_report
 from transferkit.features import FeatureStore
 from transferkit.fileio import atomic_path, read_json, readable_error, write_json
 from transferkit.report import write_run_report
@@ -88,22 +89,22 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool
 
 
 def finish_run(out_dir: Path, model: keras.Model, config: TrainConfig, classes: list[str],
-               splits: pd.DataFrame, probabilities: dict[str, np.ndarray], started: float,
-               say: Callable[..., None], mark: Callable[[str], None] = lambda step: None,
-               summary: str = "", **facts) -> Run:
+               started: float, say: Callable[..., None],
+               probabilities: dict[str, np.ndarray] | None = None,
+               mark: Callable[[str], None] = lambda step: None, summary: str = "",
+               **facts) -> Run:
     """Writes a trained run's end: the test report, metrics.json (with the validation
     figures that choices are made on), model.keras, the trust, the completion mark and
     report.html; then deletes the phases' backups and augmented features.
 
     Args:
-        out_dir: The run directory.
-        model: The trained classifier (or ensemble).
-        config: The run's final options.
-        classes: Class names, in output order.
-        splits: The run's `splits.csv`.
-        probabilities: The model's on the `"test"` and `"val"` rows of `splits`.
+        out_dir: The run directory (its `splits.csv` written).
+        model, config, classes: The trained classifier (or ensemble), the final options,
+            the class names in output order.
         started: When training started (`time.time()`), for `train_seconds`.
         say: Progress printer.
+        probabilities: The model's on the `"test"` and `"val"` rows of `splits.csv`
+            (None: predicted here, from the images).
         mark: Called with `"evaluate"`, then `"calibrate"` (the time budget's ledger).
         summary: Starts the last progress line (e.g. the ensemble's members).
         **facts: More fields of metrics.json (the plan's strategy, ...).
@@ -111,6 +112,10 @@ def finish_run(out_dir: Path, model: keras.Model, config: TrainConfig, classes: 
     Returns:
         The finished run.
     """
+    run = Run(out_dir, model, classes, config)
+    splits = run.splits
+    if probabilities is None:
+        probabilities = {s: split_probabilities(run, s) for s in ("test", "val")}
     part = {s: splits[splits["split"] == s] for s in ("test", "val")}
     labels = {s: [classes.index(c) for c in rows["class"]] for s, rows in part.items()}
     metrics = write_report(out_dir, labels["test"], probabilities["test"], classes,
@@ -127,7 +132,6 @@ def finish_run(out_dir: Path, model: keras.Model, config: TrainConfig, classes: 
             model.save(tmp)
     write_json(out_dir / layout.METRICS_FILE, metrics)
     mark("evaluate")
-    run = Run(out_dir, model, classes, config)
     if config.calibrate:  # before the mark: a complete run is a calibrated one
         fit_trust(run, say=say)
     mark("calibrate")

@@ -13,7 +13,6 @@ unfinished one continued from its last finished epoch (`transferkit.engine`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 import warnings
@@ -27,17 +26,16 @@ from transferkit import layout
 from transferkit.accelerator import precision
 from transferkit.backbones import get_backbone, load_pretrained
 from transferkit.budget import session as budget
-from transferkit.engine.phase import HEAD_BATCH, Recipe, TimeLimit, class_weight, \
-    head_model, restore, run_phase
+from transferkit.engine.phase import HEAD_BATCH, Recipe, TimeLimit, head_model, restore, \
+    run_labelled
 from transferkit.config import TrainConfig
-from transferkit.data.pipeline import image_dataset
 from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
     write_audit_csv
 from transferkit.data.splits import check_unchanged, make_splits
 from transferkit.data.tfds import data_folder
 from transferkit.distribute import Distribution, make_distribution
 from transferkit.doctor.training_step import doctor_before_split
-from transferkit.errors import ConfigError, DataError
+from transferkit.errors import ConfigError
 from transferkit.features import FeatureKey, FeatureStore, feature_extractor
 from transferkit.fileio import write_csv, write_json
 from transferkit.model import backbone_blocks, build_classifier, rebuild_at_size, \
@@ -125,27 +123,26 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     median_side = float(np.median(np.minimum(train_rows["width"], train_rows["height"])))
     plan = make_plan(train_rows["class"].value_counts().to_dict(), config, backbone,
                      median_side)
-    size_given = config.image_size is not None  # --image-size: the budget keeps it
+    asked = config.image_size  # --image-size: the budget keeps it
     config = dataclasses.replace(config, image_size=plan.image_size)
     with dist.scope():
         model = build_classifier(backbone, len(classes), config.image_size, pretrained,
                                  config.dropout)
     plan = with_blocks(plan, len(backbone_blocks(model)), config.unfreeze)
-    write_json(out_dir / layout.PLAN_FILE, plan.to_dict())
+    write_json(out_dir / layout.PLAN_FILE, dataclasses.asdict(plan))
     say(f"Plan: {plan.strategy} ({plan.reason})")
     recipe, limit = config, None  # the phases' epochs and views: the default's
     if ledger:  # the default recipe fitted to the time left (budget/planner.py)
         timed = budget.plan_within(ledger, model, plan, config, budget.candidate_sizes(
-            backbone, plan, size_given), paths, labels, out_dir, say)
+            backbone, plan, asked is not None), paths, labels, out_dir, say)
         model = rebuild_at_size(model, timed.image_size)
         config = dataclasses.replace(config, image_size=timed.image_size)
         recipe = dataclasses.replace(config, augment_copies=timed.augment_copies,
                                      fine_tune_epochs=timed.fine_tune_epochs)
         limit = budget.time_limit(ledger, timed)
-    class_weights = class_weight(labels["train"], len(classes))
-    # Again, with the final image size: prepare_run_dir wrote the options so that a run
-    # killed in the audit or the doctor resumes (and refuses changed options).
-    write_json(out_dir / layout.CONFIG_FILE, config.to_dict())
+    if config.image_size != asked:  # prepare_run_dir wrote the options as asked, so
+        # that a run killed in the audit or the doctor resumes (and refuses changes).
+        write_json(out_dir / layout.CONFIG_FILE, config.to_dict())
 
     # 3. Phase 1: the head on stored features; 4. phase 2: fine-tune the top blocks. A
     # finished phase is restored, not run.
@@ -155,8 +152,8 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     if history is not None:
         say("Phase 1: reusing the trained head")
     else:
-        history = _train_head(model, out_dir, source, splits, labels, recipe,
-                              class_weights, verbose, say, dist)
+        history = _train_head(model, out_dir, source, splits, labels, recipe, verbose,
+                              say, dist)
     history = [{"phase": 1, **row} for row in history]
     budget.mark(ledger, "phase1")
     if plan.unfreeze_blocks:
@@ -166,7 +163,7 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
             say("Phase 2: reusing the fine-tuned weights")
         else:
             rows = _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, recipe,
-                              class_weights, verbose, say, dist, limit, ledger)
+                              verbose, say, dist, limit, ledger)
         history += [{"phase": 2, **row} for row in rows]
     budget.mark(ledger, "phase2")
     if not dist.is_chief:  # the chief evaluates and writes the run; this one is done
@@ -176,18 +173,8 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
 
     # 5. Evaluate, calibrate, report.
     say("Evaluating on the test split")
-    probabilities = {}
-    for split in ("test", "val"):
-        found = model.predict(image_dataset(paths[split], None, config.image_size,
-                                            config.batch_size, workers=config.workers),
-                              verbose=0)
-        if len(found) != len(paths[split]):
-            raise DataError(f"{len(paths[split]) - len(found)} {split} images can no "
-                            "longer be read since the audit; pass --overwrite to audit "
-                            "again")
-        probabilities[split] = found
-    run = finish_run(out_dir, model, config, classes, splits, probabilities, start, say,
-                     lambda step: budget.mark(ledger, step),
+    run = finish_run(out_dir, model, config, classes, start, say,
+                     mark=lambda step: budget.mark(ledger, step),
                      n_skipped=int((index["status"] != "ok").sum()), n_excluded=len(excluded),
                      strategy=plan.strategy, unfreeze_blocks=plan.unfreeze_blocks)
     budget.finish(out_dir, ledger)
@@ -211,13 +198,13 @@ def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: Trai
 
 
 def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.DataFrame,
-                labels: dict, config: TrainConfig, class_weights, verbose: int, say,
+                labels: dict, config: TrainConfig, verbose: int, say,
                 dist: Distribution) -> list[dict]:
     """Phase 1: the classifier's own head layers on pooled features stored once per image
     (the plain ones of every image stay in the run's feature store; the augmented views
     of the training images, only phase 1 reads, are dropped at the end)."""
     names = splits["path"].tolist()
-    train = (splits["split"] == "train").to_numpy()
+    train, val = ((splits["split"] == s).to_numpy() for s in ("train", "val"))
     copies = config.augment_copies
     say(f"Phase 1: computing backbone features of the {len(names)} images, and "
         f"{copies} augmented views of the {int(train.sum())} training images")
@@ -234,47 +221,41 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
         train_names = [n for n, t in zip(names, train) if t]
         x_train = np.concatenate([plain[train]] + [features(view, train_names)
                                                    for view in range(1, 1 + copies)])
-    n_classes = model.output_shape[-1]
     say("Phase 1: training the head on the stored features")
     recipe = Recipe(config.head_epochs, config.head_learning_rate * dist.replicas,
-                    keras.losses.CategoricalCrossentropy(
-                        label_smoothing=config.label_smoothing),
-                    patience=config.patience, batch_size=HEAD_BATCH * dist.replicas,
-                    seed=config.seed, log_dir=out_dir / layout.LOGS_DIR / "phase1")
+                    _loss(config), patience=config.patience,
+                    batch_size=HEAD_BATCH * dist.replicas, seed=config.seed,
+                    log_dir=out_dir / layout.LOGS_DIR / "phase1")
     with dist.scope():
         head = head_model(model)
-    val = (np.asarray(plain[(splits["split"] == "val").to_numpy()]),
-           keras.utils.to_categorical(labels["val"], n_classes))
-    return run_phase(head, (x_train, keras.utils.to_categorical(
-        labels["train"] * (1 + copies), n_classes)), val, recipe,
-        out_dir / layout.CHECKPOINTS_DIR / PHASE1, strategy=dist.replicated,
-        class_weight=class_weights, verbose=verbose)
+    return run_labelled(head, (x_train, labels["train"] * (1 + copies)),
+                        (plain[val], labels["val"]), recipe,
+                        out_dir / layout.CHECKPOINTS_DIR / PHASE1, strategy=dist.replicated,
+                        verbose=verbose)
 
 
 def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_blocks: int,
-               config: TrainConfig, class_weights, verbose: int, say,
-               dist: Distribution, limit: TimeLimit | None, ledger) -> list[dict]:
+               config: TrainConfig, verbose: int, say, dist: Distribution,
+               limit: TimeLimit | None, ledger) -> list[dict]:
     """Phase 2: the top blocks, end to end on augmented images (global batches), one
     epoch of warm-up then cosine decay; within a time limit, the ledger records each
     epoch (a killed run resumes with the time it has left)."""
-    n_classes = model.output_shape[-1]
-    batch = config.batch_size * dist.replicas
     rate = config.fine_tune_learning_rate * dist.replicas
     say(f"Phase 2: fine-tuning the top {n_blocks} blocks ({len(model.trainable_weights)} "
         f"weight tensors) for {config.fine_tune_epochs} epochs at learning rate {rate:g}"
         + (f", for at most {max(limit.deadline - limit.clock(), 0):.0f} s" if limit else ""))
-    train = image_dataset(paths["train"], keras.utils.to_categorical(labels["train"], n_classes),
-                          config.image_size, batch, shuffle_seed=config.seed,
-                          augment_seed=config.seed, workers=config.workers)
-    val = image_dataset(paths["val"], keras.utils.to_categorical(labels["val"], n_classes),
-                        config.image_size, batch, workers=config.workers)
-    recipe = Recipe(config.fine_tune_epochs, rate, keras.losses.CategoricalCrossentropy(
-                        label_smoothing=config.label_smoothing),
-                    steps_per_epoch=math.ceil(len(paths["train"]) / batch), cosine=True,
+    recipe = Recipe(config.fine_tune_epochs, rate, _loss(config), cosine=True,
                     patience=config.patience, time_limit=limit,
+                    batch_size=config.batch_size * dist.replicas, seed=config.seed,
                     log_dir=out_dir / layout.LOGS_DIR / "phase2")
     spent = [] if ledger is None else [keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: ledger.save(epochs=epoch + 1))]
-    return run_phase(model, train, val, recipe, out_dir / layout.CHECKPOINTS_DIR / PHASE2,
-                     strategy=dist.replicated, class_weight=class_weights, verbose=verbose,
-                     say=say, callbacks=spent)
+    return run_labelled(model, (paths["train"], labels["train"]),
+                        (paths["val"], labels["val"]), recipe,
+                        out_dir / layout.CHECKPOINTS_DIR / PHASE2, config.image_size,
+                        config.workers, strategy=dist.replicated, verbose=verbose, say=say,
+                        callbacks=spent)
+
+
+def _loss(config: TrainConfig) -> keras.losses.Loss:
+    return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)

@@ -60,11 +60,8 @@ class Ledger:
 
 
 def open_ledger(out_dir: Path, config: TrainConfig, started: float) -> Ledger | None:
-    """The run's ledger (None without a time limit); a resumed run's has its spent time.
-
-    Raises:
-        ConfigError: A resumed run has already used its whole budget.
-    """
+    """The run's ledger (None without a time limit; ConfigError when a resumed run has
+    spent it all)."""
     if config.time_limit is None:
         return None
     # The command started before this call: carry the real seconds since onto CLOCK.
@@ -140,16 +137,12 @@ def plan_within(ledger: Ledger, model: keras.Model, plan: Plan, config: TrainCon
     Args:
         ledger: The run's ledger.
         model: The classifier at the rule's size (measured there).
-        plan: The rule's plan (`plan.make_plan` + `with_blocks`).
-        config: The run's options (its epochs and views: the default recipe's).
+        plan: The rule's plan; `config`: the run's options (the default recipe).
         sizes: Candidate sizes (`candidate_sizes`).
-        paths, labels: By split.
-        out_dir: The run directory.
-        say: Progress printer.
+        paths, labels, out_dir, say: By split; the run directory; progress printer.
 
     Returns:
-        The budget plan (`planner.plan_budget`; it raises ConfigError for a budget too
-        small, with the measured minimum).
+        The budget plan (`planner.plan_budget`: ConfigError for a budget too small).
     """
     budget, profile = ledger.state.get("plan"), ledger.state.get("profile")
     if budget is not None:  # resuming: the plan made when the run started

@@ -24,6 +24,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from transferkit import distribute
+from transferkit.data.pipeline import image_dataset
 from transferkit.engine import backup
 
 IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-weighted
@@ -31,17 +32,9 @@ HEAD_BATCH = 64        # phase 1's batch of stored features (one replica)
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """The time stop: ends a phase when its next epoch would not end before `deadline`
-    (predicted: the slowest of the last three epochs, times `safety`); within an epoch,
-    at `deadline` itself.
-
-    Args:
-        clock: The clock (injectable: tests advance it themselves).
-        deadline: Time on `clock` by which training must have stopped.
-        safety: Padding of the next epoch's predicted time.
-        first_extra: What the first epoch costs beyond the others (tracing): subtracted
-            while it is the only epoch to go by.
-    """
+    """The time stop: ends a phase at `deadline` on `clock` (injectable), or before an
+    epoch predicted to end after it: the slowest of the last three times `safety`, the
+    first one less `first_extra` (its tracing) while it is the only one to go by."""
 
     def __init__(self, clock: Callable[[], float], deadline: float, safety: float = 1.15,
                  first_extra: float = 0.0):
@@ -55,8 +48,7 @@ class TimeLimit(keras.callbacks.Callback):
         self._epoch_start = self.clock()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.clock() >= self.deadline:
-            self.model.stop_training = True
+        self.model.stop_training |= self.clock() >= self.deadline
 
     def on_epoch_end(self, epoch, logs=None):
         self.durations.append(self.clock() - self._epoch_start)
@@ -68,18 +60,11 @@ class TimeLimit(keras.callbacks.Callback):
 @dataclasses.dataclass
 class Recipe:
     """How a phase trains: at most `epochs` epochs of Adam at `learning_rate` (global,
-    for all replicas) on `loss`.
-
-    Attributes:
-        cosine: One epoch of `steps_per_epoch` steps of warm-up from the rate / 10 (at
-            most half the steps: a new head's first gradients would wreck pretrained
-            filters), then cosine decay to 0; else a constant rate.
-        patience: Early stopping after this many epochs without a better validation
-            loss (None: off).
-        time_limit: Stop in time (None: epochs only); its clock times the epochs.
-        batch_size, seed: The batches of array data (all replicas) and their shuffle.
-        log_dir: TensorBoard event files of the phase (None: none).
-    """
+    for all replicas) on `loss`; `cosine`: one epoch of `steps_per_epoch` steps of warm-up
+    from the rate / 10 (at most half the steps: a new head's first gradients would wreck
+    pretrained filters), then cosine decay to 0. Early stopping after `patience` epochs
+    without a better validation loss (None: off); `time_limit` (its clock times the
+    epochs); global batches shuffled by `seed`; TensorBoard files in `log_dir`."""
 
     epochs: int
     learning_rate: float
@@ -141,13 +126,12 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
     """Trains `model`'s trainable weights by `recipe`; resumes from / backs up to `path`.
 
     Args:
-        model: The model (the classifier, or its head).
+        model: The classifier, or its head.
         train, val: `(x, one-hot y)` arrays, or batched `tf.data.Dataset`s of them.
         recipe: How to train.
         path: The phase's backup file (None: no backup, no resume).
         strategy: A strategy with replicas (None: one device, `model.fit`).
-        class_weight: Keras class weights, or None.
-        verbose: Keras verbosity.
+        class_weight, verbose: As for `model.fit`.
         callbacks: More callbacks (before the tracker).
         say: Progress printer (a backup that cannot be read).
 
@@ -199,6 +183,37 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
     if path is not None:
         backup.save(path, state, model.get_weights(), [], [])
     return state.rows
+
+
+def run_labelled(model: keras.Model, train: tuple, val: tuple, recipe: Recipe,
+                 path: Path | None, image_size: int | None = None, workers: int = 2,
+                 **options) -> list[dict]:
+    """`run_phase` on `(x, class indices)` pairs, as every phase of transferkit trains:
+    one-hot labels, `class_weight`, the schedule's steps from the training examples.
+
+    Args:
+        model, recipe, path, **options: As for `run_phase` (`recipe.batch_size`: global).
+        train, val: `x` stored features, or image paths when `image_size` is given
+            (decoded; the training images shuffled and augmented, seeded by `recipe.seed`).
+        image_size: The images' side; None for features.
+        workers: Images decoded in parallel.
+
+    Returns:
+        The phase's history (`run_phase`).
+    """
+    n, batch = model.output_shape[-1], recipe.batch_size
+    recipe = dataclasses.replace(recipe, steps_per_epoch=math.ceil(len(train[0]) / batch))
+    (x, y), (val_x, val_y) = train, val
+    if image_size is None:
+        train, val = (np.asarray(x), keras.utils.to_categorical(y, n)), \
+            (np.asarray(val_x), keras.utils.to_categorical(val_y, n))
+    else:
+        train = image_dataset(x, keras.utils.to_categorical(y, n), image_size, batch,
+                              recipe.seed, recipe.seed, workers)
+        val = image_dataset(val_x, keras.utils.to_categorical(val_y, n), image_size, batch,
+                            workers=workers)
+    return run_phase(model, train, val, recipe, path, class_weight=class_weight(y, n),
+                     **options)
 
 
 def restore(model: keras.Model, path: Path) -> list[dict] | None:

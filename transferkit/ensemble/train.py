@@ -88,8 +88,9 @@ def train_ensemble(data: str | Path, out: str | Path, overwrite: bool = False,
             f"{opts['backbone']}, seed {opts['seed']}" + (
                 f", {opts['time_limit']:.0f} s" if opts["time_limit"] else "")))
         runs.append(load_run(path) if done else train_one(config.data, path, **opts))
-    config = dataclasses.replace(config, image_size=runs[0].image_size)
-    write_json(out_dir / layout.CONFIG_FILE, config.to_dict())  # with the members' size
+    if config.image_size != runs[0].image_size:  # prepare_run_dir wrote it as asked
+        config = dataclasses.replace(config, image_size=runs[0].image_size)
+        write_json(out_dir / layout.CONFIG_FILE, config.to_dict())
     return _combine(out_dir, config, runs, say)
 
 
@@ -182,8 +183,9 @@ def _combine(out_dir: Path, config: TrainConfig, runs: list[Run], say) -> Run:
         "calibration": "one temperature dividing every member's logits, fitted on the "
                        "NLL of the averaged probabilities (validation split)"})
     tested = [f"{d['test_accuracy']:.3f}" for d in described if d["test_accuracy"] is not None]
-    return finish_run(out_dir, model, config, classes, splits, probabilities,
+    return finish_run(out_dir, model, config, classes,
                       start - sum(d["train_seconds"] or 0 for d in described), say,
+                      probabilities=probabilities,
                       summary=f"Ensemble of {len(runs)} (members' test accuracy "
                               f"{', '.join(tested)}): ", strategy="ensemble",
                       unfreeze_blocks=None, members=described)
@@ -191,7 +193,5 @@ def _combine(out_dir: Path, config: TrainConfig, runs: list[Run], say) -> Run:
 
 def _relative(path: Path, root: Path) -> str:
     """`path` relative to `root` when inside it (members/m1), else absolute."""
-    try:
-        return str(Path(path).resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(Path(path).resolve())
+    path, root = Path(path).resolve(), root.resolve()
+    return str(path.relative_to(root) if path.is_relative_to(root) else path)
