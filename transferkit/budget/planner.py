@@ -1,6 +1,6 @@
 """The time-aware plan: the default recipe fitted to the budget by measured speeds.
 
-Pure: no clock, no model. `speed.measure` produces the `SpeedProfile` on this machine and
+Pure: no clock, no model. `session.measure` produces the `SpeedProfile` on this machine and
 this data; tests feed made-up profiles with known answers.
 
 Extra time buys nothing the default recipe does not do: on photos the product never saw,
@@ -14,7 +14,7 @@ the default's 0.764 (issue 25; docs/measurements.md). So (docs/training.md, "Tim
 2. The image size: the rule's (`plan.choose_image_size`), else the largest of the
    sizes 32 px apart below it at which `ENOUGH_EPOCHS` fit, else the smallest. The
    epochs: the default's (`--fine-tune-epochs`), or as many as fit when fewer do.
-3. The engine's time stop (`engine.phase.TimeStop`) keeps the limit if the estimate
+3. The engine's time stop (`engine.phase.TimeLimit`) keeps the limit if the estimate
    was optimistic.
 """
 
