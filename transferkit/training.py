@@ -31,15 +31,16 @@ from transferkit import layout
 from transferkit.accelerator import precision
 from transferkit.backbones import get_backbone, load_pretrained
 from transferkit.budget import session as budget
+from transferkit.budget.members import spend_time_left
 from transferkit.engine.phase import Recipe, TimeLimit, restore, run_phase
-from transferkit.engine.recipes import HEAD_BATCH, class_weight, head_model, one_hot, \
-    training_loss
+from transferkit.engine.recipes import HEAD_BATCH, class_weight, head_model, training_loss
 from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
 from transferkit.data.scan import audit_report, scan_folder, summarize_classes, \
     write_audit_csv
 from transferkit.data.splits import check_unchanged, make_splits
 from transferkit.data.tfds import data_folder
+from transferkit.distill import split_targets, train_with_student, with_teacher
 from transferkit.distribute import Distribution, make_distribution
 from transferkit.doctor.training_step import doctor_before_split
 from transferkit.errors import ConfigError, DataError
@@ -74,12 +75,14 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
     Raises:
         TransferkitError: Bad data, options or output folder; the message says what to do.
     """
+    if options.get("distill"):  # the ensemble, then its student (transferkit.distill)
+        return train_with_student(data, out, overwrite, train_one=train, **options)
     if options.get("ensemble", 1) != 1 or options.get("backbones"):
         from transferkit.ensemble.train import train_ensemble  # K members, one run
 
         return train_ensemble(data, out, overwrite, train_one=train, **options)
     start = time.time()
-    config = TrainConfig.from_options(data, options)
+    config = with_teacher(TrainConfig.from_options(data, options))
     # First: a multi-worker strategy must set up TensorFlow before any other op runs.
     # A time budget is planned for one device: `auto` then means the default strategy.
     dist = make_distribution("none" if config.time_limit and config.distribute == "auto"
@@ -89,7 +92,8 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
     with precision(config.mixed_precision == "on"), warnings.catch_warnings(), \
             dist.writer_dir(Path(out)) as out_dir:
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
-        return _train_in(out_dir, config, overwrite, dist, start)
+        run = _train_in(out_dir, config, overwrite, dist, start)
+    return spend_time_left(run, train)  # a budget's time left: ensemble members
 
 
 def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distribution,
@@ -126,6 +130,7 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
              for name, part in splits.groupby("split")}
     labels = {name: [classes.index(c) for c in part["class"]]
               for name, part in splits.groupby("split")}
+    targets = split_targets(out_dir, config, paths, labels, classes, say)  # soft: a student
     budget.mark(ledger, "audit")
 
     # 2. Plan, model.
@@ -161,7 +166,7 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     if history is not None:
         say("Phase 1: reusing the trained head")
     else:
-        history = _train_head(model, out_dir, source, splits, labels, recipe,
+        history = _train_head(model, out_dir, source, splits, targets, recipe,
                               class_weights, verbose, say, dist)
     history = [{"phase": 1, **row} for row in history]
     budget.mark(ledger, "phase1")
@@ -170,7 +175,7 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     if plan.unfreeze_blocks:
         set_trainable_blocks(model, plan.unfreeze_blocks)
         history += [{"phase": 2, **row} for row in _fine_tune(
-            model, out_dir, paths, labels, plan.unfreeze_blocks, recipe, class_weights,
+            model, out_dir, paths, targets, plan.unfreeze_blocks, recipe, class_weights,
             verbose, say, dist, limit, ledger)]
     budget.mark(ledger, "phase2")
     if not dist.is_chief:  # the chief evaluates and writes the run; this one is done
@@ -232,7 +237,7 @@ def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: Trai
 
 
 def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.DataFrame,
-                labels: dict, config: TrainConfig, class_weights, verbose: int, say,
+                targets: dict, config: TrainConfig, class_weights, verbose: int, say,
                 dist: Distribution) -> list[dict]:
     """Phase 1: the classifier's own head layers on pooled features stored once per image.
 
@@ -258,7 +263,6 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
         train_names = [n for n, t in zip(names, train) if t]
         x_train = np.concatenate([plain[train]] + [features(view, train_names)
                                                    for view in range(1, 1 + copies)])
-    n_classes = model.output_shape[-1]
     say("Phase 1: training the head on the stored features")
     recipe = Recipe(config.head_epochs, config.head_learning_rate * dist.replicas,
                     training_loss(config.label_smoothing), patience=config.patience,
@@ -266,28 +270,27 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
                     log_dir=out_dir / layout.LOGS_DIR / "phase1")
     with dist.scope():
         head = head_model(model)
-    return run_phase(head, (x_train, one_hot(labels["train"] * (1 + copies), n_classes)),
-                     (np.asarray(plain[val]), one_hot(labels["val"], n_classes)), recipe,
+    return run_phase(head, (x_train, np.tile(targets["train"], (1 + copies, 1))),
+                     (np.asarray(plain[val]), targets["val"]), recipe,
                      out_dir / layout.CHECKPOINTS_DIR / PHASE1, strategy=dist.replicated,
                      class_weight=class_weights, verbose=verbose)
 
 
-def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_blocks: int,
+def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, targets: dict, n_blocks: int,
                config: TrainConfig, class_weights, verbose: int, say,
                dist: Distribution, limit: TimeLimit | None, ledger) -> list[dict]:
     """Phase 2: the top blocks, end to end on augmented images (global batches), one
     epoch of warm-up then cosine decay; within a time limit, the ledger records each
     epoch's seconds (a killed run resumes with the time it has left)."""
-    n_classes = model.output_shape[-1]
     batch = config.batch_size * dist.replicas
     rate = config.fine_tune_learning_rate * dist.replicas
     say(f"Phase 2: fine-tuning the top {n_blocks} blocks ({len(model.trainable_weights)} "
         f"weight tensors) for {config.fine_tune_epochs} epochs at learning rate {rate:g}"
         + (f", for at most {max(limit.deadline - limit.clock(), 0):.0f} s" if limit else ""))
-    train_ds = image_dataset(paths["train"], one_hot(labels["train"], n_classes),
+    train_ds = image_dataset(paths["train"], targets["train"],
                              config.image_size, batch, shuffle_seed=config.seed,
                              augment_seed=config.seed, workers=config.workers)
-    val_ds = image_dataset(paths["val"], one_hot(labels["val"], n_classes),
+    val_ds = image_dataset(paths["val"], targets["val"],
                            config.image_size, batch, workers=config.workers)
     recipe = Recipe(config.fine_tune_epochs, rate, training_loss(config.label_smoothing),
                     steps_per_epoch=math.ceil(len(paths["train"]) / batch), cosine=True,
