@@ -102,7 +102,7 @@ def next_member(config: TrainConfig, first_seconds: float, reserve_seconds: floa
     combine = reserve_seconds * (sum(ratios) + ratio)  # the ensemble predicts with all
     need = first_seconds * ratio + combine
     fits = left >= need
-    return Member(backbone, seed, round(ratio, 3), round(need, 1), round(left, 1), fits,
+    return Member(backbone, seed, ratio, round(need, 1), round(left, 1), fits,
                   why if fits else f"{left:.0f} s left, it needs ~{need:.0f} s (member "
                   f"1's {first_seconds:.0f} s x {ratio:.2f}, {combine:.0f} s to combine)")
 
