@@ -79,7 +79,8 @@ def _add_train(sub) -> None:
                    help="skip the trust outputs (see `transferkit calibrate`)")
     p.add_argument("--time-limit", help="budget for the whole command, e.g. 90s, 20m, 1h, "
                    "1h30m: the plan measures this machine and fits the default recipe into it "
-                   "(fewer epochs or a smaller size when short, never more)")
+                   "(fewer epochs or a smaller size when short, never more); time left "
+                   "buys ensemble members, kept when validation prefers them")
     p.add_argument("--preset", choices=list(PRESETS),
                    help="fast: the default recipe (~5 CPU minutes); balanced: 20m; best: 1h "
                    "(--time-limit wins over the preset's budget)")

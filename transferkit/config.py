@@ -66,7 +66,8 @@ class TrainConfig:
             or more), `"on"` or `"off"`; resolved to on/off in config.json.
         time_limit: Seconds the whole command may take (audit to finished run
             directory); the plan measures this machine and fits the default recipe
-            into it (`transferkit.budget`). A string such as `"20m"` is parsed. None:
+            into it (`transferkit.budget`); time left buys ensemble members
+            (`extra_members`). A string such as `"20m"` is parsed. None:
             the default recipe, unmeasured.
         preset: `"fast"` (today's recipe), `"balanced"` (20 minutes) or `"best"` (1 hour);
             an explicit `time_limit` wins over the preset's budget.
