@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from transferkit.testing import use_local_weights
+from transferkit.testing import subset_folder, use_local_weights
 
 use_local_weights()  # before Keras is imported: it reads KERAS_HOME once
 
@@ -50,16 +49,6 @@ from transferkit.data.pipeline import image_dataset  # noqa: E402
 from transferkit.ensemble import combine_runs  # noqa: E402
 
 DRY_RUN = dict(image_size=64, head_epochs=2, fine_tune_epochs=1, augment_copies=0)
-
-
-def _subset(source: Path, per_class: int) -> Path:
-    """A folder of links to the first `per_class` images of each class."""
-    root = Path(tempfile.mkdtemp(prefix="apm-data-"))
-    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
-        (root / folder.name).mkdir()
-        for file in sorted(folder.iterdir())[:per_class]:
-            (root / folder.name / file.name).symlink_to(file.resolve())
-    return root
 
 
 def _scores(run, reference, flip: bool = False) -> dict:
@@ -155,7 +144,7 @@ def main() -> None:
     data = Path(os.environ.get("FLOWERS5", "../shared/data/flowers5"))
     options = {"quiet": True}
     if args.dry_run:
-        data, options = _subset(data, 6), {**options, **DRY_RUN, "calibrate": False}
+        data, options = subset_folder(data, 6), {**options, **DRY_RUN, "calibrate": False}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, first = [], None
