@@ -223,10 +223,10 @@ def record_student(ensemble: Run, student: Run, say: Callable = print) -> dict:
               "backbone": student.config.backbone,
               "val_accuracy": student.metrics["val_accuracy"],
               "test_accuracy": student.metrics["accuracy"], "export": export,
-              "why": f"the student is {gap:+.3f} below the ensemble on validation; "
-                     + ("one model serves at 1/K of the ensemble's cost" if export ==
-                        "student" else f"more than {EXPORT_TOLERANCE} below: the "
-                        "ensemble's accuracy is worth its cost")}
+              "why": (f"within {EXPORT_TOLERANCE} of the ensemble on validation: one "
+                      "model serves at 1/K of its cost") if export == "student" else
+                     (f"more than {EXPORT_TOLERANCE} below the ensemble on validation: "
+                      "its accuracy is worth its cost")}
     write_json(ensemble.path / layout.METRICS_FILE, {**metrics, "student": record})
     chosen = student.path if export == "student" else ensemble.path
     say(f"Student: validation accuracy {record['val_accuracy']:.3f} (ensemble "
