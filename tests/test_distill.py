@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -48,7 +49,7 @@ def _constant_teacher(folder, data, size=32):
 
 
 def test_soft_targets_are_the_mix_of_softened_teacher_and_labels(tmp_path):
-    from transferkit.distill import split_targets, with_teacher
+    from transferkit.distill import split_targets, student_targets, with_teacher
 
     data = make_color_folder(tmp_path / "data", n_per_class=3, size=16)
     teacher = _constant_teacher(tmp_path / "teacher", data)
@@ -63,15 +64,18 @@ def test_soft_targets_are_the_mix_of_softened_teacher_and_labels(tmp_path):
     labels = {"train": [1, 2], "val": [0]}
     out = tmp_path / "student"
     out.mkdir()
-    targets = split_targets(out, config, paths, labels, CLASSES, say=lambda *a: None)
+    targets = student_targets(out, config, paths["train"], labels["train"], CLASSES,
+                              say=lambda *a: None)
     # By hand: soft = (0.6, 0.3, 0.1); 0.25 * soft + 0.75 * one-hot.
-    np.testing.assert_allclose(targets["train"], [[0.15, 0.075 + 0.75, 0.025],
-                                                  [0.15, 0.075, 0.025 + 0.75]], atol=1e-5)
-    np.testing.assert_array_equal(targets["val"], [[1, 0, 0]])  # validation: the labels
+    np.testing.assert_allclose(targets, [[0.15, 0.075 + 0.75, 0.025],
+                                         [0.15, 0.075, 0.025 + 0.75]], atol=1e-5)
     # The teacher ran once: its probabilities are kept, a resumed student reads them.
     (teacher / layout.MODEL_FILE).unlink()
-    again = split_targets(out, config, paths, labels, CLASSES, say=lambda *a: None)
-    np.testing.assert_array_equal(again["train"], targets["train"])
+    by_split = split_targets(out, config, paths, labels, CLASSES, say=lambda *a: None)
+    np.testing.assert_array_equal(by_split["train"], targets)
+    np.testing.assert_array_equal(by_split["val"], [[1, 0, 0]])  # validation: the labels
+    assert student_targets(out, dataclasses.replace(config, teacher=None), paths["train"],
+                           labels["train"], CLASSES) is None
 
 
 def test_a_student_trains_on_the_teachers_split_and_records_the_teacher(

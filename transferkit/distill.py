@@ -105,26 +105,36 @@ def with_teacher(config: TrainConfig) -> TrainConfig:
 
 def split_targets(out_dir: Path, config: TrainConfig, paths: dict, labels: dict,
                   classes: list[str], say: Callable = print) -> dict[str, np.ndarray]:
-    """The targets the phases train on, by split: one-hot rows; a student's training
-    rows mix in its teacher's softened probabilities (`mix`, `soften`).
+    """The targets the phases train on, by split: one-hot rows, but a student's
+    training rows are `student_targets`."""
+    targets = {name: one_hot(values, len(classes)) for name, values in labels.items()}
+    soft = student_targets(out_dir, config, paths["train"], labels["train"], classes, say)
+    if soft is not None:
+        targets["train"] = soft
+    return targets
+
+
+def student_targets(out_dir: Path, config: TrainConfig, paths: list[str], labels: list[int],
+                    classes: list[str], say: Callable = print) -> np.ndarray | None:
+    """A student's training targets: its teacher's softened probabilities mixed with the
+    one-hot labels (`soften`, `mix`); None for a run without a teacher.
 
     Args:
         out_dir: The run directory (the teacher's probabilities are kept there, so a
             resumed student does not run the teacher again).
         config: The run's options (`teacher`, `distill_alpha`, `distill_temperature`).
-        paths, labels: Image files and class indices by split.
+        paths, labels: The training images and their class indices.
         classes: The run's classes.
         say: Progress printer.
 
     Returns:
-        Split name → float32 `[N, C]` targets.
+        float32 `[N, C]` rows, or None.
     """
-    targets = {name: one_hot(values, len(classes)) for name, values in labels.items()}
-    if config.teacher is not None:
-        teacher = teacher_probabilities(out_dir, config, paths["train"], classes, say)
-        targets["train"] = mix(targets["train"], soften(teacher, config.distill_temperature),
-                               config.distill_alpha)
-    return targets
+    if config.teacher is None:
+        return None
+    teacher = teacher_probabilities(out_dir, config, paths, classes, say)
+    return mix(one_hot(labels, len(classes)), soften(teacher, config.distill_temperature),
+               config.distill_alpha)
 
 
 def teacher_probabilities(out_dir: Path, config: TrainConfig, paths: list[str],
