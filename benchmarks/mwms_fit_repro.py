@@ -13,7 +13,7 @@ keras/src/backend/tensorflow/trainer.py:372 fit → :731 _maybe_symbolic_build
     ValueError: Attempt to convert a value (PerReplica:{...}) with an unsupported type
     (<class 'tensorflow.python.distribute.values.PerReplica'>) to a Tensor.
 So transferkit's engine trains with its own step under the strategy
-(`transferkit/engine/replicas.py`, strategy.run) instead.
+(`transferkit/distribute.py`, strategy.run) instead.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def _constant_teacher(folder, data, size=32):
 
 
 def test_soft_targets_are_the_mix_of_softened_teacher_and_labels(tmp_path):
-    from transferkit.distill import split_targets, student_targets, with_teacher
+    from transferkit.distill import student_targets, with_teacher
 
     data = make_color_folder(tmp_path / "data", n_per_class=3, size=16)
     teacher = _constant_teacher(tmp_path / "teacher", data)
@@ -59,9 +59,8 @@ def test_soft_targets_are_the_mix_of_softened_teacher_and_labels(tmp_path):
     assert config.splits_file == str(teacher / layout.SPLITS_FILE)
     assert config.image_size == 32  # the teacher's
     paths = {"train": [str(data / "green" / "green_001.png"),
-                       str(data / "red" / "red_001.png")],
-             "val": [str(data / "blue" / "blue_002.png")]}
-    labels = {"train": [1, 2], "val": [0]}
+                       str(data / "red" / "red_001.png")]}
+    labels = {"train": [1, 2]}
     out = tmp_path / "student"
     out.mkdir()
     targets = student_targets(out, config, paths["train"], labels["train"], CLASSES,
@@ -71,9 +70,9 @@ def test_soft_targets_are_the_mix_of_softened_teacher_and_labels(tmp_path):
                                          [0.15, 0.075, 0.025 + 0.75]], atol=1e-5)
     # The teacher ran once: its probabilities are kept, a resumed student reads them.
     (teacher / layout.MODEL_FILE).unlink()
-    by_split = split_targets(out, config, paths, labels, CLASSES, say=lambda *a: None)
-    np.testing.assert_array_equal(by_split["train"], targets)
-    np.testing.assert_array_equal(by_split["val"], [[1, 0, 0]])  # validation: the labels
+    again = student_targets(out, config, paths["train"], labels["train"], CLASSES,
+                            say=lambda *a: None)
+    np.testing.assert_array_equal(again, targets)
     assert student_targets(out, dataclasses.replace(config, teacher=None), paths["train"],
                            labels["train"], CLASSES) is None
 

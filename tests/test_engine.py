@@ -130,7 +130,7 @@ def test_the_rate_warms_up_then_follows_the_cosine():
 
 
 def test_class_weights_only_when_the_classes_are_imbalanced():
-    from transferkit.engine.recipes import class_weight
+    from transferkit.engine import class_weight
 
     # 15 images, 2 classes: n / (C * count) = 15 / 20 and 15 / 10.
     assert class_weight([0] * 10 + [1] * 5, 2) == {0: 0.75, 1: 1.5}

@@ -22,6 +22,7 @@ from killing import KILL_AFTER_FIRST_BACKUP
 
 import transferkit
 import transferkit.features
+import transferkit.rundir
 import transferkit.training
 from transferkit.cli import main
 from transferkit.config import TrainConfig
@@ -183,6 +184,27 @@ def test_backup_cut_short_by_the_kill_does_not_block_the_run(colors, killed_copy
     assert_finished_well(killed_copy, {1: 0, 2: FINE_TUNE_EPOCHS})
 
 
+def test_a_finished_fine_tuning_is_restored_and_said_so(colors, killed_copy, capsys,
+                                                       monkeypatch):
+    """Killed after phase 2 ended (while evaluating): the same command restores the
+    fine-tuned weights and says so, instead of announcing a fine-tuning it skips."""
+    path = killed_copy / "checkpoints" / "phase2.npz"
+    saved = backup.load(path)
+    saved.state.finished = True
+    backup.save(path, saved.state, saved.weights, [], [])
+
+    def finish_run(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr(transferkit.training, "finish_run", finish_run)
+    with pytest.raises(Reached):
+        main(["train", str(colors), "--out", str(killed_copy), *PHASE2])
+    out = capsys.readouterr().out
+    assert "Phase 1: reusing the trained head" in out
+    assert "Phase 2: reusing the fine-tuned weights" in out
+    assert "Phase 2: fine-tuning" not in out and "Epoch" not in out
+
+
 def test_an_unfinished_run_cannot_be_loaded(killed_in_fine_tuning, colors, capsys):
     with pytest.raises(RunError, match="is unfinished .*run the same train command again"):
         transferkit.load_run(killed_in_fine_tuning)
@@ -205,13 +227,19 @@ def test_an_unfinished_run_with_other_options_is_refused(colors, killed_copy, ca
 
 
 def test_overwrite_starts_an_unfinished_run_again(colors, killed_copy, capsys, monkeypatch):
-    """Stopped as soon as phase 1 would train: it does, so nothing old was reused."""
+    """Stopped as soon as phase 1 would train: it does, so nothing old was reused. Its
+    options (--image-size given: final from the start) are written once."""
     stop_at_phase1(monkeypatch)
+    written = []
+    for module in (transferkit.rundir, transferkit.training):
+        monkeypatch.setattr(module, "write_json", lambda path, value, real=module.write_json:
+                            written.append(Path(path).name) or real(path, value))
     with pytest.raises(Reached):
         main(["train", str(colors), "--out", str(killed_copy), *PHASE2, "--overwrite"])
     assert "Resuming" not in capsys.readouterr().out
     assert not (killed_copy / "checkpoints").exists()
     assert run_state(killed_copy) == "running"
+    assert written.count("config.json") == 1
 
 
 def test_run_stopped_before_writing_its_options_starts_afresh(tmp_path, colors):

@@ -1,25 +1,21 @@
-"""Distribution: the `tf.distribute` strategy a run trains under (`--distribute`).
+"""Distribution (`--distribute`): the strategy a run trains under, and the engine's step
+under it.
 
     none          the default strategy (one device)
     mirrored      `MirroredStrategy`: every GPU of this machine (or its logical CPUs)
     multi-worker  `MultiWorkerMirroredStrategy`, configured by the standard `TF_CONFIG`
-                  environment variable (any launcher that sets it: Kubernetes, Slurm,
-                  Vertex AI)
     auto          mirrored when more than one GPU is visible, otherwise none
 
-`config.batch_size` is the batch of one replica: a step takes the *global* batch,
-`batch_size × replicas`, split evenly between them. The learning rates scale linearly
-with it (`learning_rate × replicas`): the gradient of a batch n times larger is averaged
-over n times more images, so n times larger steps keep the progress per image (Goyal et
-al. 2017, "Accurate, large minibatch SGD"); phase 2's one-epoch warm-up eases the larger
-first steps in. One replica changes nothing.
+`config.batch_size` is one replica's batch; a step takes the global batch (`batch_size ×
+replicas`) and the learning rates scale with it (Goyal et al. 2017); one replica changes
+nothing. Only the chief (`chief` in `TF_CONFIG`, else worker 0) writes the run directory;
+every other worker trains the same steps in a private folder (`writer_dir`), kept across
+restarts so a restarted worker resumes from its own backup.
 
-Only the chief writes the run directory: the task of type `chief` in `TF_CONFIG`, or
-worker 0 when there is none. Every other worker trains the same steps in a private
-folder of its own (`writer_dir`), kept across restarts so that a restarted worker
-resumes from its own backup in step with the chief, and deleted when the run ends.
-With replicas the engine trains with its own step (`transferkit.engine.replicas`:
-`model.fit` breaks under these strategies in Keras 3).
+With replicas, `fit` replaces `model.fit`, which fails under `MultiWorkerMirroredStrategy`
+in Keras 3 (a `PerReplica` batch converted to a tensor: keras-team/keras#20585,
+`benchmarks/mwms_fit_repro.py`) and under `MirroredStrategy` when the replicas' shares of
+a batch differ in size.
 """
 
 from __future__ import annotations
@@ -35,20 +31,18 @@ from pathlib import Path
 from typing import Iterator
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from transferkit.accelerator import detect
-from transferkit.config import DISTRIBUTE_CHOICES
-from transferkit.errors import ConfigError
-
-CHOICES = DISTRIBUTE_CHOICES
+from transferkit.config import DISTRIBUTE_CHOICES as CHOICES
+from transferkit.errors import ConfigError, RunError
 
 
 @dataclasses.dataclass(frozen=True)
 class Distribution:
-    """The strategy of a run (`kind`: none, mirrored or multi-worker; auto resolved)
-    and this process's place in it: whether it writes the run directory (`is_chief`),
-    its task in `TF_CONFIG` (e.g. `"worker 1"`; `""` on one machine)."""
+    """The strategy of a run (`kind`: none, mirrored or multi-worker) and this process's
+    place in it: whether it writes the run directory, its task (e.g. `"worker 1"`)."""
 
     kind: str
     strategy: tf.distribute.Strategy
@@ -57,7 +51,6 @@ class Distribution:
 
     @property
     def replicas(self) -> int:
-        """Replicas in sync (devices of all workers together)."""
         return int(self.strategy.num_replicas_in_sync)
 
     @property
@@ -66,31 +59,24 @@ class Distribution:
         return None if self.kind == "none" else self.strategy
 
     def scope(self) -> contextlib.AbstractContextManager:
-        """The strategy's scope: build, compile and train in it."""
         return self.strategy.scope()
 
     def inference_scope(self) -> contextlib.AbstractContextManager:
-        """Where to compute features and predictions: the strategy's scope on one
-        machine (its devices share the batches); none for multi-worker, where every
-        worker computes all of them itself (each needs them all; a sharded predict
-        would hand each only its own share)."""
-        if self.kind == "multi-worker":
-            return contextlib.nullcontext()
-        return self.strategy.scope()
+        """Where to compute features and predictions: none for multi-worker, where every
+        worker needs all of them (a sharded predict would give each only its share)."""
+        return contextlib.nullcontext() if self.kind == "multi-worker" else self.scope()
 
     def local(self, model: keras.Model) -> keras.Model:
-        """`model` for inference (`inference_scope`): for multi-worker, the same layers
-        in a model made outside the strategy, whose `predict` runs on this worker alone
-        (a model built in the scope would predict under the strategy, sharded)."""
+        """For multi-worker, the same layers in a model made outside the strategy, whose
+        `predict` runs on this worker alone."""
         if self.kind != "multi-worker":
             return model
         return keras.Model(model.inputs, model.outputs, name=model.name)
 
     @contextlib.contextmanager
     def writer_dir(self, out_dir: Path) -> Iterator[Path]:
-        """The folder this process writes the run to: `out_dir` for the chief; for the
-        other workers a private folder, removed when the run ends (not when it fails:
-        a restarted worker resumes from it)."""
+        """`out_dir` for the chief; for other workers a private folder, removed when the
+        run ends (not when it fails: a restarted worker resumes from it)."""
         if self.is_chief:
             yield out_dir
             return
@@ -102,10 +88,8 @@ class Distribution:
 
 
 def make_distribution(name: str) -> Distribution:
-    """Creates the strategy `--distribute name` (one of `CHOICES`) asks for.
-
-    Called before any other TensorFlow op of the process: `MultiWorkerMirroredStrategy`
-    must configure the runtime before it starts.
+    """Creates the strategy `--distribute name` asks for, before any other TensorFlow op
+    (`MultiWorkerMirroredStrategy` must configure the runtime before it starts).
 
     Raises:
         ConfigError: An unknown name, or `multi-worker` without a usable `TF_CONFIG`.
@@ -115,9 +99,10 @@ def make_distribution(name: str) -> Distribution:
                           f"{CHOICES[-1]}, got {name!r}")
     if name == "multi-worker":
         task = _tf_config_task()
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        return Distribution("multi-worker", strategy, _is_chief(task),
-                            f"{task['type']} {task['index']}")
+        chief = task["type"] == "chief" or (task["type"] == "worker" and task["index"] == 0
+                                            and not task["cluster"].get("chief"))
+        return Distribution("multi-worker", tf.distribute.MultiWorkerMirroredStrategy(),
+                            chief, f"{task['type']} {task['index']}")
     if name == "auto":
         name = "mirrored" if detect().gpus > 1 else "none"
     if name == "mirrored":
@@ -135,9 +120,8 @@ def _tf_config_task() -> dict:
     try:
         config = json.loads(text)
         cluster, task = config["cluster"], config["task"]
-        hosts = cluster[task["type"]]
         index = int(task["index"])
-        if not 0 <= index < len(hosts):
+        if not 0 <= index < len(cluster[task["type"]]):
             raise IndexError(index)
     except (ValueError, KeyError, TypeError, IndexError) as e:
         raise ConfigError(f"TF_CONFIG is not a usable cluster description ({e!r}); "
@@ -145,8 +129,107 @@ def _tf_config_task() -> dict:
     return {"type": task["type"], "index": index, "cluster": cluster}
 
 
-def _is_chief(task: dict) -> bool:
-    if task["type"] == "chief":
-        return True
-    return task["type"] == "worker" and task["index"] == 0 and \
-        not task["cluster"].get("chief")
+def batched(train, val, batch_size: int, seed: int) -> tuple[tf.data.Dataset, ...]:
+    """`(x, y)` arrays as shuffled global batches; datasets sharded by DATA (every worker
+    builds the same pipeline from in-memory file lists and keeps its own batches)."""
+    if not isinstance(train, tf.data.Dataset):
+        train = tf.data.Dataset.from_tensor_slices(tuple(train)).shuffle(
+            len(train[0]), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+        val = tf.data.Dataset.from_tensor_slices(tuple(val)).batch(batch_size)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = \
+        tf.data.experimental.AutoShardPolicy.DATA
+    return train.with_options(options), val.with_options(options)
+
+
+def fit(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, epochs: int,
+        initial_epoch: int, strategy: tf.distribute.Strategy,
+        class_weight: dict[int, float] | None, callbacks: list[keras.callbacks.Callback],
+        verbose: int = 0) -> None:
+    """`model.fit(train, validation_data=val, ...)` under a strategy with replicas.
+
+    Each replica's loss is weighted by `class_weight` and divided by the images of the
+    whole global step, so the all-reduced (summed) gradients are those of the global mean
+    loss; the epoch's figures are summed over replicas (`strategy.reduce`).
+
+    Args:
+        model: A compiled model, built under `strategy.scope()`.
+        train, val: Global batches of `(x, one-hot y)`.
+        epochs, initial_epoch: Epochs of the phase, and those already done.
+        strategy, class_weight, callbacks: As for `model.fit`.
+        verbose: Print a line per epoch (not 0).
+    """
+    n_classes = model.output_shape[-1]
+    weights = tf.constant([1.0] * n_classes if class_weight is None else
+                          [class_weight[i] for i in range(n_classes)], tf.float32)
+    optimizer = model.optimizer
+    if not optimizer.built:  # its variables now, not inside the first traced step
+        with strategy.scope():
+            optimizer.build(model.trainable_variables)
+
+    def step(x, y, training):
+        count = tf.distribute.get_replica_context().all_reduce(
+            "SUM", tf.cast(tf.shape(y)[0], tf.float32))
+        with tf.GradientTape() as tape:
+            pred = model(x, training=training)
+            w = tf.gather(weights, tf.argmax(y, axis=-1)) if training else \
+                tf.ones(tf.shape(y)[:1])
+            losses = model.loss.call(y, pred) * w  # per image: the compiled loss
+            loss = tf.reduce_sum(losses) / tf.maximum(count, 1.0)
+            if model.losses:
+                loss += tf.add_n(model.losses) / strategy.num_replicas_in_sync
+            # mixed_float16: the LossScaleOptimizer's apply_gradients divides by the scale.
+            scaled = optimizer.scale_loss(loss)
+        if training:
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        correct = tf.cast(tf.equal(tf.argmax(y, -1), tf.argmax(pred, -1)), tf.float32)
+        return tf.stack([tf.reduce_sum(losses), tf.reduce_sum(correct),
+                         tf.cast(tf.shape(y)[0], tf.float32)])
+
+    @tf.function
+    def run(batch, training):
+        return strategy.reduce("SUM", strategy.run(lambda x, y: step(x, y, training),
+                                                   args=batch), axis=None)
+
+    def epoch_of(ds, hooks=None) -> tuple[float, float]:
+        total = np.zeros(3)
+        for i, batch in enumerate(strategy.experimental_distribute_dataset(ds)):
+            if hooks:
+                hooks.on_train_batch_begin(i)
+            total += run(batch, hooks is not None).numpy()
+            if hooks:
+                hooks.on_train_batch_end(i)
+                if model.stop_training:  # the time stop, mid-epoch
+                    break
+        return total[0] / max(total[2], 1), total[1] / max(total[2], 1)
+
+    hooks = keras.callbacks.CallbackList(callbacks, model=model)
+    model.stop_training = False
+    hooks.on_train_begin()
+    for epoch in range(_agreed_epoch(strategy, initial_epoch), epochs):
+        hooks.on_epoch_begin(epoch)
+        loss, accuracy = epoch_of(train, hooks)
+        val_loss, val_accuracy = epoch_of(val)
+        logs = {"accuracy": accuracy, "loss": loss, "val_accuracy": val_accuracy,
+                "val_loss": val_loss}
+        if verbose:
+            print(f"Epoch {epoch + 1}/{epochs}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in logs.items()), flush=True)
+        hooks.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    hooks.on_train_end()
+
+
+def _agreed_epoch(strategy: tf.distribute.Strategy, epoch: int) -> int:
+    """The epoch every worker resumes from; they must agree, or the steps would not pair
+    up across workers (a worker killed between two workers' backups)."""
+    value = tf.constant([1, epoch, epoch * epoch], tf.int64)
+    n, total, squares = (int(v) for v in strategy.reduce(
+        "SUM", strategy.run(lambda: tf.identity(value)), axis=None))
+    if total * total != n * squares:  # not all equal (Cauchy-Schwarz)
+        raise RunError(f"the workers' backups are at different epochs (this one at "
+                       f"{epoch}, the mean {total / n:g}); pass --overwrite to every "
+                       "worker to start the phase again")
+    return epoch

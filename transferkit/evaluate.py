@@ -57,11 +57,22 @@ def split_metrics(run, split: str = "val") -> dict[str, float]:
     Raises:
         RunError: The split's images are no longer all where the run says they are.
     """
+    part = run.splits[run.splits["split"] == split]
+    found = classification_metrics([run.class_names.index(c) for c in part["class"]],
+                                   split_probabilities(run, split), run.class_names)
+    return {f"{split}_accuracy": found["accuracy"], f"{split}_macro_f1": found["macro_f1"]}
+
+
+def split_probabilities(run, split: str) -> np.ndarray:
+    """A run's model's probabilities on one split of its own images (`splits.csv` order).
+
+    Raises:
+        RunError: The split's images are no longer all where the run says they are, or
+            can no longer be read.
+    """
     from transferkit.data.pipeline import image_dataset
 
-    splits = run.splits
-    part = splits[splits["split"] == split]
-    paths = [run.data_folder / p for p in part["path"]]
+    paths = run.split_paths(split)
     if not all(p.is_file() for p in paths):
         raise run.missing_images(f"{split} images")
     dataset = image_dataset([str(p) for p in paths], None, run.image_size,
@@ -72,9 +83,7 @@ def split_metrics(run, split: str = "val") -> dict[str, float]:
     if len(probabilities) != len(paths):
         raise RunError(f"{len(paths) - len(probabilities)} {split} images of {run.path} "
                        "can no longer be read")
-    found = classification_metrics([run.class_names.index(c) for c in part["class"]],
-                                   probabilities, run.class_names)
-    return {f"{split}_accuracy": found["accuracy"], f"{split}_macro_f1": found["macro_f1"]}
+    return probabilities
 
 
 def known_images(class_names: Sequence[str], data_dir: str | Path,

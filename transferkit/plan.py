@@ -1,27 +1,22 @@
 """The plan: from the dataset's size, what to freeze, how much to fine-tune, at what size.
 
-The classic transfer-learning rule (Yosinski et al., 2014; CS231n's transfer-learning
-notes): with little data per class a fine-tuned backbone overfits, so train only a new
-head on frozen features; with more data also fine-tune the backbone from the top down,
-deeper the more data there is. Blocks are unfrozen whole (`model.backbone_blocks`) so no
-residual branch is cut from its shortcut, and BatchNorm layers always stay frozen.
+The classic rule (Yosinski et al., 2014; CS231n's transfer-learning notes): with little
+data per class a fine-tuned backbone overfits, so train only a new head on frozen
+features; with more, also fine-tune the backbone from the top down, deeper the more data.
+Blocks are unfrozen whole (`model.backbone_blocks`), BatchNorm layers always stay frozen.
+Measured on flowers5 (128 px photos, 405 training images in the smallest class,
+MobileNetV2-0.35, 2 CPU cores; docs/measurements.md, the recipe table): head only
+0.67-0.70 (validation); top 3 of 11 blocks 0.71, all blocks 0.78 (test, taken before
+choices moved to the validation split; all blocks: 0.774 on validation); hence all blocks
+from 400 images per class. The threshold of 100 (`transferkit experiment transfer`, test
+split): fine-tuning is level with the frozen head at 21 and 41 images per class and ahead
+from 102 (+0.05), 203 (+0.08) and 405 (+0.10).
 
-Measured on flowers5 (3,424 photos of 128 px, 405 training images in the smallest class,
-MobileNetV2-0.35, 2 CPU cores; docs/measurements.md, the recipe table): head only 0.67-0.70 on the
-validation split; top 3 of 11 blocks 0.71 and all blocks 0.78 on the test split (taken
-before choices moved to the validation split; of these, only all blocks has a validation
-figure: 0.774). Hence all blocks from 400 images per class. The threshold of 100 is
-measured by `transferkit experiment transfer` (docs/measurements.md), on its test split: on flowers5
-fine-tuning is level with the frozen head at 21 and 41 images per class and ahead from
-102 (+0.05), 203 (+0.08) and 405 (+0.10).
-
-Resolution: a frozen backbone is best at its native size (its ImageNet features were
-learned there). A fine-tuned one adapts, so it is trained nearer the data's own
-resolution: 1.25x the images' median side, at most native. Upsampling a little brings
-objects closer to the scale the pretrained filters know; upsampling all the way costs
-time that buys more epochs instead. On flowers5 (128 px photos), all blocks, 10 epochs:
-128 px 0.72, 160 px 0.78 test accuracy (docs/measurements.md; no validation figure was recorded for
-128 px, 0.774 for 160 px).
+Resolution: a frozen backbone is best at its native size (where its features were
+learned); a fine-tuned one adapts, so it trains at 1.25x the images' median side, at most
+native: a little upsampling brings objects nearer the scale the filters know, more costs
+time better spent on epochs. flowers5, all blocks, 10 epochs: 128 px 0.72, 160 px 0.78
+test accuracy (no validation figure recorded for 128 px; 0.774 for 160 px).
 """
 
 from __future__ import annotations
@@ -54,9 +49,6 @@ class Plan:
     reason: str
     overridden: bool = False
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 def fine_tune_fraction(per_class: int) -> float:
     """The fraction of the backbone's blocks the rule fine-tunes (0: feature extraction)."""
@@ -64,9 +56,8 @@ def fine_tune_fraction(per_class: int) -> float:
 
 
 def choose_image_size(backbone: Backbone, median_side: float, fine_tune: bool) -> int:
-    """The square input side: the backbone's native size when frozen; when fine-tuning,
-    a multiple of 32 near the images' own size (`median_side`: the median shorter side
-    of the training images, pixels)."""
+    """The input side: the native size when frozen; when fine-tuning, a multiple of 32
+    near `median_side` (the training images' median shorter side, pixels)."""
     if not fine_tune:
         return backbone.default_size
     side = 32 * math.ceil(FINE_TUNE_UPSAMPLE * median_side / 32)

@@ -1,20 +1,30 @@
-"""Writing the run directory: a new run or a resumed one, and its completion mark.
+"""Writing the run directory: a new run or a resumed one, and its end.
 
-Training calls `prepare_run_dir` first and `mark_complete` last; `transferkit.run` reads
-what they write (`run_state`, `load_run`).
+Training (one classifier or an ensemble) calls `prepare_run_dir` first and `finish_run`
+last; `transferkit.run` reads what they write (`run_state`, `load_run`).
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import pandas as pd
 
 from transferkit import layout
 from transferkit.config import TrainConfig, absolute_data
 from transferkit.errors import RunError
-from transferkit.fileio import read_json, readable_error, write_json
-from transferkit.run import run_state
+from transferkit.evaluate import classification_metrics, split_probabilities, \
+    write_report
+from transferkit.features import FeatureStore
+from transferkit.fileio import atomic_path, read_json, readable_error, write_json
+from transferkit.report import write_run_report
+from transferkit.run import Run, run_state
+from transferkit.trust.fit import fit_trust
 
 def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool:
     """Makes `run_dir` ready for training; decides between a new run and a resume.
@@ -78,9 +88,62 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool
     return resuming
 
 
-def mark_complete(run_dir: Path) -> None:
-    """Marks the run finished; done last, after every other file is written."""
-    write_json(run_dir / layout.STATE_FILE, {"state": "complete"})
+def finish_run(out_dir: Path, model: keras.Model, config: TrainConfig, classes: list[str],
+               started: float, say: Callable[..., None],
+               probabilities: dict[str, np.ndarray] | None = None,
+               mark: Callable[[str], None] = lambda step: None, summary: str = "",
+               **facts) -> Run:
+    """Writes a trained run's end: the test report, metrics.json (with the validation
+    figures that choices are made on), model.keras, the trust, the completion mark and
+    report.html; then deletes the phases' backups and augmented features.
+
+    Args:
+        out_dir: The run directory (its `splits.csv` written).
+        model, config, classes: The trained classifier (or ensemble), the final options,
+            the class names in output order.
+        started: When training started (`time.time()`), for `train_seconds`.
+        say: Progress printer.
+        probabilities: The model's on the `"test"` and `"val"` rows of `splits.csv`
+            (None: predicted here, from the images).
+        mark: Called with `"evaluate"`, then `"calibrate"` (the time budget's ledger).
+        summary: Starts the last progress line (e.g. the ensemble's members).
+        **facts: More fields of metrics.json (the plan's strategy, ...).
+
+    Returns:
+        The finished run.
+    """
+    run = Run(out_dir, model, classes, config)
+    splits = run.splits
+    if probabilities is None:
+        probabilities = {s: split_probabilities(run, s) for s in ("test", "val")}
+    part = {s: splits[splits["split"] == s] for s in ("test", "val")}
+    labels = {s: [classes.index(c) for c in rows["class"]] for s, rows in part.items()}
+    metrics = write_report(out_dir, labels["test"], probabilities["test"], classes,
+                           part["test"]["path"].tolist())
+    val = classification_metrics(labels["val"], probabilities["val"], classes)
+    metrics.pop("n_images")
+    metrics.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"],
+                   **{f"n_{k}": int(v) for k, v in splits["split"].value_counts().items()},
+                   n_classes=len(classes), **facts,
+                   train_seconds=round(time.time() - started, 1))
+    model.trainable = True  # saved as fully trainable; BatchNorm stays in inference mode
+    if not config.calibrate:  # calibrating saves the calibrated model
+        with atomic_path(out_dir / layout.MODEL_FILE, suffix=".keras") as tmp:
+            model.save(tmp)
+    write_json(out_dir / layout.METRICS_FILE, metrics)
+    mark("evaluate")
+    if config.calibrate:  # before the mark: a complete run is a calibrated one
+        fit_trust(run, say=say)
+    mark("calibrate")
+    # Only now: a run killed while calibrating resumes from its finished phases.
+    shutil.rmtree(out_dir / layout.CHECKPOINTS_DIR, ignore_errors=True)
+    FeatureStore(out_dir / layout.FEATURES_DIR).drop_augmented()
+    write_json(out_dir / layout.STATE_FILE, {"state": "complete"})  # last: all written
+    say(f"{summary}Test accuracy {metrics['accuracy']:.3f}, macro-F1 "
+        f"{metrics['macro_f1']:.3f} on {metrics.get('n_test', 0)} images; "
+        f"{metrics['train_seconds']:.0f} s. Run: {out_dir}")
+    say(f"Report: {write_run_report(run)}")
+    return run
 
 
 def _comparable(config: TrainConfig) -> dict[str, Any]:

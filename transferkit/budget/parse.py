@@ -1,9 +1,6 @@
-"""Budgets and presets, parsed strictly: one clear line for anything else.
-
-A budget is one or more `<number><unit>` parts, units `h`, `m`, `s`, largest first:
-`90s`, `20m`, `1h`, `1h30m`, `1.5h`. A bare number is refused: `--time-limit 20` could
-mean seconds or minutes, and a wrong guess costs the user an hour or a useless run.
-"""
+"""Budgets (`90s`, `20m`, `1h30m`, `1.5h`: units h, m, s, largest first) and presets,
+parsed strictly. A bare number is refused: `--time-limit 20` could mean seconds or minutes,
+and a wrong guess costs the user an hour or a useless run."""
 
 from __future__ import annotations
 
@@ -49,8 +46,7 @@ def parse_budget(text: str | float | int, option: str = "--time-limit") -> float
 
 def format_seconds(seconds: float) -> str:
     """`1h05m`, `20m`, `4m30s`, `45s`: how budgets are shown back to the user."""
-    total = int(round(seconds))
-    hours, rest = divmod(total, 3600)
+    hours, rest = divmod(int(round(seconds)), 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
         return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
@@ -60,10 +56,8 @@ def format_seconds(seconds: float) -> str:
 
 
 def resolve_budget(time_limit: str | float | None, preset: str | None) -> float | None:
-    """The run's budget in seconds from `--time-limit` and `--preset` (None: no budget).
-
-    An explicit `--time-limit` wins over the preset's budget: the preset is a named
-    default, the limit is what this user asked for now.
+    """The run's budget in seconds (None: none); `--time-limit` wins over `--preset`'s:
+    the preset is a named default, the limit what this user asked for now.
 
     Raises:
         ConfigError: An unknown preset or a malformed limit.

@@ -1,11 +1,6 @@
-"""A phase's backup: everything a killed phase needs to go on as if it had not been.
-
-One file per phase (`checkpoints/<phase>.npz`), replaced atomically after every
-epoch: the model's weights, the optimizer's variables (moments, step count, averaged
-weights), the best weights so far, and the state below as JSON. One file written by
-one rename cannot be half old and half new, so a kill at any moment leaves either the
-previous epoch's backup or this one's.
-"""
+"""A phase's backup (`checkpoints/<phase>.npz`): the model's weights, the optimizer's
+variables, the best weights so far and the `State`, replaced atomically after every
+epoch: a kill at any moment leaves either the previous epoch's backup or this one's."""
 
 from __future__ import annotations
 
@@ -22,16 +17,9 @@ from transferkit.fileio import atomic_path
 
 @dataclasses.dataclass
 class State:
-    """Where a phase stands.
-
-    Attributes:
-        epoch: Epochs finished.
-        best: Lowest validation loss so far (inf: none yet).
-        wait: Epochs since it was reached (early stopping's patience used).
-        rows: The history, one dict per finished epoch.
-        stopped: Early stopping or the time stop ended the phase.
-        finished: The phase is done; the weights are its final ones.
-    """
+    """Where a phase stands: epochs finished, the lowest validation loss and the epochs
+    since (early stopping's patience used), the history rows, whether early stopping or
+    the time stop ended it (`stopped`) and whether it is done (`finished`)."""
 
     epoch: int = 0
     best: float = math.inf
@@ -43,8 +31,6 @@ class State:
 
 @dataclasses.dataclass
 class Backup:
-    """A loaded backup: the state and the arrays."""
-
     state: State
     weights: list[np.ndarray]
     optimizer: list[np.ndarray]
@@ -52,10 +38,9 @@ class Backup:
 
 
 def save(path: Path, state: State, weights: list, optimizer: list, best: list) -> None:
-    """Writes the backup atomically (see the module's docstring)."""
-    arrays = {f"w{i}": w for i, w in enumerate(weights)}
-    arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer)})
-    arrays.update({f"b{i}": w for i, w in enumerate(best)})
+    """Writes the backup atomically."""
+    arrays = {f"{p}{i}": np.asarray(a) for p, part in zip("wob", (weights, optimizer, best))
+              for i, a in enumerate(part)}
     with atomic_path(path, suffix=".tmp.npz") as tmp:
         np.savez(tmp, state=np.array(json.dumps(dataclasses.asdict(state))), **arrays)
 

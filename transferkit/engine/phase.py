@@ -1,17 +1,12 @@
 """`run_phase`: trains one phase of any recipe, with the one set of callbacks.
 
-    data       arrays (cached features) or `tf.data` batches (images)
-    weights    those `model` has trainable (the caller freezes the rest)
-    recipe     Adam's rate (constant, or warm-up + cosine by steps: Keras's
-               `CosineDecay`, resumed with the optimizer's step), loss, epochs, early
-               stopping's patience, and a time limit
-
-Callbacks, the same on one device (`model.fit`) and under replicas (`replicas.fit`):
-the time limit, the caller's own, Keras's `TensorBoard` (`recipe.log_dir`), and the
-tracker, which after every epoch appends the history row, keeps the best weights by
-validation loss with early stopping's count, and writes the backup (`backup`). A killed
-phase resumes from its backup: the next epoch, the optimizer's state, the best epoch of
-the whole phase and its patience left; a finished phase is not trained again.
+A phase trains the weights `model` has trainable (the caller freezes the rest) on arrays
+(stored features) or `tf.data` batches (images), by a `Recipe`. Its callbacks, the same
+under `model.fit` and under replicas (`distribute.fit`): the time limit, the caller's
+own, Keras's `TensorBoard`, and the `Tracker`, which after every epoch appends the
+history row, keeps the best weights by validation loss with early stopping's count, and
+writes the backup. A killed phase resumes from its backup (next epoch, optimizer state,
+best epoch, patience left); a finished phase is restored, not trained again.
 """
 
 from __future__ import annotations
@@ -24,25 +19,22 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
 
-from transferkit.engine import backup, replicas
+from transferkit import distribute
+from transferkit.data.pipeline import image_dataset
+from transferkit.engine import backup
+
+IMBALANCE_RATIO = 1.5  # largest / smallest class above which classes are re-weighted
+HEAD_BATCH = 64        # phase 1's batch of stored features (one replica)
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """The time stop: ends a phase when its next epoch would not end before `deadline`.
-
-    After each epoch it predicts the next one's time from the epochs so far (the
-    slowest of the last three, times `safety`: speed varies, and overrunning costs more
-    than one epoch less). Within an epoch it stops at `deadline` itself.
-
-    Args:
-        clock: The clock (injectable: tests advance it themselves).
-        deadline: Time on `clock` by which training must have stopped.
-        safety: Padding of the next epoch's predicted time.
-        first_extra: What the first epoch costs beyond the others (tracing): subtracted
-            while it is the only epoch to go by.
-    """
+    """The time stop: ends a phase at `deadline` on `clock` (injectable), or before an
+    epoch predicted to end after it: the slowest of the last three times `safety`, the
+    first one less `first_extra` (its tracing) while it is the only one to go by."""
 
     def __init__(self, clock: Callable[[], float], deadline: float, safety: float = 1.15,
                  first_extra: float = 0.0):
@@ -56,12 +48,10 @@ class TimeLimit(keras.callbacks.Callback):
         self._epoch_start = self.clock()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.clock() >= self.deadline:  # mid-epoch: the limit itself
-            self.model.stop_training = True
+        self.model.stop_training |= self.clock() >= self.deadline
 
     def on_epoch_end(self, epoch, logs=None):
         self.durations.append(self.clock() - self._epoch_start)
-        # The first epoch also traced the functions: once there are others, no guide.
         recent = self.durations[1:][-3:] or [self.durations[0] - self.first_extra]
         if self.clock() + self.safety * max(recent) > self.deadline:
             self.model.stop_training = True
@@ -69,20 +59,12 @@ class TimeLimit(keras.callbacks.Callback):
 
 @dataclasses.dataclass
 class Recipe:
-    """How a phase trains: at most `epochs` epochs of Adam at `learning_rate` (the
-    global one, for all replicas) on `loss`.
-
-    Attributes:
-        cosine: One epoch of `steps_per_epoch` steps of warm-up from the rate / 10 (at
-            most half the steps: the new head's first gradients are large and would
-            wreck pretrained filters), then cosine decay to 0; else a constant rate.
-        patience: Early stopping: stop after this many epochs without a better
-            validation loss (as `keras.callbacks.EarlyStopping`; None: off).
-        time_limit: Stop in time (None: epochs only); its clock times the epochs.
-        batch_size, seed: The batches of array data (all replicas) and their shuffle.
-        log_dir: TensorBoard event files of the phase (loss, accuracy and learning rate
-            per epoch; None: none).
-    """
+    """How a phase trains: at most `epochs` epochs of Adam at `learning_rate` (global,
+    for all replicas) on `loss`; `cosine`: one epoch of `steps_per_epoch` steps of warm-up
+    from the rate / 10 (at most half the steps: a new head's first gradients would wreck
+    pretrained filters), then cosine decay to 0. Early stopping after `patience` epochs
+    without a better validation loss (None: off); `time_limit` (its clock times the
+    epochs); global batches shuffled by `seed`; TensorBoard files in `log_dir`."""
 
     epochs: int
     learning_rate: float
@@ -144,13 +126,12 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
     """Trains `model`'s trainable weights by `recipe`; resumes from / backs up to `path`.
 
     Args:
-        model: The model (the classifier, or its head).
+        model: The classifier, or its head.
         train, val: `(x, one-hot y)` arrays, or batched `tf.data.Dataset`s of them.
         recipe: How to train.
         path: The phase's backup file (None: no backup, no resume).
         strategy: A strategy with replicas (None: one device, `model.fit`).
-        class_weight: Keras class weights, or None.
-        verbose: Keras verbosity.
+        class_weight, verbose: As for `model.fit`.
         callbacks: More callbacks (before the tracker).
         say: Progress printer (a backup that cannot be read).
 
@@ -166,7 +147,8 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
         say(f"{path}: this backup cannot be read; starting its phase again")
     if saved is not None and len(saved.weights) != len(model.weights):
         saved = None  # another model's (e.g. the other strategy's): start afresh
-    train, val = _batched(train, val, recipe, strategy)
+    if strategy is not None:
+        train, val = distribute.batched(train, val, recipe.batch_size, recipe.seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model.compile(keras.optimizers.Adam(recipe.rate()), recipe.loss,
                       metrics=["accuracy"])
@@ -193,14 +175,49 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
                       shuffle=y is not None,  # datasets shuffle themselves
                       verbose=verbose, callbacks=hooks)
         else:
-            replicas.fit(model, train, val, recipe.epochs, state.epoch, strategy,
-                         class_weight, hooks, verbose)
+            distribute.fit(model, train, val, recipe.epochs, state.epoch, strategy,
+                           class_weight, hooks, verbose)
     if tracker.best:
         model.set_weights(tracker.best)
     state.finished = True
     if path is not None:
         backup.save(path, state, model.get_weights(), [], [])
     return state.rows
+
+
+def run_labelled(model: keras.Model, train: tuple, val: tuple, recipe: Recipe,
+                 path: Path | None, image_size: int | None = None, workers: int = 2,
+                 targets: np.ndarray | None = None, **options) -> list[dict]:
+    """`run_phase` on `(x, class indices)` pairs, as every phase of transferkit trains:
+    one-hot labels, `class_weight`, the schedule's steps from the training examples.
+
+    Args:
+        model, recipe, path, **options: As for `run_phase` (`recipe.batch_size`: global).
+        train, val: `x` stored features, or image paths when `image_size` is given
+            (decoded; the training images shuffled and augmented, seeded by `recipe.seed`).
+        image_size: The images' side; None for features.
+        workers: Images decoded in parallel.
+        targets: `[N, C]` rows the training examples train on instead of their one-hot
+            labels (a distilled run's soft targets, `transferkit.distill`); the labels
+            still weigh the classes, and validation keeps them.
+
+    Returns:
+        The phase's history (`run_phase`).
+    """
+    n, batch = model.output_shape[-1], recipe.batch_size
+    recipe = dataclasses.replace(recipe, steps_per_epoch=math.ceil(len(train[0]) / batch))
+    (x, y), (val_x, val_y) = train, val
+    rows = keras.utils.to_categorical(y, n) if targets is None else targets
+    if image_size is None:
+        train, val = (np.asarray(x), rows), \
+            (np.asarray(val_x), keras.utils.to_categorical(val_y, n))
+    else:
+        train = image_dataset(x, rows, image_size, batch,
+                              recipe.seed, recipe.seed, workers)
+        val = image_dataset(val_x, keras.utils.to_categorical(val_y, n), image_size, batch,
+                            workers=workers)
+    return run_phase(model, train, val, recipe, path, class_weight=class_weight(y, n),
+                     **options)
 
 
 def restore(model: keras.Model, path: Path) -> list[dict] | None:
@@ -217,20 +234,20 @@ def restore(model: keras.Model, path: Path) -> list[dict] | None:
     return saved.state.rows
 
 
-def _batched(train, val, recipe: Recipe, strategy):
-    """Arrays as batches: `model.fit` batches them itself; under replicas, a shuffled
-    dataset of global batches. Datasets are sharded between workers (DATA)."""
-    if strategy is None:
-        return train, val
-    if not isinstance(train, tf.data.Dataset):
-        x, y = train
-        train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
-            len(x), seed=recipe.seed, reshuffle_each_iteration=True
-        ).batch(recipe.batch_size)
-        val = tf.data.Dataset.from_tensor_slices(tuple(val)).batch(recipe.batch_size)
-    options = tf.data.Options()
-    # Our file lists are in memory: no files to shard; every worker builds the same
-    # pipeline (same shuffle seed) and keeps its own batches of it.
-    options.experimental_distribute.auto_shard_policy = \
-        tf.data.experimental.AutoShardPolicy.DATA
-    return train.with_options(options), val.with_options(options)
+def class_weight(labels, n_classes: int) -> dict[int, float] | None:
+    """'Balanced' class weights (n / (C * count)) when the largest class is over
+    `IMBALANCE_RATIO` times the smallest; None when it is not."""
+    counts = np.bincount(labels, minlength=n_classes)
+    if counts.max() <= IMBALANCE_RATIO * counts.min():
+        return None
+    weights = compute_class_weight("balanced", classes=np.arange(n_classes),
+                                   y=np.asarray(labels))
+    return dict(enumerate(weights.tolist()))
+
+
+def head_model(model: keras.Model) -> keras.Model:
+    """The classifier's head as a model over its pooled features: its very `head_dropout`
+    and `predictions` layers (phase 1 trains the classifier itself, nothing is copied)."""
+    features = keras.Input(model.get_layer("head_pool").output.shape[1:])
+    head = model.get_layer("predictions")(model.get_layer("head_dropout")(features))
+    return keras.Model(features, head, name="head")

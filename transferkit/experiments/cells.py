@@ -1,13 +1,10 @@
 """One cell of the transfer experiment: train one method on one subset, score the test split.
 
-The three methods share everything but what they start from and what they train: the
-same split, image size, batch, maximum epochs, patience and augmentation
-(`data.pipeline.augment`), training's loss (categorical cross-entropy with its label
-smoothing, and its class weights), and Adam with one epoch of warm-up then cosine
-decay: one recipe of the training engine (`transferkit.engine`). The frozen head is the
-classifier's own head trained on the pretrained features from the experiment's feature
-store (computed once for every image); the fine-tuned model starts from that very
-head, as training's phase 2 starts from phase 1.
+The three methods share everything but what they start from and what they train: split,
+image size, batch, epochs, patience, augmentation, training's loss and class weights, Adam
+with warm-up then cosine: one recipe of the engine (`engine.run_labelled`). The frozen
+cell trains the classifier's own head on the pretrained features of the experiment's
+feature store; the fine-tuned cell starts from that head, as training's phase 2 does.
 """
 
 from __future__ import annotations
@@ -23,8 +20,7 @@ import pandas as pd
 from transferkit.backbones import get_backbone, load_pretrained
 from transferkit.config import TrainConfig
 from transferkit.data.pipeline import image_dataset
-from transferkit.engine import Recipe, run_phase
-from transferkit.engine.recipes import class_weight, head_model, one_hot, training_loss
+from transferkit.engine.phase import Recipe, head_model, run_labelled
 from transferkit.errors import DataError
 from transferkit.features import FeatureKey, FeatureStore, feature_extractor
 from transferkit.model import backbone_blocks, build_classifier, set_trainable_blocks
@@ -77,30 +73,30 @@ class Cells:
         weights = None if method == "scratch" else self.pretrained()
         model = build_classifier(self.backbone, len(self.classes), config.image_size,
                                  weights, dropout=_TRAIN.dropout)
+        recipe = Recipe(config.max_epochs, config.learning_rate, keras.losses.
+                        CategoricalCrossentropy(label_smoothing=_TRAIN.label_smoothing),
+                        cosine=True, patience=config.patience,
+                        batch_size=config.batch_size, seed=config.seed)
         if method == "scratch":  # random weights: every layer learns, BatchNorm too
             for layer in model.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.momentum = SCRATCH_BN_MOMENTUM
         else:  # the frozen cell's head (kept for the fine-tuned cell): its own layers
             features = self.features()
-            epochs = len(self._phase(
-                head_model(model), (features[rows], rows), (features[self.val], self.val),
-                rows, config.learning_rate,
-                self.out / "cells" / f"{cell_name(fraction, 'frozen')}_head.npz"))
+            epochs = len(run_labelled(
+                head_model(model), (features[rows], self.labels[rows]),
+                (features[self.val], self.labels[self.val]), recipe,
+                self.out / "cells" / f"{cell_name(fraction, 'frozen')}_head.npz",
+                verbose=self.verbose))
             if method == "frozen":
                 predicted = head_model(model).predict(features[self.test], verbose=0)
                 return {"correct": self._correct(predicted), "epochs": epochs}
             set_trainable_blocks(model, len(backbone_blocks(model)))
-        n = len(self.classes)
-        train = image_dataset(self._paths(rows), one_hot(self.labels[rows], n),
-                              config.image_size, config.batch_size,
-                              shuffle_seed=config.seed, augment_seed=config.seed,
-                              workers=config.workers)
-        val = image_dataset(self._paths(self.val), one_hot(self.labels[self.val], n),
-                            config.image_size, config.batch_size, workers=config.workers)
-        epochs = len(self._phase(model, train, val, rows, config.learning_rate if
-                                 method == "scratch" else config.fine_tune_learning_rate,
-                                 None))
+            recipe.learning_rate = config.fine_tune_learning_rate
+        epochs = len(run_labelled(model, (self._paths(rows), self.labels[rows]),
+                                  (self._paths(self.val), self.labels[self.val]), recipe,
+                                  None, config.image_size, config.workers,
+                                  verbose=self.verbose))
         test = image_dataset(self._paths(self.test), None, config.image_size,
                              config.batch_size, workers=config.workers)
         return {"correct": self._correct(model.predict(test, verbose=0)), "epochs": epochs}
@@ -124,20 +120,6 @@ class Cells:
                 feature_extractor(model), config.seed, config.batch_size,
                 config.workers, verbose=self.verbose))
         return self._features
-
-    def _phase(self, model, train, val, rows: np.ndarray, rate: float,
-               path: Path | None) -> list[dict]:
-        """One phase of the engine with training's loss and class weights, one epoch
-        of warm-up then cosine decay; arrays `(x, rows)` get their one-hot labels."""
-        n, config = len(self.classes), self.config
-        if not hasattr(train, "element_spec"):  # features, and the rows they are of
-            train, val = [(x, one_hot(self.labels[r], n)) for x, r in (train, val)]
-        recipe = Recipe(config.max_epochs, rate, training_loss(_TRAIN.label_smoothing),
-                        steps_per_epoch=math.ceil(len(rows) / config.batch_size),
-                        cosine=True, patience=config.patience,
-                        batch_size=config.batch_size, seed=config.seed)
-        return run_phase(model, train, val, recipe, path, verbose=self.verbose,
-                         class_weight=class_weight(self.labels[rows], n))
 
     def _repeated(self, rows: np.ndarray) -> np.ndarray:
         """`rows` repeated so that an epoch has at least `min_steps` steps."""
