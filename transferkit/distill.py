@@ -6,7 +6,7 @@
 
 The student is an ordinary run of the normal `train` path (same engine, phases,
 augmentation, calibration; export, trust, explain and the demo read it unchanged). Only
-its training targets differ (`split_targets`): the teacher's probabilities of each
+its training targets differ (`student_targets`): the teacher's probabilities of each
 training image are computed ONCE, before the student's phases, and every step trains on
 
     target = alpha * soften(teacher, T) + (1 - alpha) * one_hot(label)
@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import keras
 import numpy as np
 import pandas as pd
 from scipy.special import softmax
@@ -41,7 +42,6 @@ from scipy.special import softmax
 from transferkit import layout
 from transferkit.backbones import get_backbone, validate_size
 from transferkit.config import TrainConfig, absolute_data
-from transferkit.engine.recipes import one_hot
 from transferkit.errors import ConfigError, DataError
 from transferkit.fileio import read_json, write_csv, write_json
 from transferkit.run import Run, load_run, run_state
@@ -107,7 +107,8 @@ def split_targets(out_dir: Path, config: TrainConfig, paths: dict, labels: dict,
                   classes: list[str], say: Callable = print) -> dict[str, np.ndarray]:
     """The targets the phases train on, by split: one-hot rows, but a student's
     training rows are `student_targets`."""
-    targets = {name: one_hot(values, len(classes)) for name, values in labels.items()}
+    targets = {name: keras.utils.to_categorical(values, len(classes))
+               for name, values in labels.items()}
     soft = student_targets(out_dir, config, paths["train"], labels["train"], classes, say)
     if soft is not None:
         targets["train"] = soft
@@ -133,8 +134,8 @@ def student_targets(out_dir: Path, config: TrainConfig, paths: list[str], labels
     if config.teacher is None:
         return None
     teacher = teacher_probabilities(out_dir, config, paths, classes, say)
-    return mix(one_hot(labels, len(classes)), soften(teacher, config.distill_temperature),
-               config.distill_alpha)
+    return mix(keras.utils.to_categorical(labels, len(classes)),
+               soften(teacher, config.distill_temperature), config.distill_alpha)
 
 
 def teacher_probabilities(out_dir: Path, config: TrainConfig, paths: list[str],
