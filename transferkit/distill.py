@@ -122,8 +122,8 @@ def student_targets(out_dir: Path, config: TrainConfig, paths: list[str], labels
     if config.teacher is None:
         return None
     teacher = teacher_probabilities(out_dir, config, paths, classes, say)
-    return mix(keras.utils.to_categorical(labels, len(classes)), soften(teacher, config.distill_temperature),
-               config.distill_alpha)
+    return mix(keras.utils.to_categorical(labels, len(classes)),
+               soften(teacher, config.distill_temperature), config.distill_alpha)
 
 
 def teacher_probabilities(out_dir: Path, config: TrainConfig, paths: list[str],
