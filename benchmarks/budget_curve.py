@@ -25,21 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transferkit.testing import flowers_dir, use_local_weights
+from transferkit.testing import flowers_dir, subset_folder, use_local_weights
 
 use_local_weights()  # before Keras is imported: it reads KERAS_HOME once
 
 import keras  # noqa: E402
-
-
-def _subset(source: Path, per_class: int) -> Path:
-    """A folder of links to the first `per_class` images of each class."""
-    root = Path(tempfile.mkdtemp(prefix="budget-curve-"))
-    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
-        (root / folder.name).mkdir()
-        for file in sorted(folder.iterdir())[:per_class]:
-            (root / folder.name / file.name).symlink_to(file.resolve())
-    return root
 
 
 def keras_guide(run_dir: Path, data: Path, epochs: tuple[int, int], seed: int) -> dict:
@@ -99,7 +89,7 @@ def main() -> None:
 
     data = flowers_dir()
     if args.subset:
-        data = _subset(data, args.subset)
+        data = subset_folder(data, args.subset)
     shutil.rmtree(args.out, ignore_errors=True)
     rows, first = [], None
     for budget in args.budgets.split(","):

@@ -229,6 +229,7 @@ def test_member_options_share_the_split_and_the_budget():
     assert first["split_seed"] == third["split_seed"] == 5
     assert third["splits_file"] == "RUN/members/m1/splits.csv"
     assert third["image_size"] == 128 and third["ensemble"] == 1
+    assert third["extra_members"] is False  # a budget's time left buys no member's members
     assert third["time_limit"] == pytest.approx(300 * (1 - RESERVE_SHARE) / 3)
     mixed = TrainConfig(backbones=["mobilenet_v2_0.35", "mobilenet_0.25"]).resolved()
     assert mixed.ensemble == 2  # --backbones alone sets the number of members

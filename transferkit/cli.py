@@ -79,7 +79,8 @@ def _add_train(sub) -> None:
                    help="skip the trust outputs (see `transferkit calibrate`)")
     p.add_argument("--time-limit", help="budget for the whole command, e.g. 90s, 20m, 1h, "
                    "1h30m: the plan measures this machine and fits the default recipe into it "
-                   "(fewer epochs or a smaller size when short, never more)")
+                   "(fewer epochs or a smaller size when short, never more); time left "
+                   "buys ensemble members, kept when validation prefers them")
     p.add_argument("--preset", choices=list(PRESETS),
                    help="fast: the default recipe (~5 CPU minutes); balanced: 20m; best: 1h "
                    "(--time-limit wins over the preset's budget)")
@@ -90,6 +91,18 @@ def _add_train(sub) -> None:
     p.add_argument("--backbones", type=backbone_list,
                    help="an ensemble of backbones: a,b,c (one per member)")
     p.add_argument("--split-seed", type=int, help="seed of the split (default --seed)")
+    p.add_argument("--teacher", help="a finished run (e.g. an ensemble) to distill: this "
+                   "run trains on its soft labels, on its split")
+    p.add_argument("--distill", action="store_true", help="with --ensemble/--backbones: "
+                   "then train one student of member 1's backbone into RUN/student")
+    p.add_argument("--distill-alpha", type=float, default=_DEFAULTS.distill_alpha,
+                   help="weight of the teacher's soft labels (the rest: the labels)")
+    p.add_argument("--distill-temperature", type=float,
+                   default=_DEFAULTS.distill_temperature,
+                   help="temperature softening the teacher's probabilities")
+    p.add_argument("--no-extra-members", dest="extra_members", action="store_false",
+                   help="a --time-limit stops after the default run instead of spending "
+                   "the time left on ensemble members")
 
 
 def _train(args) -> int:

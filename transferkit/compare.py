@@ -80,8 +80,9 @@ def compare(data: str | Path, backbones: Sequence[str], out: str | Path,
             _check_reused(run, dict(options, time_limit=time_limit))
         else:
             say(f"[{i + 1}/{len(backbones)}] {name}: training")
-            run = train(data, path, overwrite=overwrite, backbone=name,
-                        time_limit=time_limit, splits_file=splits_file, **options)
+            run = train(data, path, overwrite=overwrite, backbone=name,  # one model each
+                        time_limit=time_limit, splits_file=splits_file,
+                        **{**options, "extra_members": False})
         runs.append(run)
         splits_file = splits_file or str((path / layout.SPLITS_FILE).resolve())
     table = leaderboard(runs, out, latency_calls)

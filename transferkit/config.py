@@ -66,10 +66,23 @@ class TrainConfig:
             or more), `"on"` or `"off"`; resolved to on/off in config.json.
         time_limit: Seconds the whole command may take (audit to finished run
             directory); the plan measures this machine and fits the default recipe
-            into it (`transferkit.budget`). A string such as `"20m"` is parsed. None:
+            into it (`transferkit.budget`); time left buys ensemble members
+            (`extra_members`). A string such as `"20m"` is parsed. None:
             the default recipe, unmeasured.
         preset: `"fast"` (today's recipe), `"balanced"` (20 minutes) or `"best"` (1 hour);
             an explicit `time_limit` wins over the preset's budget.
+        teacher: A finished run (one classifier or an ensemble) to distill this run
+            from (`transferkit.distill`): the phases train on a mix of the one-hot
+            labels and the teacher's temperature-softened probabilities; the run
+            reuses the teacher's split and, when the backbone accepts it, its size.
+        distill: With `ensemble`/`backbones`: after the ensemble, train one student of
+            member 1's backbone on its soft labels into `RUN/student/`.
+        distill_alpha: Weight of the teacher's soft labels in a student's targets
+            (1 - alpha on the one-hot labels).
+        distill_temperature: Temperature softening the teacher's probabilities.
+        extra_members: A time budget spends the time left after the default run on
+            ensemble members, kept when validation says so (`transferkit.budget.members`);
+            False: it stops after the default run.
         packages: Python's and the packages' versions when training started
             (`transferkit.packages.package_versions`; filled by `resolved`).
     """
@@ -105,6 +118,11 @@ class TrainConfig:
     distribute: str = "auto"
     mixed_precision: str = "auto"
     preset: str | None = None
+    teacher: str | None = None
+    distill: bool = False
+    distill_alpha: float = 0.5
+    distill_temperature: float = 2.0
+    extra_members: bool = True
     packages: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
@@ -155,6 +173,16 @@ class TrainConfig:
                 raise ConfigError(f"--backbones names {len(config.backbones)} backbones "
                                   f"but --ensemble is {config.ensemble}; give one backbone "
                                   "per member (two or more), or leave --ensemble out")
+        if config.distill and config.ensemble < 2:
+            raise ConfigError("--distill distills an ensemble: add --ensemble K or "
+                              "--backbones a,b (or distill any run with --teacher RUN)")
+        if config.teacher is not None and config.ensemble > 1:
+            raise ConfigError("--teacher trains one student: drop --ensemble/--backbones "
+                              "(or use --distill to distill the ensemble you train)")
+        if not 0 <= config.distill_alpha <= 1 or not config.distill_temperature > 0:
+            raise ConfigError("--distill-alpha must be in [0, 1] and --distill-temperature "
+                              f"positive, got {config.distill_alpha} and "
+                              f"{config.distill_temperature}")
         for name in ("val_split", "test_split"):
             value = getattr(config, name)
             if not 0 < value < 1:

@@ -38,6 +38,9 @@ writes the export folder and `transferkit.predictor` reads it. Nobody else names
       ensemble.json        an ensemble's members: prefix, run directory, backbone, seed,
                            test metrics (`transferkit.ensemble`); model.keras averages them
       members/m1 ... mK/   an ensemble's member runs, each a complete run directory
+      student/             `--distill`: the ensemble's student, a complete run directory
+      teacher_probabilities.csv  a distilled run: path, the teacher's probability of each
+                           class, for every training image (`transferkit.distill`)
 
     COMPARE/               `transferkit compare --out COMPARE`
       <backbone>/          a run directory per backbone
@@ -84,6 +87,8 @@ FEEDBACK_CSV = "feedback.csv"
 MODEL_CARD_FILE = "MODEL_CARD.md"  # transferkit.report.model_card; in exports too
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
+STUDENT_DIR = "student"
+TEACHER_FILE = "teacher_probabilities.csv"
 LEADERBOARD_FILE = "leaderboard.csv"  # `transferkit compare`'s folder
 WINNER_FILE = "winner.json"
 EMBEDDING_PNGS = ("embedding_tsne.png", "embedding_grid.png")  # in INSPECT_DIR

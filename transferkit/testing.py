@@ -119,6 +119,19 @@ def make_color_folder(root: str | Path, classes: dict[str, tuple[int, int, int]]
     return root
 
 
+def subset_folder(source: str | Path, per_class: int) -> Path:
+    """A new temporary folder of links to the first `per_class` images of each class of
+    `source` (the benchmarks' quick checks)."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="transferkit-subset-"))
+    for folder in sorted(p for p in Path(source).iterdir() if p.is_dir()):
+        (root / folder.name).mkdir()
+        for file in sorted(folder.iterdir())[:per_class]:
+            (root / folder.name / file.name).symlink_to(file.resolve())
+    return root
+
+
 NEAR_COPY_KINDS = ("reencoded", "resized", "cropped", "flipped", "colour")
 
 

@@ -26,6 +26,7 @@ from transferkit import layout
 from transferkit.accelerator import precision
 from transferkit.backbones import get_backbone, load_pretrained
 from transferkit.budget import session as budget
+from transferkit.budget.members import spend_time_left
 from transferkit.engine.phase import HEAD_BATCH, Recipe, TimeLimit, head_model, restore, \
     run_labelled
 from transferkit.config import TrainConfig
@@ -33,6 +34,7 @@ from transferkit.data.scan import audit_report, scan_folder, summarize_classes, 
     write_audit_csv
 from transferkit.data.splits import check_unchanged, make_splits
 from transferkit.data.tfds import data_folder
+from transferkit.distill import student_targets, train_with_student, with_teacher
 from transferkit.distribute import Distribution, make_distribution
 from transferkit.doctor.training_step import doctor_before_split
 from transferkit.errors import ConfigError
@@ -64,12 +66,14 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
     Raises:
         TransferkitError: Bad data, options or output folder; the message says what to do.
     """
+    if options.get("distill"):  # the ensemble, then its student (transferkit.distill)
+        return train_with_student(data, out, overwrite, train_one=train, **options)
     if options.get("ensemble", 1) != 1 or options.get("backbones"):
         from transferkit.ensemble.train import train_ensemble  # K members, one run
 
         return train_ensemble(data, out, overwrite, train_one=train, **options)
     start = time.time()
-    config = TrainConfig.from_options(data, options)
+    config = with_teacher(TrainConfig.from_options(data, options))
     # First: a multi-worker strategy must set up TensorFlow before any other op runs.
     # A time budget is planned for one device: `auto` then means the default strategy.
     dist = make_distribution("none" if config.time_limit and config.distribute == "auto"
@@ -79,7 +83,8 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
     with precision(config.mixed_precision == "on"), warnings.catch_warnings(), \
             dist.writer_dir(Path(out)) as out_dir:
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
-        return _train_in(out_dir, config, overwrite, dist, start)
+        run = _train_in(out_dir, config, overwrite, dist, start)
+    return spend_time_left(run, train)  # a budget's time left: ensemble members
 
 
 def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distribution,
@@ -116,6 +121,7 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     paths = {name: [str(source / p) for p in part["path"]] for name, part in parts.items()}
     labels = {name: [classes.index(c) for c in part["class"]]
               for name, part in parts.items()}
+    soft = student_targets(out_dir, config, paths["train"], labels["train"], classes, say)
     budget.mark(ledger, "audit")
 
     # 2. Plan, model.
@@ -152,7 +158,7 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
     if history is not None:
         say("Phase 1: reusing the trained head")
     else:
-        history = _train_head(model, out_dir, source, splits, labels, recipe, verbose,
+        history = _train_head(model, out_dir, source, splits, labels, soft, recipe, verbose,
                               say, dist)
     history = [{"phase": 1, **row} for row in history]
     budget.mark(ledger, "phase1")
@@ -162,8 +168,8 @@ def _train_in(out_dir: Path, config: TrainConfig, overwrite: bool, dist: Distrib
         if rows is not None:
             say("Phase 2: reusing the fine-tuned weights")
         else:
-            rows = _fine_tune(model, out_dir, paths, labels, plan.unfreeze_blocks, recipe,
-                              verbose, say, dist, limit, ledger)
+            rows = _fine_tune(model, out_dir, paths, labels, soft, plan.unfreeze_blocks,
+                              recipe, verbose, say, dist, limit, ledger)
         history += [{"phase": 2, **row} for row in rows]
     budget.mark(ledger, "phase2")
     if not dist.is_chief:  # the chief evaluates and writes the run; this one is done
@@ -198,7 +204,7 @@ def _splits(out_dir: Path, index: pd.DataFrame, classes: list[str], config: Trai
 
 
 def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.DataFrame,
-                labels: dict, config: TrainConfig, verbose: int, say,
+                labels: dict, soft, config: TrainConfig, verbose: int, say,
                 dist: Distribution) -> list[dict]:
     """Phase 1: the classifier's own head layers on pooled features stored once per image
     (the plain ones of every image stay in the run's feature store; the augmented views
@@ -231,11 +237,12 @@ def _train_head(model: keras.Model, out_dir: Path, source: Path, splits: pd.Data
     return run_labelled(head, (x_train, labels["train"] * (1 + copies)),
                         (plain[val], labels["val"]), recipe,
                         out_dir / layout.CHECKPOINTS_DIR / PHASE1, strategy=dist.replicated,
-                        verbose=verbose)
+                        verbose=verbose, targets=None if soft is None else
+                        np.tile(soft, (1 + copies, 1)))  # a view: its image's
 
 
-def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_blocks: int,
-               config: TrainConfig, verbose: int, say, dist: Distribution,
+def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, soft,
+               n_blocks: int, config: TrainConfig, verbose: int, say, dist: Distribution,
                limit: TimeLimit | None, ledger) -> list[dict]:
     """Phase 2: the top blocks, end to end on augmented images (global batches), one
     epoch of warm-up then cosine decay; within a time limit, the ledger records each
@@ -254,7 +261,7 @@ def _fine_tune(model: keras.Model, out_dir: Path, paths: dict, labels: dict, n_b
                         (paths["val"], labels["val"]), recipe,
                         out_dir / layout.CHECKPOINTS_DIR / PHASE2, config.image_size,
                         config.workers, strategy=dist.replicated, verbose=verbose, say=say,
-                        callbacks=spent)
+                        callbacks=spent, targets=soft)
 
 
 def _loss(config: TrainConfig) -> keras.losses.Loss:

@@ -47,7 +47,7 @@ def image_dataset(paths: Sequence[str | Path], labels: Sequence[int] | None, siz
 
     Args:
         paths: Image files.
-        labels: Class indices, one per path, or None.
+        labels: Class indices, or target rows `[N, C]`, one per path; or None.
         size: Output side in pixels.
         batch_size: Batch size.
         shuffle_seed: Shuffle each epoch with this seed; None keeps the order.
@@ -62,7 +62,10 @@ def image_dataset(paths: Sequence[str | Path], labels: Sequence[int] | None, siz
         The dataset; images are float32 raw RGB in [0, 255].
     """
     paths = [str(p) for p in paths]
-    columns = (paths,) if labels is None else (paths, np.asarray(labels, np.int32))
+    if labels is not None:  # class indices, or target rows (soft ones stay fractions)
+        labels = np.asarray(labels)
+        labels = labels.astype(np.float32 if labels.dtype.kind == "f" else np.int32)
+    columns = (paths,) if labels is None else (paths, labels)
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle_seed is not None:
         ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)

@@ -187,7 +187,7 @@ def run_phase(model: keras.Model, train, val, recipe: Recipe, path: Path | None,
 
 def run_labelled(model: keras.Model, train: tuple, val: tuple, recipe: Recipe,
                  path: Path | None, image_size: int | None = None, workers: int = 2,
-                 **options) -> list[dict]:
+                 targets: np.ndarray | None = None, **options) -> list[dict]:
     """`run_phase` on `(x, class indices)` pairs, as every phase of transferkit trains:
     one-hot labels, `class_weight`, the schedule's steps from the training examples.
 
@@ -197,6 +197,9 @@ def run_labelled(model: keras.Model, train: tuple, val: tuple, recipe: Recipe,
             (decoded; the training images shuffled and augmented, seeded by `recipe.seed`).
         image_size: The images' side; None for features.
         workers: Images decoded in parallel.
+        targets: `[N, C]` rows the training examples train on instead of their one-hot
+            labels (a distilled run's soft targets, `transferkit.distill`); the labels
+            still weigh the classes, and validation keeps them.
 
     Returns:
         The phase's history (`run_phase`).
@@ -204,11 +207,12 @@ def run_labelled(model: keras.Model, train: tuple, val: tuple, recipe: Recipe,
     n, batch = model.output_shape[-1], recipe.batch_size
     recipe = dataclasses.replace(recipe, steps_per_epoch=math.ceil(len(train[0]) / batch))
     (x, y), (val_x, val_y) = train, val
+    rows = keras.utils.to_categorical(y, n) if targets is None else targets
     if image_size is None:
-        train, val = (np.asarray(x), keras.utils.to_categorical(y, n)), \
+        train, val = (np.asarray(x), rows), \
             (np.asarray(val_x), keras.utils.to_categorical(val_y, n))
     else:
-        train = image_dataset(x, keras.utils.to_categorical(y, n), image_size, batch,
+        train = image_dataset(x, rows, image_size, batch,
                               recipe.seed, recipe.seed, workers)
         val = image_dataset(val_x, keras.utils.to_categorical(val_y, n), image_size, batch,
                             workers=workers)

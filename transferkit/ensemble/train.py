@@ -49,7 +49,8 @@ def member_options(config: TrainConfig, i: int, image_size: int | None,
                    split_seed=config.seed if config.split_seed is None else
                    config.split_seed,
                    backbone=config.backbones[i] if config.backbones else config.backbone,
-                   image_size=image_size, splits_file=splits_file, time_limit=share)
+                   image_size=image_size, splits_file=splits_file, time_limit=share,
+                   extra_members=False)  # a member is one model
     return options
 
 

@@ -1,0 +1,127 @@
+"""A budget's time left buys ensemble members (`transferkit.budget.members`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from transferkit import layout
+from transferkit.budget import members, session
+from transferkit.config import TrainConfig
+
+WIDTH_RATIO = (0.5 / 0.35) ** 2  # MobileNetV2-0.5 per MobileNetV2-0.35, by width²
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_wider_backbone_first_then_seeds_each_at_its_cost():
+    config = TrainConfig(backbone="mobilenet_v2_0.35", weights="none", seed=7)
+    assert [c[:2] for c in members.candidates(config)] == [("mobilenet_v2_0.5", 8),
+                                                           ("mobilenet_v2_0.35", 9)]
+    own_file = dataclasses.replace(config, weights="/some/backbone.h5")  # 0.35's only
+    assert [c[:2] for c in members.candidates(own_file)] == [("mobilenet_v2_0.35", 8),
+                                                             ("mobilenet_v2_0.35", 9)]
+    assert members.cost_ratio("mobilenet_v2_0.35", "mobilenet_v2_0.5") == \
+        pytest.approx(WIDTH_RATIO)
+    assert members.cost_ratio("mobilenet_v2_0.35", "mobilenet_v2_0.35") == 1.0
+
+
+def test_too_little_time_left_trains_no_member():
+    config = TrainConfig(backbone="mobilenet_v2_0.35", weights="none")
+    # Member 1 cost 100 s with a 5 s reserve: the 0.5 member needs 100 x 2.04 and the
+    # reserve for both members, 5 x 3.04: 219.3 s.
+    need = 100 * WIDTH_RATIO + 5 * (1 + WIDTH_RATIO)
+    short = members.next_member(config, 100, 5, need - 1, [1.0])
+    assert not short.trained and short.need_seconds == pytest.approx(need, abs=0.1)
+    assert members.next_member(config, 100, 5, need + 1, [1.0]).trained
+    # After two extra members there is no other candidate (MAX_MEMBERS = 3).
+    assert members.next_member(config, 100, 5, 1e9, [1.0, WIDTH_RATIO, 1.0]) is None
+
+
+def _budget_run(tiny_run, tmp_path, limit, spent=100.0, val=None):
+    """A copy of tiny_run as a budget's default run: plan.json's budget says it cost
+    `spent` of `limit` seconds (5 s reserve); `val` overrides its validation accuracy."""
+    from transferkit.run import Run
+
+    path = tmp_path / "run"
+    shutil.copytree(tiny_run.path, path)
+    plan = json.loads((path / layout.PLAN_FILE).read_text())
+    plan["budget"] = {"limit_seconds": limit, "reserve_seconds": 5.0,
+                      "spent": {"total_seconds": spent}}
+    (path / layout.PLAN_FILE).write_text(json.dumps(plan))
+    if val is not None:
+        metrics = json.loads((path / layout.METRICS_FILE).read_text())
+        (path / layout.METRICS_FILE).write_text(json.dumps({**metrics, "val_accuracy": val}))
+    config = dataclasses.replace(tiny_run.config, time_limit=limit, quiet=True,
+                                 calibrate=False)  # the combined ensemble: no trust
+    return Run(path, tiny_run.model, tiny_run.class_names, config)
+
+
+def _fake_training(tiny_run, clock, seconds):
+    """A member's training: a copy of tiny_run (same split and size), `seconds` long."""
+    from transferkit.run import load_run
+
+    asked = []
+
+    def train_one(data, path, **options):
+        asked.append(options)
+        clock.now += seconds
+        shutil.copytree(tiny_run.path, path)
+        return load_run(path)
+
+    return train_one, asked
+
+
+def test_a_short_budget_keeps_the_default_run(tmp_path, tiny_run, monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(session, "CLOCK", clock)
+    run = _budget_run(tiny_run, tmp_path, limit=300)  # 200 s left: not enough
+    train_one, asked = _fake_training(tiny_run, clock, 200)
+    assert members.spend_time_left(run, train_one) is run and asked == []
+    record = json.loads((run.path / layout.PLAN_FILE).read_text())["extra_members"]
+    assert not record["kept"] and not record["members"][0]["trained"]
+    assert not (run.path / layout.MEMBERS_DIR).exists()
+
+
+@pytest.mark.parametrize("first_val, kept", [(0.0, True), (None, False)])
+def test_a_long_budget_trains_a_member_kept_only_when_validation_says_so(
+        tmp_path, tiny_run, monkeypatch, first_val, kept):
+    from transferkit.model import members as ensemble_members
+    from transferkit.run import load_run
+
+    clock = FakeClock()
+    monkeypatch.setattr(session, "CLOCK", clock)
+    # 300 s left pay for the 0.5 member (219 s); 100 s after it do not pay for a seed
+    # (100 s + 5 s x 4.04 to combine three).
+    run = _budget_run(tiny_run, tmp_path, limit=400, val=first_val)
+    train_one, asked = _fake_training(tiny_run, clock, 200)
+    result = members.spend_time_left(run, train_one)
+    assert len(asked) == 1
+    assert (asked[0]["backbone"], asked[0]["image_size"], asked[0]["extra_members"]) == \
+        ("mobilenet_v2_0.5", 96, False)
+    assert asked[0]["splits_file"] == str((run.path / layout.SPLITS_FILE).resolve())
+    assert asked[0]["time_limit"] == pytest.approx(300 - 5 * (1 + WIDTH_RATIO))
+    record = json.loads((result.path / layout.PLAN_FILE).read_text())["extra_members"]
+    assert [m["trained"] for m in record["members"]] == [True, False]
+    # Two copies of one run: the ensemble's validation accuracy is the member's own. It
+    # is above a recorded 0.0 (kept), and not above itself (the default run stays).
+    assert record["ensemble_val_accuracy"] == tiny_run.metrics["val_accuracy"]
+    assert record["kept"] is kept
+    loaded = load_run(run.path)
+    if kept:
+        assert len(ensemble_members(loaded.model)) == 2
+        assert load_run(run.path / layout.MEMBERS_DIR / "m1").metrics["val_accuracy"] == 0
+        described = json.loads((run.path / layout.ENSEMBLE_FILE).read_text())
+        assert [m["run"] for m in described["members"]] == ["members/m1", "members/m2"]
+    else:
+        assert not ensemble_members(loaded.model)
+        assert not (run.path / layout.MEMBERS_DIR).exists()

@@ -1,0 +1,206 @@
+"""A time budget's time left buys ensemble members (issue 25, item 1).
+
+The default run, fitted to the budget, is always member 1: a budget never loses to the
+default. When it finishes with time to spare, `spend_time_left` trains further members
+on its split and at its image size, into `RUN/members/m2...`:
+
+1. the wider backbone (`WIDER`: MobileNetV2-0.5 for the default 0.35) when its weights
+   are available: alone it measured above the default, and averaged with it above both
+   (issue 25's table); else, and after it, the default backbone with another seed;
+2. each while the time left covers what member 1 cost (audit to report, measured),
+   times the member's cost ratio (width² of the MobileNet multipliers: a convolution's
+   cost grows with the channels in and out), plus the reserve to combine (member 1's
+   own evaluation reserve, for every member the ensemble then runs); each member's own
+   time limit is what is left less that reserve, so its planner and the engine's time
+   stop keep it within the budget;
+3. then the members are combined (`ensemble.train.combine_runs`), and the ensemble is
+   KEPT only if its validation accuracy is above member 1's (never the test split);
+   then RUN becomes the ensemble and member 1 moves to `RUN/members/m1`. Else RUN stays
+   member 1's run and the extra members are deleted.
+
+plan.json's "extra_members" records what was trained, what it cost, and why. A command
+stopped while an extra member trains leaves RUN as member 1's finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from transferkit import layout
+from transferkit.backbones import get_backbone, is_cached
+from transferkit.budget import session
+from transferkit.config import TrainConfig
+from transferkit.errors import ConfigError
+from transferkit.fileio import read_json, write_json
+from transferkit.run import Run, load_run
+
+WIDER = {"mobilenet_v2_0.35": "mobilenet_v2_0.5"}  # the default's wider sibling
+MAX_MEMBERS = 3  # the served model costs K members: three is where the gain flattens
+
+
+@dataclasses.dataclass
+class Member:
+    """An extra member the budget considered: what, its estimated cost, and whether the
+    time left paid for it (`trained`), with `why`."""
+
+    backbone: str
+    seed: int
+    cost_ratio: float
+    need_seconds: float
+    left_seconds: float
+    trained: bool
+    why: str
+
+
+def cost_ratio(first: str, other: str) -> float:
+    """What a run of `other` costs per run of `first`: (width ratio)² for two widths of
+    one MobileNet family, else 1 (the same backbone with another seed)."""
+    a, b = get_backbone(first), get_backbone(other)
+    alphas = a.kwargs.get("alpha"), b.kwargs.get("alpha")
+    if a.constructor == b.constructor and None not in alphas:
+        return (alphas[1] / alphas[0]) ** 2
+    return 1.0
+
+
+def candidates(config: TrainConfig) -> list[tuple[str, int, str]]:
+    """The extra members in the order they are bought: `(backbone, seed, why)`."""
+    found = []
+    wider = WIDER.get(config.backbone)
+    if wider and (config.weights == "none" or
+                  config.weights == "imagenet" and is_cached(get_backbone(wider))):
+        found.append((wider, config.seed + 1, "the wider backbone: above the default "
+                      "alone and averaged with it (issue 25)"))
+    for i in range(len(found) + 1, MAX_MEMBERS):
+        found.append((config.backbone, config.seed + i, "another seed of the default "
+                      "backbone: averaging runs that err differently"))
+    return found
+
+
+def next_member(config: TrainConfig, first_seconds: float, reserve_seconds: float,
+                left: float, ratios: list[float]) -> Member | None:
+    """The next extra member and whether `left` seconds pay for it (pure).
+
+    Args:
+        config: Member 1's options.
+        first_seconds: What member 1 cost, measured (audit to report).
+        reserve_seconds: Member 1's reserve for evaluation, calibration and the report.
+        left: Seconds left of the budget.
+        ratios: Cost ratios of the members so far (member 1's is 1).
+
+    Returns:
+        The member (`trained` tells whether it fits), or None when there is no other
+        candidate (`MAX_MEMBERS`).
+    """
+    remaining = candidates(config)[len(ratios) - 1:]
+    if not remaining:
+        return None
+    backbone, seed, why = remaining[0]
+    ratio = cost_ratio(config.backbone, backbone)
+    combine = reserve_seconds * (sum(ratios) + ratio)  # the ensemble predicts with all
+    need = first_seconds * ratio + combine
+    fits = left >= need
+    return Member(backbone, seed, ratio, round(need, 1), round(left, 1), fits,
+                  why if fits else f"{left:.0f} s left, it needs ~{need:.0f} s (member "
+                  f"1's {first_seconds:.0f} s x {ratio:.2f}, {combine:.0f} s to combine)")
+
+
+def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | None:
+    """After a budget's default run: extra members while the time left pays for them,
+    then the ensemble if validation prefers it (see the module docstring).
+
+    Args:
+        run: The finished default run (None: a worker other than the chief).
+        train_one: `transferkit.training.train` (passed in: no import cycle).
+
+    Returns:
+        The run in the same directory: the ensemble, or the default run as it was.
+    """
+    config = run.config if run is not None else None
+    if config is None or config.time_limit is None or not config.extra_members \
+            or config.teacher is not None:
+        return run
+    budget = run.plan["budget"]
+    spent, reserve = budget["spent"]["total_seconds"], budget["reserve_seconds"]
+    start = session.CLOCK()
+
+    def left() -> float:
+        return budget["limit_seconds"] - spent - (session.CLOCK() - start)
+
+    members, ratios, considered = [run], [1.0], []
+    while (member := next_member(config, spent, reserve, left(), ratios)) is not None:
+        considered.append(member)
+        if not member.trained:
+            break
+        path = run.path / layout.MEMBERS_DIR / f"m{len(members) + 1}"
+        options = {**config.to_dict(), "backbone": member.backbone, "seed": member.seed,
+                   "image_size": run.image_size, "preset": None, "extra_members": False,
+                   "splits_file": str(Path(run.path, layout.SPLITS_FILE).resolve()),
+                   "time_limit": left() - reserve * (sum(ratios) + member.cost_ratio)}
+        options.pop("data")
+        try:
+            members.append(train_one(config.data, path, **options))
+        except ConfigError as e:  # its planner found the time too short after all
+            member.trained, member.why = False, str(e)
+            break
+        ratios.append(member.cost_ratio)
+    record = {"first_member_seconds": spent, "left_seconds": round(left(), 1),
+              "members": [dataclasses.asdict(m) for m in considered],
+              "first_val_accuracy": run.metrics["val_accuracy"]}
+    if len(members) == 1:
+        return _finish(run, record, kept=False, why="no extra member was trained")
+    from transferkit.ensemble.train import combine_runs
+    from transferkit.evaluate import split_metrics
+
+    staging = run.path / layout.MEMBERS_DIR / "ensemble"
+    ensemble = combine_runs(members, staging, overwrite=True, calibrate=config.calibrate,
+                            quiet=config.quiet)
+    found = split_metrics(ensemble)
+    write_json(staging / layout.METRICS_FILE, {**ensemble.metrics, **found})
+    record["ensemble_val_accuracy"] = found["val_accuracy"]
+    for described, member in zip(record["members"], members[1:]):
+        described.update(val_accuracy=member.metrics["val_accuracy"],
+                         train_seconds=member.metrics["train_seconds"])
+    if found["val_accuracy"] <= record["first_val_accuracy"]:
+        shutil.rmtree(run.path / layout.MEMBERS_DIR)
+        return _finish(run, record, kept=False, why="the ensemble is not above member 1 "
+                       "on the validation split")
+    _promote(run.path, staging, len(members))
+    return _finish(load_run(run.path), record, kept=True, why="the ensemble is above "
+                   "member 1 on the validation split")
+
+
+def _promote(root: Path, staging: Path, n_members: int) -> None:
+    """Member 1's files into `root/members/m1`, the ensemble's from `staging` into
+    `root`: renames, run.json first out and last in (the folder is a complete run
+    again only when every file is in place)."""
+    first = root / layout.MEMBERS_DIR / "m1"
+    first.mkdir()
+    (root / layout.STATE_FILE).rename(first / layout.STATE_FILE)
+    for item in list(root.iterdir()):
+        if item.name != layout.MEMBERS_DIR:
+            item.rename(first / item.name)
+    for item in list(staging.iterdir()):
+        if item.name != layout.STATE_FILE:
+            item.rename(root / item.name)
+    described = read_json(root / layout.ENSEMBLE_FILE)
+    for i, member in enumerate(described["members"]):  # combined where they were
+        member["run"] = f"{layout.MEMBERS_DIR}/m{i + 1}"
+    write_json(root / layout.ENSEMBLE_FILE, described)
+    (staging / layout.STATE_FILE).rename(root / layout.STATE_FILE)
+    staging.rmdir()
+
+
+def _finish(run: Run, record: dict, kept: bool, why: str) -> Run:
+    """Writes the record into the run's plan.json ("extra_members") and says it."""
+    record.update(kept=kept, why=why)
+    plan = read_json(run.path / layout.PLAN_FILE)
+    write_json(run.path / layout.PLAN_FILE, {**plan, "extra_members": record})
+    if not run.config.quiet:
+        trained = [m for m in record["members"] if m["trained"]]
+        print(f"Budget: {len(trained)} extra member(s) trained; "
+              + ("the ensemble is the run" if kept else "the run is member 1's")
+              + f" ({why})", flush=True)
+    return run
