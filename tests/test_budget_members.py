@@ -49,7 +49,7 @@ def test_too_little_time_left_trains_no_member():
 
 def _budget_run(tiny_run, tmp_path, limit, spent=100.0, val=None):
     """A copy of tiny_run as a budget's default run: plan.json's budget says it cost
-    `spent` of `limit` seconds (5 s reserve); `val` overrides its validation accuracy."""
+    `spent` of `limit` seconds (5 s reserve); `val` overrides its validation log loss."""
     from transferkit.run import Run
 
     path = tmp_path / "run"
@@ -60,7 +60,7 @@ def _budget_run(tiny_run, tmp_path, limit, spent=100.0, val=None):
     (path / layout.PLAN_FILE).write_text(json.dumps(plan))
     if val is not None:
         metrics = json.loads((path / layout.METRICS_FILE).read_text())
-        (path / layout.METRICS_FILE).write_text(json.dumps({**metrics, "val_accuracy": val}))
+        (path / layout.METRICS_FILE).write_text(json.dumps({**metrics, "val_log_loss": val}))
     config = dataclasses.replace(tiny_run.config, time_limit=limit, quiet=True,
                                  calibrate=False)  # the combined ensemble: no trust
     return Run(path, tiny_run.model, tiny_run.class_names, config)
@@ -92,7 +92,7 @@ def test_a_short_budget_keeps_the_default_run(tmp_path, tiny_run, monkeypatch):
     assert not (run.path / layout.MEMBERS_DIR).exists()
 
 
-@pytest.mark.parametrize("first_val, kept", [(0.0, True), (None, False)])
+@pytest.mark.parametrize("first_val, kept", [(99.0, True), (None, False)])
 def test_a_long_budget_trains_a_member_kept_only_when_validation_says_so(
         tmp_path, tiny_run, monkeypatch, first_val, kept):
     from transferkit.model import members as ensemble_members
@@ -112,14 +112,15 @@ def test_a_long_budget_trains_a_member_kept_only_when_validation_says_so(
     assert asked[0]["time_limit"] == pytest.approx(300 - 5 * (1 + WIDTH_RATIO))
     record = json.loads((result.path / layout.PLAN_FILE).read_text())["extra_members"]
     assert [m["trained"] for m in record["members"]] == [True, False]
-    # Two copies of one run: the ensemble's validation accuracy is the member's own. It
-    # is above a recorded 0.0 (kept), and not above itself (the default run stays).
-    assert record["ensemble_val_accuracy"] == tiny_run.metrics["val_accuracy"]
+    # Two copies of one run: the ensemble's validation log loss is the member's own. It
+    # is below a recorded 99 (kept), and not below itself (the default run stays).
+    assert record["ensemble_val_log_loss"] == pytest.approx(tiny_run.metrics["val_log_loss"],
+                                                            rel=1e-5)
     assert record["kept"] is kept
     loaded = load_run(run.path)
     if kept:
         assert len(ensemble_members(loaded.model)) == 2
-        assert load_run(run.path / layout.MEMBERS_DIR / "m1").metrics["val_accuracy"] == 0
+        assert load_run(run.path / layout.MEMBERS_DIR / "m1").metrics["val_log_loss"] == 99
         described = json.loads((run.path / layout.ENSEMBLE_FILE).read_text())
         assert [m["run"] for m in described["members"]] == ["members/m1", "members/m2"]
     else:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import gradio as gr
 import matplotlib
+import numpy as np
+import pytest
 from PIL import Image
 
 from test_browser import TIMEOUT_MS, artifacts, browser  # noqa: F401  (fixtures)
@@ -129,6 +131,8 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pytest
 matplotlib.use("svg")  # a notebook user's choice
 import numpy as np
 import pandas as pd
@@ -200,3 +204,14 @@ def test_the_report_in_a_real_browser(browser, tiny_run, artifacts):  # noqa: F8
     phone.screenshot(path=str(artifacts / "report-phone.png"))
     assert not errors, errors
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
+
+
+def test_classification_metrics_known_answers():
+    from transferkit.evaluate import classification_metrics
+
+    # Image 1 right at 0.8, image 2 a tie (argmax: class 0, wrong) at 0.5 for its class:
+    # accuracy 1/2; log loss -(ln 0.8 + ln 0.5) / 2; class 2 never appears but counts.
+    found = classification_metrics([0, 1], np.array([[0.8, 0.2, 0.0], [0.5, 0.5, 0.0]]),
+                                   ["a", "b", "c"])
+    assert found["accuracy"] == 0.5 and found["n_images"] == 2
+    assert found["log_loss"] == pytest.approx(-(np.log(0.8) + np.log(0.5)) / 2)

@@ -123,6 +123,7 @@ def finish_run(out_dir: Path, model: keras.Model, config: TrainConfig, classes: 
     val = classification_metrics(labels["val"], probabilities["val"], classes)
     metrics.pop("n_images")
     metrics.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"],
+                   val_log_loss=val["log_loss"],
                    **{f"n_{k}": int(v) for k, v in splits["split"].value_counts().items()},
                    n_classes=len(classes), **facts,
                    train_seconds=round(time.time() - started, 1))

@@ -14,7 +14,7 @@ on its split and at its image size, into `RUN/members/m2...`:
    time limit is what is left less that reserve, so its planner and the engine's time
    stop keep it within the budget;
 3. then the members are combined (`ensemble.train.combine_runs`), and the ensemble is
-   KEPT only if its validation accuracy is above member 1's (never the test split);
+   KEPT only if its validation log loss is below member 1's (never the test split);
    then RUN becomes the ensemble and member 1 moves to `RUN/members/m1`. Else RUN stays
    member 1's run and the extra members are deleted.
 
@@ -148,28 +148,32 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
         ratios.append(member.cost_ratio)
     record = {"first_member_seconds": spent, "left_seconds": round(left(), 1),
               "members": [dataclasses.asdict(m) for m in considered],
-              "first_val_accuracy": run.metrics["val_accuracy"]}
+              "first_val_accuracy": run.metrics["val_accuracy"],
+              "first_val_log_loss": run.metrics["val_log_loss"]}
     if len(members) == 1:
         return _finish(run, record, kept=False, why="no extra member was trained")
     from transferkit.ensemble.train import combine_runs
-    from transferkit.evaluate import split_metrics
 
     staging = run.path / layout.MEMBERS_DIR / "ensemble"
     ensemble = combine_runs(members, staging, overwrite=True, calibrate=config.calibrate,
                             quiet=config.quiet)
-    found = split_metrics(ensemble)
-    write_json(staging / layout.METRICS_FILE, {**ensemble.metrics, **found})
-    record["ensemble_val_accuracy"] = found["val_accuracy"]
+    record.update(ensemble_val_accuracy=ensemble.metrics["val_accuracy"],
+                  ensemble_val_log_loss=ensemble.metrics["val_log_loss"])
     for described, member in zip(record["members"], members[1:]):
         described.update(val_accuracy=member.metrics["val_accuracy"],
+                         val_log_loss=member.metrics["val_log_loss"],
                          train_seconds=member.metrics["train_seconds"])
-    if found["val_accuracy"] <= record["first_val_accuracy"]:
+    # Chosen on the validation log loss, not its accuracy: on ~500 images accuracy's
+    # standard error is ~2 points. Measured on flowers5 (0.35 + 0.5): validation accuracy
+    # 0.800 -> 0.792 but log loss 0.555 -> 0.523, and the test split agreed with the
+    # log loss (0.770 -> 0.778; docs/measurements.md).
+    if record["ensemble_val_log_loss"] >= record["first_val_log_loss"]:
         shutil.rmtree(run.path / layout.MEMBERS_DIR)
-        return _finish(run, record, kept=False, why="the ensemble is not above member 1 "
-                       "on the validation split")
+        return _finish(run, record, kept=False, why="the ensemble's validation log loss "
+                       "is not below member 1's")
     _promote(run.path, staging, len(members))
-    return _finish(load_run(run.path), record, kept=True, why="the ensemble is above "
-                   "member 1 on the validation split")
+    return _finish(load_run(run.path), record, kept=True, why="the ensemble's validation "
+                   "log loss is below member 1's")
 
 
 def _promote(root: Path, staging: Path, n_members: int) -> None:
