@@ -40,11 +40,14 @@ def test_too_little_time_left_trains_no_member():
     # Member 1 cost 100 s with a 5 s reserve: the 0.5 member needs 100 x 2.04 and the
     # reserve for both members, 5 x 3.04: 219.3 s.
     need = 100 * WIDTH_RATIO + 5 * (1 + WIDTH_RATIO)
-    short = members.next_member(config, 100, 5, need - 1, [1.0])
+    wider, seed = members.candidates(config)  # two extra members at most (MAX_MEMBERS 3)
+    short = members.price(config, wider, 100, 5, need - 1, [1.0])
     assert not short.trained and short.need_seconds == pytest.approx(need, abs=0.1)
-    assert members.next_member(config, 100, 5, need + 1, [1.0]).trained
-    # After two extra members there is no other candidate (MAX_MEMBERS = 3).
-    assert members.next_member(config, 100, 5, 1e9, [1.0, WIDTH_RATIO, 1.0]) is None
+    assert members.price(config, wider, 100, 5, need + 1, [1.0]).trained
+    # A seed after the 0.5: 100 s and the reserve for three members, 5 x 4.04.
+    after = members.price(config, seed, 100, 5, 121, [1.0, WIDTH_RATIO])
+    assert after.trained and after.need_seconds == pytest.approx(120.2, abs=0.1)
+
 
 
 def _budget_run(tiny_run, tmp_path, limit, spent=100.0, val=None):
@@ -84,12 +87,27 @@ def _fake_training(tiny_run, clock, seconds):
 def test_a_short_budget_keeps_the_default_run(tmp_path, tiny_run, monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(session, "CLOCK", clock)
-    run = _budget_run(tiny_run, tmp_path, limit=300)  # 200 s left: not enough
+    # 100 s left: neither the 0.5 (219.3 s) nor a seed (100 + 5 x 2 = 110 s) fits.
+    run = _budget_run(tiny_run, tmp_path, limit=200)
     train_one, asked = _fake_training(tiny_run, clock, 200)
     assert members.spend_time_left(run, train_one) is run and asked == []
     record = json.loads((run.path / layout.PLAN_FILE).read_text())["extra_members"]
-    assert not record["kept"] and not record["members"][0]["trained"]
+    assert not record["kept"] and [m["trained"] for m in record["members"]] == [False, False]
     assert not (run.path / layout.MEMBERS_DIR).exists()
+
+
+def test_a_member_too_dear_is_skipped_for_a_cheaper_one(tmp_path, tiny_run, monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(session, "CLOCK", clock)
+    # 200 s left: not the 0.5 (219.3 s), but a seed of 0.35 (110 s).
+    run = _budget_run(tiny_run, tmp_path, limit=300)
+    train_one, asked = _fake_training(tiny_run, clock, 100)
+    members.spend_time_left(run, train_one)
+    assert [(o["backbone"], o["seed"]) for o in asked] == [("mobilenet_v2_0.35",
+                                                            run.config.seed + 2)]
+    assert asked[0]["time_limit"] == pytest.approx(200 - 5 * 2)
+    record = json.loads((run.path / layout.PLAN_FILE).read_text())["extra_members"]
+    assert [m["trained"] for m in record["members"]] == [False, True]
 
 
 @pytest.mark.parametrize("first_val, kept", [(99.0, True), (None, False)])

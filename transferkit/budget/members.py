@@ -7,12 +7,14 @@ on its split and at its image size, into `RUN/members/m2...`:
 1. the wider backbone (`WIDER`: MobileNetV2-0.5 for the default 0.35) when its weights
    are available: alone it measured above the default, and averaged with it above both
    (issue 25's table); else, and after it, the default backbone with another seed;
-2. each while the time left covers what member 1 cost (audit to report, measured),
+2. each in that order if the time left covers what member 1 cost (audit to report,
+   measured),
    times the member's cost ratio (width² of the MobileNet multipliers: a convolution's
    cost grows with the channels in and out), plus the reserve to combine (member 1's
    own evaluation reserve, for every member the ensemble then runs); each member's own
    time limit is what is left less that reserve, so its planner and the engine's time
-   stop keep it within the budget;
+   stop keep it within the budget. One that does not fit is skipped for the next,
+   which may cost less (a seed of 0.35 costs half of 0.5);
 3. then the members are combined (`ensemble.train.combine_runs`), and the ensemble is
    KEPT only if its validation log loss is below member 1's (never the test split);
    then RUN becomes the ensemble and member 1 moves to `RUN/members/m1`. Else RUN stays
@@ -79,25 +81,22 @@ def candidates(config: TrainConfig) -> list[tuple[str, int, str]]:
     return found
 
 
-def next_member(config: TrainConfig, first_seconds: float, reserve_seconds: float,
-                left: float, ratios: list[float]) -> Member | None:
-    """The next extra member and whether `left` seconds pay for it (pure).
+def price(config: TrainConfig, candidate: tuple[str, int, str], first_seconds: float,
+          reserve_seconds: float, left: float, ratios: list[float]) -> Member:
+    """Whether `left` seconds pay for `candidate` (pure).
 
     Args:
         config: Member 1's options.
+        candidate: `(backbone, seed, why)`, one of `candidates(config)`.
         first_seconds: What member 1 cost, measured (audit to report).
         reserve_seconds: Member 1's reserve for evaluation, calibration and the report.
         left: Seconds left of the budget.
         ratios: Cost ratios of the members so far (member 1's is 1).
 
     Returns:
-        The member (`trained` tells whether it fits), or None when there is no other
-        candidate (`MAX_MEMBERS`).
+        The member; `trained` tells whether it fits.
     """
-    remaining = candidates(config)[len(ratios) - 1:]
-    if not remaining:
-        return None
-    backbone, seed, why = remaining[0]
+    backbone, seed, why = candidate
     ratio = cost_ratio(config.backbone, backbone)
     combine = reserve_seconds * (sum(ratios) + ratio)  # the ensemble predicts with all
     need = first_seconds * ratio + combine
@@ -130,10 +129,11 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
         return budget["limit_seconds"] - spent - (session.CLOCK() - start)
 
     members, ratios, considered = [run], [1.0], []
-    while (member := next_member(config, spent, reserve, left(), ratios)) is not None:
+    for candidate in candidates(config):
+        member = price(config, candidate, spent, reserve, left(), ratios)
         considered.append(member)
-        if not member.trained:
-            break
+        if not member.trained:  # the next candidate may cost less (a seed, not wider)
+            continue
         path = run.path / layout.MEMBERS_DIR / f"m{len(members) + 1}"
         options = {**config.to_dict(), "backbone": member.backbone, "seed": member.seed,
                    "image_size": run.image_size, "preset": None, "extra_members": False,
@@ -144,7 +144,8 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
             members.append(train_one(config.data, path, **options))
         except ConfigError as e:  # its planner found the time too short after all
             member.trained, member.why = False, str(e)
-            break
+            shutil.rmtree(path, ignore_errors=True)  # the next one trains there
+            continue
         ratios.append(member.cost_ratio)
     record = {"first_member_seconds": spent, "left_seconds": round(left(), 1),
               "members": [dataclasses.asdict(m) for m in considered],
