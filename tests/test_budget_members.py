@@ -108,6 +108,9 @@ def test_a_member_too_dear_is_skipped_for_a_cheaper_one(tmp_path, tiny_run, monk
     assert asked[0]["time_limit"] == pytest.approx(200 - 5 * 2)
     record = json.loads((run.path / layout.PLAN_FILE).read_text())["extra_members"]
     assert [m["trained"] for m in record["members"]] == [False, True]
+    # The trained member's figures are on its own entry, not the skipped one's.
+    assert "val_accuracy" not in record["members"][0]
+    assert record["members"][1]["val_accuracy"] == tiny_run.metrics["val_accuracy"]
 
 
 @pytest.mark.parametrize("first_val, kept", [(99.0, True), (None, False)])

@@ -156,11 +156,16 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
     from transferkit.ensemble.train import combine_runs
 
     staging = run.path / layout.MEMBERS_DIR / "ensemble"
+    if not config.quiet:  # combined quietly: its own lines would name the staging folder
+        print(f"Budget: combining {len(members)} members (validation accuracy "
+              + ", ".join(f"{m.metrics['val_accuracy']:.3f}" for m in members) + ")",
+              flush=True)
     ensemble = combine_runs(members, staging, overwrite=True, calibrate=config.calibrate,
-                            quiet=config.quiet)
+                            quiet=True)
     record.update(ensemble_val_accuracy=ensemble.metrics["val_accuracy"],
                   ensemble_val_log_loss=ensemble.metrics["val_log_loss"])
-    for described, member in zip(record["members"], members[1:]):
+    trained = [described for described in record["members"] if described["trained"]]
+    for described, member in zip(trained, members[1:]):
         described.update(val_accuracy=member.metrics["val_accuracy"],
                          val_log_loss=member.metrics["val_log_loss"],
                          train_seconds=member.metrics["train_seconds"])
@@ -207,5 +212,6 @@ def _finish(run: Run, record: dict, kept: bool, why: str) -> Run:
         trained = [m for m in record["members"] if m["trained"]]
         print(f"Budget: {len(trained)} extra member(s) trained; "
               + ("the ensemble is the run" if kept else "the run is member 1's")
-              + f" ({why})", flush=True)
+              + f" ({why}): test accuracy {run.metrics['accuracy']:.3f}. Run: {run.path}; "
+              f"report: {run.path / layout.REPORT_FILE}", flush=True)
     return run
