@@ -26,6 +26,7 @@ from transferkit.report import write_run_report
 from transferkit.run import Run, run_state
 from transferkit.trust.fit import fit_trust
 
+
 def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool:
     """Makes `run_dir` ready for training; decides between a new run and a resume.
 
