@@ -177,12 +177,12 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
         shutil.rmtree(run.path / layout.MEMBERS_DIR)
         return _finish(run, record, kept=False, why="the ensemble's validation log loss "
                        "is not below member 1's")
-    _promote(run.path, staging, len(members))
+    _promote(run.path, staging)
     return _finish(load_run(run.path), record, kept=True, why="the ensemble's validation "
                    "log loss is below member 1's")
 
 
-def _promote(root: Path, staging: Path, n_members: int) -> None:
+def _promote(root: Path, staging: Path) -> None:
     """Member 1's files into `root/members/m1`, the ensemble's from `staging` into
     `root`: renames, run.json first out and last in (the folder is a complete run
     again only when every file is in place)."""
