@@ -9,10 +9,22 @@ import shutil
 import pytest
 
 from transferkit import layout
-from transferkit.budget import members, session
+from transferkit.budget import measured, members, session
 from transferkit.config import TrainConfig
 
 WIDTH_RATIO = (0.5 / 0.35) ** 2  # MobileNetV2-0.5 per MobileNetV2-0.35, by width²
+MEASURED = measured.TABLE  # the shipped table, before a test pins its own
+
+
+@pytest.fixture(autouse=True)
+def wider_first(monkeypatch):
+    """A table that buys the 0.5 first, then seeds: the tests' prices do not depend on
+    the figures measured."""
+    monkeypatch.setattr(measured, "TABLE", (
+        measured.Ingredient("wide", "", member="mobilenet_v2_0.5", log_loss_gain=0.08,
+                            cost=WIDTH_RATIO),
+        measured.Ingredient("seed", "", member="", log_loss_gain=0.03),
+        measured.Ingredient("flips", "no gain")))
 
 
 class FakeClock:
@@ -23,16 +35,34 @@ class FakeClock:
         return self.now
 
 
-def test_the_wider_backbone_first_then_seeds_each_at_its_cost():
+def test_members_are_bought_by_measured_gain_per_cost_then_seeds(monkeypatch):
     config = TrainConfig(backbone="mobilenet_v2_0.35", weights="none", seed=7)
+    wide = measured.Ingredient("wide", "", member="mobilenet_v2_0.5", log_loss_gain=0.04,
+                               cost=2.0)
+    seed = measured.Ingredient("seed", "", member="", log_loss_gain=0.03)
+    other = measured.Ingredient("flips", "no gain")
+    monkeypatch.setattr(measured, "TABLE", (wide, seed, other))
+    # 0.03 per run for a seed beats 0.02 for the 0.5: the seed first; the third member
+    # is the 0.5 (MAX_MEMBERS 3), at its cost.
+    assert [c[:3] for c in members.candidates(config)] == [("mobilenet_v2_0.35", 8, 1.0),
+                                                           ("mobilenet_v2_0.5", 9, 2.0)]
+    monkeypatch.setattr(measured, "TABLE", (dataclasses.replace(wide, log_loss_gain=0.08),
+                                            seed, other))
     assert [c[:2] for c in members.candidates(config)] == [("mobilenet_v2_0.5", 8),
                                                            ("mobilenet_v2_0.35", 9)]
-    own_file = dataclasses.replace(config, weights="/some/backbone.h5")  # 0.35's only
+    # Without the 0.5's weights (a weights file for 0.35 only), or for another backbone
+    # than the table's: seeds only.
+    own_file = dataclasses.replace(config, weights="/some/backbone.h5")
     assert [c[:2] for c in members.candidates(own_file)] == [("mobilenet_v2_0.35", 8),
                                                              ("mobilenet_v2_0.35", 9)]
-    assert members.cost_ratio("mobilenet_v2_0.35", "mobilenet_v2_0.5") == \
-        pytest.approx(WIDTH_RATIO)
-    assert members.cost_ratio("mobilenet_v2_0.35", "mobilenet_v2_0.35") == 1.0
+    resnet = dataclasses.replace(config, backbone="resnet50")
+    assert [c[:2] for c in members.candidates(resnet)] == [("resnet50", 8), ("resnet50", 9)]
+    assert measured.left_out() == [{"ingredient": "flips", "finding": "no gain"}]
+
+
+def test_the_table_prices_the_wider_member_by_width_squared():
+    wide = next(row for row in MEASURED if row.member == "mobilenet_v2_0.5")
+    assert wide.cost == pytest.approx(WIDTH_RATIO)
 
 
 def test_too_little_time_left_trains_no_member():
@@ -93,6 +123,7 @@ def test_a_short_budget_keeps_the_default_run(tmp_path, tiny_run, monkeypatch):
     assert members.spend_time_left(run, train_one) is run and asked == []
     record = json.loads((run.path / layout.PLAN_FILE).read_text())["extra_members"]
     assert not record["kept"] and [m["trained"] for m in record["members"]] == [False, False]
+    assert record["left_out"] == [{"ingredient": "flips", "finding": "no gain"}]
     assert not (run.path / layout.MEMBERS_DIR).exists()
 
 

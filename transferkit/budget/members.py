@@ -4,24 +4,23 @@ The default run, fitted to the budget, is always member 1: a budget never loses 
 default. When it finishes with time to spare, `spend_time_left` trains further members
 on its split and at its image size, into `RUN/members/m2...`:
 
-1. the wider backbone (`WIDER`: MobileNetV2-0.5 for the default 0.35) when its weights
-   are available: alone it measured above the default, and averaged with it above both
-   (issue 25's table); else, and after it, the default backbone with another seed;
-2. each in that order if the time left covers what member 1 cost (audit to report,
-   measured),
-   times the member's cost ratio (width² of the MobileNet multipliers: a convolution's
-   cost grows with the channels in and out), plus the reserve to combine (member 1's
-   own evaluation reserve, for every member the ensemble then runs); each member's own
-   time limit is what is left less that reserve, so its planner and the engine's time
-   stop keep it within the budget. One that does not fit is skipped for the next,
-   which may cost less (a seed of 0.35 costs half of 0.5);
+1. the members of the measured table (`budget/measured.py`) in the order of their
+   validation log loss gain per default run of cost, each once, then more seeds of the
+   run's backbone, up to `MAX_MEMBERS`; a wider backbone only when its weights are
+   available;
+2. each if the time left covers what member 1 cost (audit to report, measured) times
+   the member's cost, plus the reserve to combine (member 1's own evaluation reserve,
+   for every member the ensemble then runs); each member's own time limit is what is
+   left less that reserve, so its planner and the engine's time stop keep it within the
+   budget. One that does not fit is skipped for the next, which may cost less;
 3. then the members are combined (`ensemble.train.combine_runs`), and the ensemble is
    KEPT only if its validation log loss is below member 1's (never the test split);
    then RUN becomes the ensemble and member 1 moves to `RUN/members/m1`. Else RUN stays
    member 1's run and the extra members are deleted.
 
-plan.json's "extra_members" records what was trained, what it cost, and why. A command
-stopped while an extra member trains leaves RUN as member 1's finished run.
+plan.json's "extra_members" records what was trained, what it cost, and why, and the
+table's other rows with the finding that keeps each out. A command stopped while an
+extra member trains leaves RUN as member 1's finished run.
 """
 
 from __future__ import annotations
@@ -33,13 +32,12 @@ from typing import Callable
 
 from transferkit import layout
 from transferkit.backbones import get_backbone, is_cached
-from transferkit.budget import session
+from transferkit.budget import measured, session
 from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.fileio import read_json, write_json
 from transferkit.run import Run, load_run
 
-WIDER = {"mobilenet_v2_0.35": "mobilenet_v2_0.5"}  # the default's wider sibling
 MAX_MEMBERS = 3  # the served model costs K members: three is where the gain flattens
 
 
@@ -57,37 +55,26 @@ class Member:
     why: str
 
 
-def cost_ratio(first: str, other: str) -> float:
-    """What a run of `other` costs per run of `first`: (width ratio)² for two widths of
-    one MobileNet family, else 1 (the same backbone with another seed)."""
-    a, b = get_backbone(first), get_backbone(other)
-    alphas = a.kwargs.get("alpha"), b.kwargs.get("alpha")
-    if a.constructor == b.constructor and None not in alphas:
-        return (alphas[1] / alphas[0]) ** 2
-    return 1.0
+def candidates(config: TrainConfig) -> list[tuple[str, int, float, str]]:
+    """The extra members in the order they are bought: `(backbone, seed, cost, why)`,
+    cost in runs of member 1."""
+    rows = [row for row in measured.members(config.backbone) if not row.member
+            or config.weights == "none"
+            or config.weights == "imagenet" and is_cached(get_backbone(row.member))]
+    seed = next(row for row in rows if not row.member)
+    rows += [seed] * (MAX_MEMBERS - 1 - len(rows))
+    return [(row.member or config.backbone, config.seed + i, row.cost,
+             f"{row.name}: {row.finding}")
+            for i, row in enumerate(rows[:MAX_MEMBERS - 1], start=1)]
 
 
-def candidates(config: TrainConfig) -> list[tuple[str, int, str]]:
-    """The extra members in the order they are bought: `(backbone, seed, why)`."""
-    found = []
-    wider = WIDER.get(config.backbone)
-    if wider and (config.weights == "none" or
-                  config.weights == "imagenet" and is_cached(get_backbone(wider))):
-        found.append((wider, config.seed + 1, "the wider backbone: above the default "
-                      "alone and averaged with it (issue 25)"))
-    for i in range(len(found) + 1, MAX_MEMBERS):
-        found.append((config.backbone, config.seed + i, "another seed of the default "
-                      "backbone: averaging runs that err differently"))
-    return found
-
-
-def price(config: TrainConfig, candidate: tuple[str, int, str], first_seconds: float,
-          reserve_seconds: float, left: float, ratios: list[float]) -> Member:
+def price(config: TrainConfig, candidate: tuple[str, int, float, str],
+          first_seconds: float, reserve_seconds: float, left: float, ratios: list[float]) -> Member:
     """Whether `left` seconds pay for `candidate` (pure).
 
     Args:
         config: Member 1's options.
-        candidate: `(backbone, seed, why)`, one of `candidates(config)`.
+        candidate: `(backbone, seed, cost, why)`, one of `candidates(config)`.
         first_seconds: What member 1 cost, measured (audit to report).
         reserve_seconds: Member 1's reserve for evaluation, calibration and the report.
         left: Seconds left of the budget.
@@ -96,8 +83,7 @@ def price(config: TrainConfig, candidate: tuple[str, int, str], first_seconds: f
     Returns:
         The member; `trained` tells whether it fits.
     """
-    backbone, seed, why = candidate
-    ratio = cost_ratio(config.backbone, backbone)
+    backbone, seed, ratio, why = candidate
     combine = reserve_seconds * (sum(ratios) + ratio)  # the ensemble predicts with all
     need = first_seconds * ratio + combine
     fits = left >= need
@@ -147,7 +133,7 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
             shutil.rmtree(path, ignore_errors=True)  # the next one trains there
             continue
         ratios.append(member.cost_ratio)
-    record = {"first_member_seconds": spent, "left_seconds": round(left(), 1),
+    record = {"left_out": measured.left_out(), "first_member_seconds": spent, "left_seconds": round(left(), 1),
               "members": [dataclasses.asdict(m) for m in considered],
               "first_val_accuracy": run.metrics["val_accuracy"],
               "first_val_log_loss": run.metrics["val_log_loss"]}

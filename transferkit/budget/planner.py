@@ -7,7 +7,8 @@ A budget never trains more than the default recipe: on photos the product never 
 more epochs (0.753 at 30), a larger input (0.755 at 224 px) and the former ingredients
 (EMA, RandAugment, progressive resizing, MixUp: 0.739 in 20 minutes) all scored below
 the default's 0.764 (issue 25; docs/measurements.md). Time left after it buys ensemble
-members (`budget/members.py`). So (docs/training.md, "Time budgets"):
+members (`budget/members.py`, in the order of the measured table, `budget/measured.py`).
+So (docs/training.md, "Time budgets"):
 1. Fixed costs are set aside first: what was already spent (audit, doctor, measuring),
    phase 1's feature extraction (its augmented views cut when they would take over
    `PHASE1_SHARE` of the time), and the reserve after training (evaluation,
