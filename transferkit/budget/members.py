@@ -157,7 +157,7 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
                          train_seconds=member.metrics["train_seconds"])
     # Chosen on the validation log loss, not its accuracy: on ~500 images accuracy's
     # standard error is ~2 points. Measured on flowers5 (0.35 + 0.5): validation accuracy
-    # 0.800 -> 0.792 but log loss 0.555 -> 0.523, and the test split agreed with the
+    # 0.800 -> 0.792 but log loss 0.533 -> 0.491, and the test split agreed with the
     # log loss (0.770 -> 0.778; docs/measurements.md).
     if record["ensemble_val_log_loss"] >= record["first_val_log_loss"]:
         shutil.rmtree(run.path / layout.MEMBERS_DIR)
