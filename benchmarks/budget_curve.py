@@ -5,15 +5,17 @@
                                       [--out /tmp/budget_curve]
 
 Data: $TRANSFERKIT_FLOWERS (default ../shared/data/flowers5). Each budget is one
-`transferkit.train(..., time_limit=...)` run (one seed). The Keras transfer-learning
-guide's recipe (keras.io/guides/transfer_learning: frozen backbone, a new head for 20
-epochs at Adam's default rate, then the whole backbone fine-tuned at 1e-5 for 10 epochs,
-BatchNorm in inference mode, RandomFlip + RandomRotation(0.1)) is trained on the same
-split and backbone as the first budget's run, at `--guide-size` (160), in the same
-process, and timed. Its defaults are the variant that the issue's table measured (0.683 in 298 s on the
-photos we do not have): the head 10 epochs, then the top 40 layers 10 epochs;
-`--guide-epochs 20,10 --guide-top-layers 0` is the guide's text (the whole backbone). Prints one table row per recipe; `--subset 25 --budgets 3m --guide-epochs 1,1
---strategy fine-tune` checks the script in a few minutes (the numbers then mean nothing).
+`transferkit.train(..., time_limit=...)` run (one seed). Then the Keras transfer-learning
+recipe is trained on the same split and backbone as the first budget's run, at
+`--guide-size` (160), in the same process, and timed: a frozen backbone and a new head
+at Adam's default rate, then the top `--guide-top-layers` layers fine-tuned at 1e-5,
+BatchNorm in inference mode, RandomFlip + RandomRotation(0.1). The defaults are the
+variant that issue 25's table measured (0.683 in 298 s on photos we do not have): the
+head 10 epochs, then the top 40 layers 10 epochs. `--guide-epochs 20,10
+--guide-top-layers 0` is the text of keras.io/guides/transfer_learning (20 epochs, then
+the whole backbone 10). Prints one table row per recipe; `--subset 25 --budgets 3m
+--guide-epochs 1,1 --strategy fine-tune` checks the script in a few minutes (the
+numbers then mean nothing).
 """
 
 from __future__ import annotations

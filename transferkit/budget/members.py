@@ -69,7 +69,8 @@ def candidates(config: TrainConfig) -> list[tuple[str, int, float, str]]:
 
 
 def price(config: TrainConfig, candidate: tuple[str, int, float, str],
-          first_seconds: float, reserve_seconds: float, left: float, ratios: list[float]) -> Member:
+          first_seconds: float, reserve_seconds: float, left: float,
+          ratios: list[float]) -> Member:
     """Whether `left` seconds pay for `candidate` (pure).
 
     Args:
@@ -133,7 +134,8 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
             shutil.rmtree(path, ignore_errors=True)  # the next one trains there
             continue
         ratios.append(member.cost_ratio)
-    record = {"left_out": measured.left_out(), "first_member_seconds": spent, "left_seconds": round(left(), 1),
+    record = {"left_out": measured.left_out(), "first_member_seconds": spent,
+              "left_seconds": round(left(), 1),
               "members": [dataclasses.asdict(m) for m in considered],
               "first_val_accuracy": run.metrics["val_accuracy"],
               "first_val_log_loss": run.metrics["val_log_loss"]}
