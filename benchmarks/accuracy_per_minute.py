@@ -149,11 +149,11 @@ def _seed_rows(data: Path, out: Path, seed: int, first, options: dict) -> tuple:
 
     pair, pair_seconds = combined("ensemble", [default, wide])
     rows.append(_row("ensemble 0.35+0.5", pair, reference, pair_seconds))
-    rows.append(_row("ensemble three backbones",
-                     *combined("backbones", [default, wide, v1]), reference))
+    trio, trio_seconds = combined("backbones", [default, wide, v1])
+    rows.append(_row("ensemble three backbones", trio, reference, trio_seconds))
     if first is not None:
-        rows.append(_row("ensemble two seeds", *combined("seeds", [first, default]),
-                         reference))
+        seeds, seeds_seconds = combined("seeds", [first, default])
+        rows.append(_row("ensemble two seeds", seeds, reference, seeds_seconds))
     student = train("student", teacher=str(pair.path))
     rows.append(_row("distilled student", student, reference,
                      pair_seconds + _seconds(student)))
