@@ -65,11 +65,11 @@ def test_too_little_time_left_trains_no_member():
     # reserve for both members, 5 x 3.04: 219.3 s.
     need = 100 * WIDTH_RATIO + 5 * (1 + WIDTH_RATIO)
     wider, seed = members.candidates(config)  # two extra members at most (MAX_MEMBERS 3)
-    short = members.price(config, wider, 100, 5, need - 1, [1.0])
+    short = members.price(wider, 100, 5, need - 1, [1.0])
     assert not short.trained and short.need_seconds == pytest.approx(need, abs=0.1)
-    assert members.price(config, wider, 100, 5, need + 1, [1.0]).trained
+    assert members.price(wider, 100, 5, need + 1, [1.0]).trained
     # A seed after the 0.5: 100 s and the reserve for three members, 5 x 4.04.
-    after = members.price(config, seed, 100, 5, 121, [1.0, WIDTH_RATIO])
+    after = members.price(seed, 100, 5, 121, [1.0, WIDTH_RATIO])
     assert after.trained and after.need_seconds == pytest.approx(120.2, abs=0.1)
 
 

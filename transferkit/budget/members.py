@@ -68,13 +68,11 @@ def candidates(config: TrainConfig) -> list[tuple[str, int, float, str]]:
             for i, row in enumerate(rows[:MAX_MEMBERS - 1], start=1)]
 
 
-def price(config: TrainConfig, candidate: tuple[str, int, float, str],
-          first_seconds: float, reserve_seconds: float, left: float,
-          ratios: list[float]) -> Member:
+def price(candidate: tuple[str, int, float, str], first_seconds: float,
+          reserve_seconds: float, left: float, ratios: list[float]) -> Member:
     """Whether `left` seconds pay for `candidate` (pure).
 
     Args:
-        config: Member 1's options.
         candidate: `(backbone, seed, cost, why)`, one of `candidates(config)`.
         first_seconds: What member 1 cost, measured (audit to report).
         reserve_seconds: Member 1's reserve for evaluation, calibration and the report.
@@ -117,7 +115,7 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
 
     members, ratios, considered = [run], [1.0], []
     for candidate in candidates(config):
-        member = price(config, candidate, spent, reserve, left(), ratios)
+        member = price(candidate, spent, reserve, left(), ratios)
         considered.append(member)
         if not member.trained:  # the next candidate may cost less (a seed, not wider)
             continue
