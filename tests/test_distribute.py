@@ -106,9 +106,13 @@ def stop(processes: list) -> None:
             p.wait(timeout=30)
 
 
+def log_text(tmp: Path, index: int) -> str:
+    path = tmp.parent / f"worker{index}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def logs(tmp: Path) -> str:
-    return "".join((tmp.parent / f"worker{i}.log").read_text(errors="replace")[-2000:]
-                   for i in range(2))
+    return "".join(log_text(tmp, i)[-3000:] for i in range(2))
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +150,19 @@ def two_workers(colors, tmp_path_factory):
         assert [backup.load(p).state.epoch for p in worker_backups] == [1], logs(tmp)
         stop(processes)
         assert backup.load(out / "checkpoints/phase2.npz").state.epoch == 1
-        processes = start_workers(colors, out, tmp, kill_chief=False)
-        for p in processes:
-            p.wait(timeout=TIMEOUT)
+        for attempt in range(2):
+            start = [len(log_text(tmp, i)) for i in range(2)]
+            processes = start_workers(colors, out, tmp, kill_chief=False)
+            for p in processes:
+                p.wait(timeout=TIMEOUT)
+            new = "".join(log_text(tmp, i)[start[i]:] for i in range(2))
+            # A transport failure between the workers (gRPC: a socket closed or a
+            # heartbeat missed on a loaded machine; CI saw one) is what a restart is
+            # for: the pair starts again from the backups, once. Any other failure
+            # fails the test.
+            if [p.returncode for p in processes] == [0, 0] or attempt or \
+                    "UnavailableError" not in new:
+                break
         assert [p.returncode for p in processes] == [0, 0], logs(tmp)
     finally:
         stop(processes)
