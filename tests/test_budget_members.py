@@ -90,6 +90,7 @@ def _budget_run(tiny_run, tmp_path, limit, spent=100.0, val=None):
         (path / layout.METRICS_FILE).write_text(json.dumps({**metrics, "val_log_loss": val}))
     config = dataclasses.replace(tiny_run.config, time_limit=limit, quiet=True,
                                  calibrate=False)  # the combined ensemble: no trust
+    (path / layout.CONFIG_FILE).write_text(json.dumps(config.to_dict()))
     return Run(path, tiny_run.model, tiny_run.class_names, config)
 
 
@@ -172,3 +173,50 @@ def test_a_long_budget_trains_a_member_kept_only_when_validation_says_so(
     else:
         assert not ensemble_members(loaded.model)
         assert not (run.path / layout.MEMBERS_DIR).exists()
+
+
+def test_a_stopped_member_stage_resumes_where_it_stopped(tmp_path, tiny_run, monkeypatch):
+    from transferkit.run import load_run
+
+    clock = FakeClock()
+    monkeypatch.setattr(session, "CLOCK", clock)
+    # 600 s left pay for the 0.5 (219.3 s), then for a seed (120.2 s).
+    run = _budget_run(tiny_run, tmp_path, limit=700)
+    train_one, asked = _fake_training(tiny_run, clock, 200)
+
+    def stopped_in_the_seed(data, path, **options):
+        if len(asked) == 0:
+            return train_one(data, path, **options)
+        asked.append(options)  # the seed: 50 s into its training, Ctrl-C
+        clock.now += 50
+        shutil.copytree(tiny_run.path, path)
+        (path / layout.STATE_FILE).write_text(json.dumps({"state": "running"}))
+        session.Ledger(path / layout.CHECKPOINTS_DIR / session.LEDGER_FILE,
+                       clock=clock, started=clock.now - 50).save()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        members.spend_time_left(run, stopped_in_the_seed)
+    assert members.unfinished(run.path, dataclasses.replace(run.config, seed=99)) is None
+    stopped = members.unfinished(run.path, run.config)
+    assert stopped.path == run.path
+    clock.now += 1000  # stopped for a while: not the budget's time
+
+    resumed = []
+
+    def resume(data, path, **options):
+        resumed.append((path.name, options))
+        clock.now += 60
+        shutil.rmtree(path)
+        shutil.copytree(tiny_run.path, path)
+        return load_run(path)
+
+    members.spend_time_left(stopped, resume)
+    # The finished 0.5 is reused; the seed resumes with the options it started with
+    # (the same time limit: its own backups and ledger match).
+    assert resumed == [("m3", asked[1])]
+    record = json.loads((run.path / layout.PLAN_FILE).read_text())["extra_members"]
+    assert [m["trained"] for m in record["members"]] == [True, True]
+    # 200 s (the 0.5) + 50 s (the seed before the stop) + 60 s (after): 290 s left.
+    assert record["left_seconds"] == pytest.approx(700 - 100 - 310)
+    assert members.unfinished(run.path, run.config) is None  # decided: a finished run

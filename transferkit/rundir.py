@@ -62,20 +62,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> bool
     # config.json was stopped before doing any work: it starts again from scratch.
     resuming = state == "running" and (run_dir / layout.CONFIG_FILE).exists()
     if resuming:
-        try:
-            saved = read_json(run_dir / layout.CONFIG_FILE)
-            previous = TrainConfig.from_dict(saved)
-        except (OSError, ValueError, TypeError, AttributeError) as e:
-            raise RunError(f"{run_dir} holds an unfinished run whose config.json cannot be "
-                           "read; pass --overwrite to start again") from e
-        ours, theirs = _comparable(config), _comparable(previous)
-        if config.image_size is None:  # "auto" matches the size the plan chose before
-            theirs["image_size"] = None
-        # A run made before paths were stored absolute meant its folder from here too.
-        theirs["data"] = absolute_data(theirs["data"])
-        # An option this run's version did not have yet cannot differ from it.
-        changed = [f"{k}: {theirs.get(k)!r} before, {v!r} now" for k, v in ours.items()
-                   if k in saved and theirs.get(k) != v]
+        changed = changed_options(run_dir, config)
         if changed:
             raise RunError(f"{run_dir} holds an unfinished run with other options "
                            f"({'; '.join(changed)}); run the same command as before to "
@@ -146,6 +133,29 @@ def finish_run(out_dir: Path, model: keras.Model, config: TrainConfig, classes: 
         f"{metrics['train_seconds']:.0f} s. Run: {out_dir}")
     say(f"Report: {write_run_report(run)}")
     return run
+
+
+def changed_options(run_dir: Path, config: TrainConfig) -> list[str]:
+    """The options that change the model and differ between `config` and the run's
+    config.json, each as `"name: before, now"` (empty: the same run).
+
+    Raises:
+        RunError: config.json cannot be read.
+    """
+    try:
+        saved = read_json(run_dir / layout.CONFIG_FILE)
+        previous = TrainConfig.from_dict(saved)
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise RunError(f"{run_dir} holds an unfinished run whose config.json cannot be "
+                       "read; pass --overwrite to start again") from e
+    ours, theirs = _comparable(config), _comparable(previous)
+    if config.image_size is None:  # "auto" matches the size the plan chose before
+        theirs["image_size"] = None
+    # A run made before paths were stored absolute meant its folder from here too.
+    theirs["data"] = absolute_data(theirs["data"])
+    # An option this run's version did not have yet cannot differ from it.
+    return [f"{k}: {theirs.get(k)!r} before, {v!r} now" for k, v in ours.items()
+            if k in saved and theirs.get(k) != v]
 
 
 def _comparable(config: TrainConfig) -> dict[str, Any]:

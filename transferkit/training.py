@@ -26,7 +26,7 @@ from transferkit import layout
 from transferkit.accelerator import precision
 from transferkit.backbones import get_backbone, load_pretrained
 from transferkit.budget import session as budget
-from transferkit.budget.members import spend_time_left
+from transferkit.budget.members import spend_time_left, unfinished
 from transferkit.engine.phase import HEAD_BATCH, Recipe, TimeLimit, head_model, restore, \
     run_labelled
 from transferkit.config import TrainConfig
@@ -74,6 +74,9 @@ def train(data: str | Path, out: str | Path, overwrite: bool = False,
         return train_ensemble(data, out, overwrite, train_one=train, **options)
     start = time.time()
     config = with_teacher(TrainConfig.from_options(data, options))
+    stopped = None if overwrite else unfinished(Path(out), config)
+    if stopped is not None:  # a budget's default run, stopped in its extra members
+        return spend_time_left(stopped, train)
     # First: a multi-worker strategy must set up TensorFlow before any other op runs.
     # A time budget is planned for one device: `auto` then means the default strategy.
     dist = make_distribution("none" if config.time_limit and config.distribute == "auto"

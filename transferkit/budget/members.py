@@ -19,8 +19,13 @@ on its split and at its image size, into `RUN/members/m2...`:
    member 1's run and the extra members are deleted.
 
 plan.json's "extra_members" records what was trained, what it cost, and why, and the
-table's other rows with the finding that keeps each out. A command stopped while an
-extra member trains leaves RUN as member 1's finished run.
+table's other rows with the finding that keeps each out.
+
+A command stopped while an extra member trains leaves RUN as member 1's finished run, and
+the same command again resumes the members (`unfinished`): `RUN/members/budget.json`
+holds the seconds they spent and each decision with its member's options, so finished
+members are reused, the stopped one resumes from its own backups with the time it had
+left, and the rest are priced as before.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from transferkit.budget import measured, session
 from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.fileio import read_json, write_json
-from transferkit.run import Run, load_run
+from transferkit.run import Run, load_run, run_state
+from transferkit.rundir import changed_options
 
 MAX_MEMBERS = 3  # the served model costs K members: three is where the gain flattens
 
@@ -91,9 +97,28 @@ def price(candidate: tuple[str, int, float, str], first_seconds: float,
                   f"1's {first_seconds:.0f} s x {ratio:.2f}, {combine:.0f} s to combine)")
 
 
+def unfinished(out: Path, config: TrainConfig) -> Run | None:
+    """The finished default run in `out` of a budget with the same options whose extra
+    members were stopped before the ensemble was decided (plan.json has a budget and no
+    "extra_members"); None otherwise. `spend_time_left(run, ...)` resumes them."""
+    if not _buys_members(config) or run_state(out) != "complete" or \
+            not (out / layout.PLAN_FILE).exists():
+        return None
+    plan = read_json(out / layout.PLAN_FILE)
+    if "budget" not in plan or "extra_members" in plan or changed_options(out, config):
+        return None
+    return load_run(out)
+
+
+def _buys_members(config: TrainConfig) -> bool:
+    return config.time_limit is not None and config.extra_members and \
+        config.teacher is None
+
+
 def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | None:
     """After a budget's default run: extra members while the time left pays for them,
-    then the ensemble if validation prefers it (see the module docstring).
+    then the ensemble if validation prefers it (see the module docstring). A stopped
+    call resumes where it stopped.
 
     Args:
         run: The finished default run (None: a worker other than the chief).
@@ -103,45 +128,63 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
         The run in the same directory: the ensemble, or the default run as it was.
     """
     config = run.config if run is not None else None
-    if config is None or config.time_limit is None or not config.extra_members \
-            or config.teacher is not None:
+    if config is None or not _buys_members(config):
         return run
     budget = run.plan["budget"]
     spent, reserve = budget["spent"]["total_seconds"], budget["reserve_seconds"]
-    start = session.CLOCK()
+    folder = run.path / layout.MEMBERS_DIR
+    ledger = _stage_ledger(folder, config.quiet)
 
     def left() -> float:
-        return budget["limit_seconds"] - spent - (session.CLOCK() - start)
+        return budget["limit_seconds"] - spent - ledger.spent()
 
+    decided = [Member(**m) for m in ledger.state.get("members", [])]
+    options_of = dict(ledger.state.get("options", {}))
     members, ratios, considered = [run], [1.0], []
-    for candidate in candidates(config):
-        member = price(candidate, spent, reserve, left(), ratios)
+
+    def save(training: str | None = None) -> None:  # after each decision, each member
+        ledger.save(members=[dataclasses.asdict(m) for m in considered],
+                    options=options_of, training=training)
+
+    for i, candidate in enumerate(candidates(config)):
+        # A resumed call replays the decisions made before it stopped.
+        member = decided[i] if i < len(decided) else \
+            price(candidate, spent, reserve, left(), ratios)
         considered.append(member)
         if not member.trained:  # the next candidate may cost less (a seed, not wider)
+            save()
             continue
-        path = run.path / layout.MEMBERS_DIR / f"m{len(members) + 1}"
-        options = {**config.to_dict(), "backbone": member.backbone, "seed": member.seed,
-                   "image_size": run.image_size, "preset": None, "extra_members": False,
-                   "splits_file": str(Path(run.path, layout.SPLITS_FILE).resolve()),
-                   "time_limit": left() - reserve * (sum(ratios) + member.cost_ratio)}
-        options.pop("data")
+        path = folder / f"m{len(members) + 1}"
+        if path.name not in options_of:
+            options = {**config.to_dict(), "backbone": member.backbone,
+                       "seed": member.seed, "image_size": run.image_size, "preset": None,
+                       "extra_members": False, "time_limit":
+                       left() - reserve * (sum(ratios) + member.cost_ratio),
+                       "splits_file": str(Path(run.path, layout.SPLITS_FILE).resolve())}
+            options.pop("data")
+            options_of[path.name] = options
+        save(training=path.name)
         try:
-            members.append(train_one(config.data, path, **options))
+            members.append(load_run(path) if run_state(path) == "complete" else
+                           train_one(config.data, path, **options_of[path.name]))
         except ConfigError as e:  # its planner found the time too short after all
             member.trained, member.why = False, str(e)
             shutil.rmtree(path, ignore_errors=True)  # the next one trains there
-            continue
-        ratios.append(member.cost_ratio)
+            del options_of[path.name]
+        else:
+            ratios.append(member.cost_ratio)
+        save()
     record = {"left_out": measured.left_out(), "first_member_seconds": spent,
               "left_seconds": round(left(), 1),
               "members": [dataclasses.asdict(m) for m in considered],
               "first_val_accuracy": run.metrics["val_accuracy"],
               "first_val_log_loss": run.metrics["val_log_loss"]}
     if len(members) == 1:
+        shutil.rmtree(folder, ignore_errors=True)
         return _finish(run, record, kept=False, why="no extra member was trained")
     from transferkit.ensemble.train import combine_runs
 
-    staging = run.path / layout.MEMBERS_DIR / "ensemble"
+    staging = folder / "ensemble"
     if not config.quiet:  # combined quietly: its own lines would name the staging folder
         print(f"Budget: combining {len(members)} members (validation accuracy "
               + ", ".join(f"{m.metrics['val_accuracy']:.3f}" for m in members) + ")",
@@ -160,12 +203,36 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
     # 0.800 -> 0.792 but log loss 0.533 -> 0.491, and the test split agreed with the
     # log loss (0.770 -> 0.778; docs/measurements.md).
     if record["ensemble_val_log_loss"] >= record["first_val_log_loss"]:
-        shutil.rmtree(run.path / layout.MEMBERS_DIR)
+        shutil.rmtree(folder)
         return _finish(run, record, kept=False, why="the ensemble's validation log loss "
                        "is not below member 1's")
+    ledger.path.unlink()
     _promote(run.path, staging)
     return _finish(load_run(run.path), record, kept=True, why="the ensemble's validation "
                    "log loss is below member 1's")
+
+
+def _stage_ledger(folder: Path, quiet: bool) -> session.Ledger:
+    """The members' ledger in `folder`: seconds spent and decisions so far. Resuming, the
+    member stopped mid-training adds its own seconds (its ledger, saved each epoch)."""
+    ledger = session.Ledger(folder / session.LEDGER_FILE, clock=session.CLOCK)
+    stopped = ledger.state.get("training")
+    if stopped:
+        ledger.before += _seconds_of(folder / stopped)
+    if ledger.state and not quiet:
+        print(f"Budget: resuming the extra members in {folder} ("
+              f"{ledger.before:.0f} s spent on them)", flush=True)
+    return ledger
+
+
+def _seconds_of(path: Path) -> float:
+    """The seconds a member's training spent: its plan.json's when finished, else its
+    ledger's, else none (stopped before its first save)."""
+    if run_state(path) == "complete":
+        plan = read_json(path / layout.PLAN_FILE)
+        return float(plan.get("budget", {}).get("spent", {}).get("total_seconds", 0.0))
+    ledger = path / layout.CHECKPOINTS_DIR / session.LEDGER_FILE
+    return float(read_json(ledger).get("spent_seconds", 0.0)) if ledger.exists() else 0.0
 
 
 def _promote(root: Path, staging: Path) -> None:
