@@ -220,3 +220,27 @@ def test_a_stopped_member_stage_resumes_where_it_stopped(tmp_path, tiny_run, mon
     # 200 s (the 0.5) + 50 s (the seed before the stop) + 60 s (after): 290 s left.
     assert record["left_seconds"] == pytest.approx(700 - 100 - 310)
     assert members.unfinished(run.path, run.config) is None  # decided: a finished run
+
+
+def test_a_member_its_own_plan_refuses_leaves_its_folder_to_the_next(tmp_path, tiny_run,
+                                                                   monkeypatch):
+    from transferkit.errors import ConfigError
+
+    clock = FakeClock()
+    monkeypatch.setattr(session, "CLOCK", clock)
+    run = _budget_run(tiny_run, tmp_path, limit=700)  # both members priced as fitting
+    train_one, asked = _fake_training(tiny_run, clock, 100)
+
+    def refuses_the_wide_one(data, path, **options):
+        if options["backbone"] == "mobilenet_v2_0.5":
+            path.mkdir(parents=True)  # it had started writing
+            raise ConfigError("--time-limit 1m is too small")
+        return train_one(data, path, **options)
+
+    members.spend_time_left(run, refuses_the_wide_one)
+    assert [o["backbone"] for o in asked] == ["mobilenet_v2_0.35"]
+    record = json.loads((run.path / layout.PLAN_FILE).read_text())["extra_members"]
+    assert [m["trained"] for m in record["members"]] == [False, True]
+    assert record["members"][0]["why"] == \
+        "its own plan refused the time left: --time-limit 1m is too small"
+    assert record["members"][1]["val_accuracy"] == tiny_run.metrics["val_accuracy"]

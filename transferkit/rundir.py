@@ -146,8 +146,8 @@ def changed_options(run_dir: Path, config: TrainConfig) -> list[str]:
         saved = read_json(run_dir / layout.CONFIG_FILE)
         previous = TrainConfig.from_dict(saved)
     except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise RunError(f"{run_dir} holds an unfinished run whose config.json cannot be "
-                       "read; pass --overwrite to start again") from e
+        raise RunError(f"{run_dir} holds a run whose config.json cannot be read; "
+                       "pass --overwrite to start again") from e
     ours, theirs = _comparable(config), _comparable(previous)
     if config.image_size is None:  # "auto" matches the size the plan chose before
         theirs["image_size"] = None

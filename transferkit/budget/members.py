@@ -168,7 +168,8 @@ def spend_time_left(run: Run | None, train_one: Callable[..., Run]) -> Run | Non
             members.append(load_run(path) if run_state(path) == "complete" else
                            train_one(config.data, path, **options_of[path.name]))
         except ConfigError as e:  # its planner found the time too short after all
-            member.trained, member.why = False, str(e)
+            member.trained = False
+            member.why = f"its own plan refused the time left: {e}"
             shutil.rmtree(path, ignore_errors=True)  # the next one trains there
             del options_of[path.name]
         else:
