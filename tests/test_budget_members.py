@@ -34,6 +34,14 @@ class FakeClock:
         return self.now
 
 
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    """The budget's clock, moved by hand (`clock.now += seconds`)."""
+    fake = FakeClock()
+    monkeypatch.setattr(session, "CLOCK", fake)
+    return fake
+
+
 def test_members_are_bought_by_measured_gain_per_cost_then_seeds(monkeypatch):
     config = TrainConfig(backbone="mobilenet_v2_0.35", weights="none", seed=7)
     wide = measured.Ingredient("wide", "", member="mobilenet_v2_0.5", log_loss_gain=0.04,
@@ -109,9 +117,7 @@ def _fake_training(tiny_run, clock, seconds):
     return train_one, asked
 
 
-def test_a_short_budget_keeps_the_default_run(tmp_path, tiny_run, monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(session, "CLOCK", clock)
+def test_a_short_budget_keeps_the_default_run(tmp_path, tiny_run, clock):
     # 100 s left: neither the 0.5 (219.3 s) nor a seed (100 + 5 x 2 = 110 s) fits.
     run = _budget_run(tiny_run, tmp_path, limit=200)
     train_one, asked = _fake_training(tiny_run, clock, 200)
@@ -122,9 +128,7 @@ def test_a_short_budget_keeps_the_default_run(tmp_path, tiny_run, monkeypatch):
     assert not (run.path / layout.MEMBERS_DIR).exists()
 
 
-def test_a_member_too_dear_is_skipped_for_a_cheaper_one(tmp_path, tiny_run, monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(session, "CLOCK", clock)
+def test_a_member_too_dear_is_skipped_for_a_cheaper_one(tmp_path, tiny_run, clock):
     # 200 s left: not the 0.5 (219.3 s), but a seed of 0.35 (110 s).
     run = _budget_run(tiny_run, tmp_path, limit=300)
     train_one, asked = _fake_training(tiny_run, clock, 100)
@@ -141,12 +145,10 @@ def test_a_member_too_dear_is_skipped_for_a_cheaper_one(tmp_path, tiny_run, monk
 
 @pytest.mark.parametrize("first_val, kept", [(99.0, True), (None, False)])
 def test_a_long_budget_trains_a_member_kept_only_when_validation_says_so(
-        tmp_path, tiny_run, monkeypatch, first_val, kept):
+        tmp_path, tiny_run, clock, first_val, kept):
     from transferkit.model import members as ensemble_members
     from transferkit.run import load_run
 
-    clock = FakeClock()
-    monkeypatch.setattr(session, "CLOCK", clock)
     # 300 s left pay for the 0.5 member (219 s); 100 s after it do not pay for a seed
     # (100 s + 5 s x 4.04 to combine three).
     run = _budget_run(tiny_run, tmp_path, limit=400, val=first_val)
@@ -175,11 +177,9 @@ def test_a_long_budget_trains_a_member_kept_only_when_validation_says_so(
         assert not (run.path / layout.MEMBERS_DIR).exists()
 
 
-def test_a_stopped_member_stage_resumes_where_it_stopped(tmp_path, tiny_run, monkeypatch):
+def test_a_stopped_member_stage_resumes_where_it_stopped(tmp_path, tiny_run, clock):
     from transferkit.run import load_run
 
-    clock = FakeClock()
-    monkeypatch.setattr(session, "CLOCK", clock)
     # 600 s left pay for the 0.5 (219.3 s), then for a seed (120.2 s).
     run = _budget_run(tiny_run, tmp_path, limit=700)
     train_one, asked = _fake_training(tiny_run, clock, 200)
@@ -223,11 +223,9 @@ def test_a_stopped_member_stage_resumes_where_it_stopped(tmp_path, tiny_run, mon
 
 
 def test_a_member_its_own_plan_refuses_leaves_its_folder_to_the_next(tmp_path, tiny_run,
-                                                                   monkeypatch):
+                                                                   clock):
     from transferkit.errors import ConfigError
 
-    clock = FakeClock()
-    monkeypatch.setattr(session, "CLOCK", clock)
     run = _budget_run(tiny_run, tmp_path, limit=700)  # both members priced as fitting
     train_one, asked = _fake_training(tiny_run, clock, 100)
 
